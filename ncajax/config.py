@@ -1,0 +1,183 @@
+"""Frozen configuration dataclasses for every stage, named STFT presets, JSON round trip.
+
+Every stage of the study is driven by one of these dataclasses. They are frozen (hashable, safe to close
+over in jitted code) and serialise to plain JSON dicts, which is what run directories and checkpoints store
+and what `mismatch` compares when a checkpoint or cache is reused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+MODEL_NAMES = ("dae", "dae_deep", "dae_sf")
+LOSSES = ("mse", "l1", "gkl")
+
+
+@dataclasses.dataclass(frozen=True)
+class STFTConfig:
+    """Short-time Fourier transform settings. `n_bins = n_fft // 2 + 1` is the model size N."""
+
+    sample_rate: int = 16000
+    n_fft: int = 512
+    win_length: int = 512
+    hop_length: int = 128
+    window: str = "hann"
+
+    def __post_init__(self):
+        if self.sample_rate <= 0:
+            raise ValueError(f"sample_rate must be positive, got {self.sample_rate}")
+        if self.n_fft <= 0 or self.n_fft % 2:
+            raise ValueError(f"n_fft must be a positive even number, got {self.n_fft}")
+        if self.win_length <= 0 or self.win_length > self.n_fft:
+            raise ValueError(
+                f"win_length ({self.win_length}) must be in [1, n_fft={self.n_fft}]: "
+                "a window longer than the FFT cannot be used; raise n_fft or shorten the window"
+            )
+        if self.hop_length <= 0:
+            raise ValueError(f"hop_length must be positive, got {self.hop_length}")
+        if self.hop_length > self.win_length:
+            raise ValueError(
+                f"hop_length ({self.hop_length}) exceeds win_length ({self.win_length}): "
+                "frames would leave gaps and the inverse STFT could not reconstruct the signal"
+            )
+
+    @property
+    def n_bins(self) -> int:
+        return self.n_fft // 2 + 1
+
+
+PRESETS: dict[str, STFTConfig] = {
+    # Fast default for the embedded corpus: N = 257 bins (31 Hz each at 16 kHz), 8 ms hop.
+    "fast": STFTConfig(sample_rate=16000, n_fft=512, win_length=512, hop_length=128, window="hann"),
+    # The authors' analysis settings in their related papers (Mimilakis et al.): 44.1 kHz, Hamming window
+    # of 2049 samples zero-padded to a 4096-point FFT, hop 384 -> N = 2049 bins.
+    "paper": STFTConfig(
+        sample_rate=44100, n_fft=4096, win_length=2049, hop_length=384, window="hamming"
+    ),
+}
+
+
+def preset(name: str) -> STFTConfig:
+    """The STFT preset called `name` ("fast" or "paper")."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown STFT preset {name!r}; choose one of {sorted(PRESETS)}")
+    return PRESETS[name]
+
+
+@dataclasses.dataclass(frozen=True)
+class CorpusConfig:
+    """The embedded synthetic multitrack corpus (see `ncajax.corpus`)."""
+
+    seed: int = 0
+    n_train: int = 24
+    n_test: int = 6
+    duration: float = 12.0
+    sample_rate: int = 16000
+
+    def __post_init__(self):
+        if self.n_train < 2 or self.n_test < 1:
+            raise ValueError(
+                f"the corpus needs at least 2 train tracks (train + validation) and 1 test track, "
+                f"got n_train={self.n_train}, n_test={self.n_test}"
+            )
+        if self.duration <= 0:
+            raise ValueError(f"duration must be positive seconds, got {self.duration}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """A separator: `name` in MODEL_NAMES, `n_bins` = N, hidden width (None -> N)."""
+
+    name: str = "dae"
+    n_bins: int = 257
+    hidden: int | None = None
+
+    def __post_init__(self):
+        if self.name not in MODEL_NAMES:
+            raise ValueError(f"unknown model {self.name!r}; choose one of {MODEL_NAMES}")
+        if self.n_bins < 1:
+            raise ValueError(f"n_bins must be positive, got {self.n_bins}")
+        if self.hidden is not None and self.hidden < 1:
+            raise ValueError(f"hidden must be positive or None, got {self.hidden}")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation of one model over `n_seeds` seeds trained together (seeds seed, seed+1, ...)."""
+
+    learning_rate: float = 1e-3
+    batch_size: int = 256
+    max_epochs: int = 40
+    patience: int = 6
+    loss: str = "mse"
+    seed: int = 0
+    n_seeds: int = 1
+    max_steps_per_epoch: int | None = None
+
+    def __post_init__(self):
+        if self.loss not in LOSSES:
+            raise ValueError(f"unknown loss {self.loss!r}; choose one of {LOSSES}")
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {self.batch_size}")
+        if self.max_epochs < 1:
+            raise ValueError(f"max_epochs must be positive, got {self.max_epochs}")
+        if self.patience < 1:
+            raise ValueError(f"patience must be positive, got {self.patience}")
+        if self.n_seeds < 1:
+            raise ValueError(f"n_seeds must be positive, got {self.n_seeds}")
+        if self.max_steps_per_epoch is not None and self.max_steps_per_epoch < 1:
+            raise ValueError(f"max_steps_per_epoch must be positive or None, got {self.max_steps_per_epoch}")
+
+
+def to_dict(cfg: Any) -> dict:
+    """A JSON-ready dict of a (possibly nested) config dataclass."""
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(cls: type[T], data: dict) -> T:
+    """Rebuild `cls` from `to_dict` output, rejecting unknown fields by name."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(data) - set(fields)
+    if unknown:
+        raise ValueError(f"unknown fields for {cls.__name__}: {sorted(unknown)}")
+    kwargs = {}
+    for name, value in data.items():
+        ftype = fields[name].type
+        sub = _dataclass_for(ftype)
+        kwargs[name] = from_dict(sub, value) if sub is not None and isinstance(value, dict) else value
+    return cls(**kwargs)
+
+
+def _dataclass_for(ftype: Any) -> type | None:
+    name = ftype if isinstance(ftype, str) else getattr(ftype, "__name__", "")
+    for cls in (STFTConfig, CorpusConfig, ModelConfig, TrainConfig):
+        if name == cls.__name__:
+            return cls
+    return None
+
+
+def fingerprint(data: Any) -> str:
+    """A short stable hash of a JSON-serialisable value (dicts are key-sorted)."""
+    if dataclasses.is_dataclass(data):
+        data = to_dict(data)
+    blob = json.dumps(data, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def mismatch(expected: dict, found: dict, prefix: str = "") -> list[str]:
+    """Human-readable differences between two config dicts: `field: expected X, found Y`."""
+    out = []
+    for key in sorted(set(expected) | set(found)):
+        a, b = expected.get(key, "<missing>"), found.get(key, "<missing>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += mismatch(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: expected {a!r}, found {b!r}")
+    return out

@@ -1,0 +1,130 @@
+"""The three frame-wise denoising-autoencoder separators of the study, as flax.linen modules.
+
+All map one mixture magnitude frame to one vocal magnitude frame, `(..., nb_bins) -> (..., nb_bins)`,
+with ReLU after every layer (the output included), Xavier-normal kernels and biases, hidden width N by
+default (the authors' NCA code needs square layers, see `ncajax.nca`).
+
+- `dae`:      encoder_0 (N->H) + decoder (H->N).
+- `dae_deep`: encoder_0..2 (N->H, H->H, H->H) + decoder (H->N).
+- `dae_sf`:   the `dae` stack computes a mask m(x) >= 0 and the estimate is x * m(x) (skip filtering).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float
+
+from .config import MODEL_NAMES, ModelConfig
+
+
+class DAE(nn.Module):
+    """Dense ReLU stack: `n_encoder` encoder layers of width `hidden` and one decoder layer back to N."""
+
+    n_bins: int
+    hidden: int
+    n_encoder: int = 1
+    bias_init: Callable = nn.initializers.zeros
+
+    def setup(self):
+        kinit = nn.initializers.xavier_normal()
+        self.encoders = [
+            nn.Dense(self.hidden, kernel_init=kinit, bias_init=self.bias_init, name=f"encoder_{i}")
+            for i in range(self.n_encoder)
+        ]
+        self.decoder = nn.Dense(
+            self.n_bins, kernel_init=kinit, bias_init=self.bias_init, name="decoder"
+        )
+
+    def __call__(self, x: Float[Array, "... nb_bins"]) -> Float[Array, "... nb_bins"]:
+        h = x
+        for layer in self.encoders:
+            h = nn.relu(layer(h))
+        return nn.relu(self.decoder(h))
+
+
+class SkipFilterDAE(nn.Module):
+    """Skip-filtering separator: y = x * m(x), m the one-encoder DAE stack."""
+
+    n_bins: int
+    hidden: int
+    n_encoder: int = 1
+    bias_init: Callable = nn.initializers.zeros
+
+    def setup(self):
+        self.masker = DAE(self.n_bins, self.hidden, self.n_encoder, self.bias_init, name="masker")
+
+    def mask(self, x: Float[Array, "... nb_bins"]) -> Float[Array, "... nb_bins"]:
+        return self.masker(x)
+
+    def __call__(self, x: Float[Array, "... nb_bins"]) -> Float[Array, "... nb_bins"]:
+        return x * self.masker(x)
+
+
+_DEPTH = {"dae": 1, "dae_deep": 3, "dae_sf": 1}
+
+
+def build(name: str, n_bins: int, *, hidden: int | None = None) -> nn.Module:
+    """The separator `name` ("dae", "dae_deep", "dae_sf") for `n_bins` frequency bins."""
+    if name not in MODEL_NAMES:
+        raise ValueError(f"unknown model {name!r}; choose one of {MODEL_NAMES}")
+    if n_bins < 1:
+        raise ValueError(f"n_bins must be a positive integer, got {n_bins}")
+    width = n_bins if hidden is None else hidden
+    cls = SkipFilterDAE if name == "dae_sf" else DAE
+    return cls(n_bins=n_bins, hidden=width, n_encoder=_DEPTH[name])
+
+
+def from_config(cfg: ModelConfig) -> nn.Module:
+    return build(cfg.name, cfg.n_bins, hidden=cfg.hidden)
+
+
+def init_params(model: nn.Module, key: jax.Array) -> dict:
+    """Freshly initialised params of `model` (a pytree with a top-level "params" collection)."""
+    return model.init(key, jnp.zeros((1, model.n_bins), jnp.float32))
+
+
+def dense_layers(params: dict) -> list[tuple[jax.Array, jax.Array]]:
+    """The model's dense layers as `(kernel, bias)` pairs in forward order.
+
+    `kernel` has flax's layout `(in_features, out_features)` (so W_l = kernel.T in the paper's
+    out x in notation) and `bias` is `(out_features,)`. Works for the built-in separators and for any
+    module whose params are a (possibly nested) stack of flax `Dense` layers created in forward order.
+    Leading batch axes (e.g. a seed axis) are kept.
+    """
+    tree = params.get("params", params)
+    layers: list[tuple[jax.Array, jax.Array]] = []
+
+    def walk(node):
+        if not isinstance(node, dict) and not hasattr(node, "items"):
+            return
+        if "kernel" in node:
+            if "bias" not in node:
+                raise ValueError("dense layer without bias: NCA needs (kernel, bias) pairs")
+            layers.append((node["kernel"], node["bias"]))
+            return
+        for key in _forward_order(list(node.keys())):
+            walk(node[key])
+
+    walk(tree)
+    if not layers:
+        raise ValueError("no dense layers (dicts with 'kernel' and 'bias') found in params")
+    return layers
+
+
+def _forward_order(keys: list[str]) -> list[str]:
+    """Order sibling names: encoder_i by i, then decoder; other names keep their (creation) order."""
+
+    def rank(k: str):
+        if k.startswith("encoder_") and k[8:].isdigit():
+            return (0, int(k[8:]))
+        if k == "decoder":
+            return (1, 0)
+        return (0, 0)
+
+    if any(k.startswith("encoder_") or k == "decoder" for k in keys):
+        return sorted(keys, key=rank)
+    return keys
