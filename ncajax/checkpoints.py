@@ -1,0 +1,74 @@
+"""Orbax checkpointing in one place: a `CheckpointManager` with `args=`, config checked on restore.
+
+Each checkpoint step holds two items: `state` (any pytree, `StandardSave`) and `config` (`JsonSave`). The
+manager keeps the latest checkpoint and the best one by a metric (`preservation_policy`); Orbax writes to a
+temporary directory and renames it when complete, so a kill during a save leaves the previous checkpoint
+usable.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
+
+from .config import mismatch
+
+
+def manager(directory: Path, *, best_metric: str | None = "val_loss", keep_latest: int = 1,
+            async_save: bool = False) -> ocp.CheckpointManager:
+    """A CheckpointManager at `directory` keeping the `keep_latest` newest steps and the best by
+    `best_metric` (lower is better)."""
+    policies: list[Any] = [pp.LatestN(n=keep_latest)]
+    if best_metric is not None:
+        policies.append(pp.BestN(get_metric_fn=lambda m: m[best_metric], reverse=True, n=1))
+    options = ocp.CheckpointManagerOptions(
+        preservation_policy=pp.AnyPreservationPolicy(policies),
+        enable_async_checkpointing=async_save,
+        create=True,
+    )
+    return ocp.CheckpointManager(Path(directory).absolute(), options=options, item_names=("state", "config"))
+
+
+def save(mngr: ocp.CheckpointManager, step: int, state: Any, config: dict,
+         metrics: dict | None = None) -> None:
+    mngr.save(
+        step,
+        args=ocp.args.Composite(state=ocp.args.StandardSave(state), config=ocp.args.JsonSave(config)),
+        metrics=metrics,
+    )
+    mngr.wait_until_finished()
+
+
+def restore_config(mngr: ocp.CheckpointManager, step: int) -> dict:
+    out = mngr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
+    return out["config"]
+
+
+def check_config(expected: dict, found: dict, where: str) -> None:
+    """Raise ValueError naming every field where a checkpoint's config differs from the expected one."""
+    diff = mismatch(json.loads(json.dumps(expected)), found)
+    if diff:
+        raise ValueError(
+            f"checkpoint {where} was written with a different configuration: {'; '.join(diff)}. "
+            "Use the configuration it was trained with, or point to the matching run directory."
+        )
+
+
+def restore(mngr: ocp.CheckpointManager, step: int, abstract_state: Any, expected_config: dict) -> Any:
+    """Restore `state` at `step` into the structure/shapes/dtypes of `abstract_state` (e.g. from
+    `jax.eval_shape`), after checking the stored config equals `expected_config`."""
+    check_config(expected_config, restore_config(mngr, step), f"{mngr.directory}/{step}")
+    target = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state)
+    try:
+        out = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
+    except (ValueError, KeyError) as err:
+        raise ValueError(
+            f"checkpoint {mngr.directory}/{step} does not match the expected parameter structure "
+            f"or shapes ({err}). It was written by another model or size."
+        ) from err
+    return out["state"]

@@ -1,0 +1,113 @@
+"""The study's stages as library calls: data -> training. Later stages live in their own modules
+(`ncajax.mapping_stage`, `ncajax.evaluate`, `ncajax.plots`, `ncajax.report`); `experiments/*.py` are thin
+wrappers and `experiments/reproduce.py` chains them.
+
+Every stage reads the previous stage's outputs from disk and writes only into its own directory, and is
+skipped when its outputs exist for the same config.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import corpus, features, sources
+from .config import MODEL_NAMES, CorpusConfig, ModelConfig, STFTConfig, TrainConfig, preset, to_dict
+from .train import TrainResult, train_model
+
+
+def default_cache_root() -> Path:
+    """Where the corpus and feature caches live: $NCAJAX_CACHE, else ~/.cache/ncajax."""
+    return Path(os.environ.get("NCAJAX_CACHE", Path.home() / ".cache" / "ncajax")).expanduser()
+
+
+@dataclass
+class Data:
+    """The features of one dataset at one STFT preset, split into train/valid/test caches."""
+
+    stft: STFTConfig
+    train: features.FeatureCache
+    valid: features.FeatureCache
+    test: features.FeatureCache
+    refs: dict[str, list[sources.TrackRef]]
+    description: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)
+
+
+def prepare_data(
+    *,
+    musdb_root: str | Path | None = None,
+    is_wav: bool | None = None,
+    preset_name: str = "fast",
+    corpus_cfg: CorpusConfig | None = None,
+    cache_root: str | Path | None = None,
+    progress: bool = True,
+) -> Data:
+    """Corpus (or MUSDB18) -> splits -> memory-mapped feature caches for train, valid and test.
+
+    With `musdb_root=None` the embedded synthetic corpus is generated (or reused) at the preset's sample
+    rate; otherwise `musdb_root` is read as MUSDB18 stems (needs ffmpeg) or an HQ wav folder (`is_wav`).
+    """
+    stft = preset(preset_name)
+    cache_root = Path(cache_root) if cache_root is not None else default_cache_root()
+    timings = {}
+    t0 = time.perf_counter()
+    if musdb_root is None:
+        ccfg = corpus_cfg or CorpusConfig(sample_rate=stft.sample_rate)
+        if ccfg.sample_rate != stft.sample_rate:
+            raise ValueError(
+                f"corpus sample_rate {ccfg.sample_rate} differs from preset {preset_name!r} "
+                f"({stft.sample_rate} Hz): generate the corpus at the preset's rate"
+            )
+        root = corpus.generate_corpus(cache_root / "corpus", ccfg, progress=progress)
+        description = {"dataset": "embedded synthetic corpus", "corpus": to_dict(ccfg), "root": str(root)}
+        is_wav = True
+    else:
+        root = Path(musdb_root).expanduser()
+        description = {"dataset": "MUSDB18", "root": str(root.resolve()), "is_wav": is_wav}
+    timings["corpus_s"] = time.perf_counter() - t0
+    refs = sources.dataset_splits(root, is_wav=is_wav)
+    for split in ("train", "valid", "test"):
+        if not refs.get(split):
+            raise ValueError(f"the {split} split of {root} is empty: the dataset needs tracks for it")
+    t0 = time.perf_counter()
+    caches = {
+        split: features.build_cache(
+            refs[split], stft, cache_root / "features", name=f"{split}", progress=progress
+        )
+        for split in ("train", "valid", "test")
+    }
+    timings["features_s"] = time.perf_counter() - t0
+    description.update(
+        preset=preset_name,
+        tracks={split: [r.name for r in refs[split]] for split in refs},
+        frames={split: caches[split].n_frames for split in caches},
+    )
+    return Data(stft, caches["train"], caches["valid"], caches["test"], refs, description, timings)
+
+
+def train_all(
+    data: Data,
+    out_dir: str | Path,
+    *,
+    model_names: tuple[str, ...] = MODEL_NAMES,
+    train_cfg: TrainConfig = TrainConfig(n_seeds=3),
+    progress: bool = True,
+) -> dict[str, TrainResult]:
+    """Train every model of `model_names` (all seeds vmapped) into `out_dir/<model>/`."""
+    results = {}
+    for name in model_names:
+        results[name] = train_model(
+            ModelConfig(name=name, n_bins=data.stft.n_bins),
+            train_cfg,
+            data.stft,
+            data.train,
+            data.valid,
+            data.test,
+            Path(out_dir) / name,
+            data={k: v for k, v in data.description.items() if k != "root"},
+            progress=progress,
+        )
+    return results

@@ -1,0 +1,68 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ncajax import models
+
+
+@pytest.mark.parametrize("name,n_layers", [("dae", 2), ("dae_deep", 4), ("dae_sf", 2)])
+def test_shapes_and_layers(name, n_layers):
+    n = 12
+    model = models.build(name, n)
+    params = models.init_params(model, jax.random.key(0))
+    x = jnp.abs(jax.random.normal(jax.random.key(1), (5, n)))
+    y = model.apply(params, x)
+    assert y.shape == (5, n)
+    assert bool(jnp.all(y >= 0))
+    layers = models.dense_layers(params)
+    assert len(layers) == n_layers
+    for kernel, bias in layers:
+        assert kernel.shape == (n, n) and bias.shape == (n,)
+
+
+def test_dense_layers_forward_order_reproduces_model():
+    n = 9
+    model = models.build("dae_deep", n)
+    params = models.init_params(model, jax.random.key(3))
+    params = jax.tree.map(lambda a: a + 0.01, params)  # non-zero biases
+    x = jnp.abs(jax.random.normal(jax.random.key(2), (7, n)))
+    h = x
+    for kernel, bias in models.dense_layers(params):
+        h = jax.nn.relu(h @ kernel + bias)
+    np.testing.assert_allclose(h, model.apply(params, x), rtol=1e-5, atol=1e-6)
+
+
+def test_skip_filter_identity():
+    n = 10
+    model = models.build("dae_sf", n)
+    params = models.init_params(model, jax.random.key(0))
+    x = jnp.abs(jax.random.normal(jax.random.key(1), (4, n)))
+    mask = model.apply(params, x, method=model.mask)
+    np.testing.assert_allclose(model.apply(params, x), x * mask, rtol=1e-6)
+    # the mask is the one-layer DAE stack applied to x
+    h = x
+    for kernel, bias in models.dense_layers(params):
+        h = jax.nn.relu(h @ kernel + bias)
+    np.testing.assert_allclose(mask, h, rtol=1e-5, atol=1e-6)
+
+
+def test_xavier_normal_kernels():
+    n = 256
+    params = models.init_params(models.build("dae", n), jax.random.key(0))
+    kernel, _ = models.dense_layers(params)[0]
+    # Xavier-normal: std = sqrt(2 / (fan_in + fan_out)) = sqrt(1 / n) (truncation-free normal)
+    assert abs(float(jnp.std(kernel)) - np.sqrt(1.0 / n)) < 0.05 * np.sqrt(1.0 / n)
+
+
+def test_hidden_width_option():
+    model = models.build("dae", 6, hidden=4)
+    params = models.init_params(model, jax.random.key(0))
+    shapes = [k.shape for k, _ in models.dense_layers(params)]
+    assert shapes == [(6, 4), (4, 6)]
+
+
+@pytest.mark.parametrize("bad", [("unet", 8), ("dae", 0)])
+def test_build_rejects_bad_input(bad):
+    with pytest.raises(ValueError, match="unknown model|n_bins"):
+        models.build(*bad)

@@ -1,0 +1,193 @@
+"""Training: golden loss, learning, checkpoints, resume, seeds vmapped, data parallelism, guards."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from ncajax import checkpoints, config, models, runs, train
+
+N = 16
+
+
+class ArrayCache:
+    """In-memory stand-in with FeatureCache's streaming contract (a pure function of (seed, step))."""
+
+    def __init__(self, n_frames, seed, n_bins=N):
+        rng = np.random.default_rng(seed)
+        self.mixture = (rng.random((n_frames, n_bins)) * 2).astype(np.float32)
+        gain = np.linspace(0.0, 1.0, n_bins, dtype=np.float32)
+        self.vocals = self.mixture * gain
+        self.n_frames, self.n_bins = n_frames, n_bins
+
+    def steps_per_epoch(self, batch_size):
+        return self.n_frames // batch_size
+
+    def batch(self, step, batch_size, seed):
+        spe = self.steps_per_epoch(batch_size)
+        perm = np.random.default_rng([seed, step // spe]).permutation(self.n_frames)
+        idx = np.sort(perm[(step % spe) * batch_size :][:batch_size])
+        return self.mixture[idx], self.vocals[idx]
+
+
+@pytest.fixture(scope="module")
+def caches():
+    return ArrayCache(1024, 0), ArrayCache(256, 1), ArrayCache(256, 2)
+
+
+def tcfg(**kw):
+    base = dict(learning_rate=3e-3, batch_size=64, max_epochs=4, patience=10, n_seeds=2)
+    return config.TrainConfig(**{**base, **kw})
+
+
+def _train(tmp, caches, model="dae", **kw):
+    return train.train_model(
+        config.ModelConfig(model, N), tcfg(**kw), config.PRESETS["fast"], *caches, tmp, progress=False
+    )
+
+
+def test_golden_one_step_loss():
+    """The first step's loss equals an independent NumPy forward pass with the same initial params."""
+    model = models.build("dae", N)
+    tx = optax.adam(1e-3)
+    state = train.init_state(model, tx, jax.random.key(7))
+    x = np.random.default_rng(0).random((8, N)).astype(np.float32)
+    y = 0.5 * x
+    step = jax.jit(train.make_train_step(model, tx, "mse"))
+    _, metrics = step(state, (x, y))
+    h = x.astype(np.float64)
+    for kernel, bias in models.dense_layers(state.params):
+        h = np.maximum(h @ np.asarray(kernel, np.float64) + np.asarray(bias, np.float64), 0)
+    np.testing.assert_allclose(float(metrics["loss"]), np.mean((y - h) ** 2), rtol=1e-5)
+
+
+@pytest.mark.parametrize("loss", ["mse", "l1", "gkl"])
+def test_losses_closed_form(loss):
+    y = jnp.array([[1.0, 2.0]])
+    y_hat = jnp.array([[2.0, 2.0]])
+    expected = {"mse": 0.5, "l1": 0.5, "gkl": (1 * np.log(1 / 2) - 1 + 2) / 2}[loss]
+    np.testing.assert_allclose(float(train.loss_fn(loss)(y, y_hat)), expected, rtol=1e-5)
+
+
+def test_training_lowers_validation_loss(tmp_path, caches):
+    res = _train(tmp_path / "run", caches, max_epochs=5)
+    history = runs.read_metrics(tmp_path / "run")
+    assert len(history) == 5
+    first, last = np.array(history[0]["val_loss"]), np.array(history[-1]["val_loss"])
+    assert np.all(last < 0.7 * first)
+    assert res.result["finished"] and len(res.result["test_mag_sdr_db"]) == 2
+    assert all(d > 3 for d in res.result["test_improvement_db"])
+    for name in ("config.json", "meta.json", "metrics.jsonl", "result.json"):
+        assert (tmp_path / "run" / name).exists()
+    meta = runs.read_json(tmp_path / "run" / "meta.json")
+    assert "git_commit" in meta and meta["versions"]["jax"] == jax.__version__
+
+
+def test_checkpoint_roundtrip_identical(tmp_path):
+    model = models.build("dae_sf", N)
+    tx = optax.adam(1e-3)
+    state = train.init_states(model, tx, [0, 1])
+    step = jax.vmap(train.make_train_step(model, tx, "mse"))
+    x = np.random.default_rng(0).random((2, 8, N)).astype(np.float32)
+    state, _ = step(state, (x, x * 0.3))  # non-trivial optimizer moments
+    cfg = {"model": "dae_sf", "n_bins": N}
+    mngr = checkpoints.manager(tmp_path / "ckpt")
+    checkpoints.save(mngr, 1, state, cfg, metrics={"val_loss": 1.0})
+    abstract = jax.eval_shape(lambda: train.init_states(model, tx, [0, 1]))
+    restored = checkpoints.restore(mngr, 1, abstract, cfg)
+    mngr.close()
+    for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(restored), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert jax.tree.structure(state) == jax.tree.structure(restored)
+
+
+def test_checkpoint_config_mismatch_names_field(tmp_path):
+    model = models.build("dae", N)
+    tx = optax.adam(1e-3)
+    state = train.init_states(model, tx, [0])
+    mngr = checkpoints.manager(tmp_path / "ckpt")
+    checkpoints.save(mngr, 1, state, {"model": {"name": "dae", "n_bins": N}}, metrics={"val_loss": 1.0})
+    with pytest.raises(ValueError, match=r"model.n_bins: expected 32, found 16"):
+        checkpoints.restore(mngr, 1, state, {"model": {"name": "dae", "n_bins": 32}})
+    mngr.close()
+
+
+def test_resume_is_bit_exact(tmp_path, caches):
+    full = _train(tmp_path / "full", caches, max_epochs=4)
+    partial = _train(tmp_path / "part", caches, max_epochs=4)  # noqa: F841 - warm compile cache
+    # interrupted after 2 epochs, then resumed
+    train.train_model(config.ModelConfig("dae", N), tcfg(max_epochs=4), config.PRESETS["fast"], *caches,
+                      tmp_path / "resumed", progress=False, stop_after_epochs=2)
+    assert not runs.is_finished(tmp_path / "resumed")
+    resumed = _train(tmp_path / "resumed", caches, max_epochs=4)
+    for a, b in zip(jax.tree.leaves(full.params), jax.tree.leaves(resumed.params), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert [r["epoch"] for r in runs.read_metrics(tmp_path / "resumed")] == [1, 2, 3, 4]
+    assert full.result["test_mag_sdr_db"] == resumed.result["test_mag_sdr_db"]
+
+
+def test_finished_run_is_reused_and_other_config_refused(tmp_path, caches):
+    first = _train(tmp_path / "run", caches, max_epochs=2)
+    again = _train(tmp_path / "run", caches, max_epochs=2)
+    assert again.result == first.result
+    with pytest.raises(ValueError, match="different config.*max_epochs"):
+        _train(tmp_path / "run", caches, max_epochs=3)
+
+
+def test_vmapped_seeds_equal_single_seed_runs(tmp_path, caches):
+    both = _train(tmp_path / "both", caches, n_seeds=2, max_epochs=2)
+    for s in range(2):
+        one = _train(tmp_path / f"one{s}", caches, n_seeds=1, seed=s, max_epochs=2)
+        for a, b in zip(jax.tree.leaves(both.params), jax.tree.leaves(one.params), strict=True):
+            np.testing.assert_allclose(np.asarray(a)[s], np.asarray(b)[0], rtol=1e-5, atol=1e-6)
+
+
+def test_nan_guard_stops_with_clear_message(tmp_path):
+    bad = ArrayCache(256, 0)
+    bad.mixture[3, 2] = np.nan
+    with pytest.raises(FloatingPointError, match="non-finite.*learning rate"):
+        train.train_model(config.ModelConfig("dae", N), tcfg(max_epochs=2, n_seeds=1),
+                          config.PRESETS["fast"], bad, bad, bad, tmp_path / "nan", progress=False)
+
+
+def test_load_trained_checks_expected_fields(tmp_path, caches):
+    _train(tmp_path / "run", caches, max_epochs=1)
+    trained = train.load_trained(tmp_path / "run", expect={"name": "dae", "n_bins": N})
+    assert jax.tree.leaves(trained.params)[0].shape[0] == 2
+    with pytest.raises(ValueError, match="name: expected 'dae_sf', found 'dae'"):
+        train.load_trained(tmp_path / "run", expect={"name": "dae_sf"})
+    with pytest.raises(FileNotFoundError, match="not a training run"):
+        train.load_trained(tmp_path / "nothing")
+
+
+def test_data_parallel_matches_single_device(tmp_path):
+    """4 forced CPU devices: batch sharded over a Mesh, params replicated; loss curve as on one device."""
+    script = textwrap.dedent(f"""
+        import json, sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        import jax
+        from test_train import ArrayCache, tcfg
+        from ncajax import config, runs, train
+        caches = ArrayCache(1024, 0), ArrayCache(256, 1), ArrayCache(256, 2)
+        assert jax.device_count() == int(sys.argv[2]), jax.devices()
+        train.train_model(config.ModelConfig("dae_deep", {N}), tcfg(max_epochs=3), config.PRESETS["fast"],
+                          *caches, sys.argv[1], progress=False)
+        print(json.dumps([r["train_loss"] + r["val_loss"] for r in runs.read_metrics(sys.argv[1])]))
+    """)
+    curves = []
+    for devices in (1, 4):
+        env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+               "JAX_PLATFORMS": "cpu"}
+        out = subprocess.run([sys.executable, "-c", script, str(tmp_path / f"d{devices}"), str(devices)],
+                             capture_output=True, text=True, env=env, timeout=300)
+        assert out.returncode == 0, out.stderr[-3000:]
+        curves.append(np.array(json.loads(out.stdout.strip().splitlines()[-1])))
+    np.testing.assert_allclose(curves[0], curves[1], rtol=1e-4)
