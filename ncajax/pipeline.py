@@ -111,3 +111,57 @@ def train_all(
             progress=progress,
         )
     return results
+
+
+def load_separators(train_dir: str | Path, model_names: tuple[str, ...] = MODEL_NAMES) -> dict:
+    """Restore the best params of every seed of each trained model as `mappings.Separator`s."""
+    from .mappings import Separator
+    from .train import load_trained
+
+    out = {}
+    for name in model_names:
+        trained = load_trained(Path(train_dir) / name, expect={"name": name})
+        out[name] = Separator(trained.model, trained.params, trained.train_cfg.n_seeds)
+    return out
+
+
+def fit_all(data: Data, train_dir: str | Path, out_dir: str | Path, *, cfg=None,
+            model_names: tuple[str, ...] = MODEL_NAMES, progress: bool = True) -> dict:
+    """The mapping stage on the checkpoints of the training stage (see `ncajax.mappings`)."""
+    from . import mappings
+    from .runs import read_json
+
+    separators = load_separators(train_dir, model_names)
+    provenance = {name: read_json(Path(train_dir) / name / "config.json") for name in model_names}
+    return mappings.run_stage(separators, data.test, data.stft, out_dir, cfg or mappings.MappingConfig(),
+                              provenance=provenance, progress=progress)
+
+
+def evaluate_all(data: Data, train_dir: str | Path, out_dir: str | Path, *,
+                 model_names: tuple[str, ...] = MODEL_NAMES, with_bss: bool = True,
+                 progress: bool = True) -> dict:
+    """Separation quality of every model and seed on the test tracks, next to the mixture and the
+    oracle IRM (museval SDR/SIR/SAR, median over frames then tracks, and magnitude SDR)."""
+    from . import evaluate, runs
+    from .train import load_trained, predict
+
+    config = {"models": list(model_names), "stft": to_dict(data.stft), "with_bss": with_bss,
+              "tracks": [r.name for r in data.refs["test"]],
+              "train": {n: runs.read_json(Path(train_dir) / n / "config.json") for n in model_names}}
+    if (done := runs.finished_result(out_dir, config)) is not None:
+        return done
+    runs.open_run(out_dir, config)
+    predictors = {}
+    for name in model_names:
+        trained = load_trained(Path(train_dir) / name, expect={"name": name})
+        for s in range(trained.train_cfg.n_seeds):
+            params = trained.seed_params(s)
+            predictors[f"{name}/seed{trained.train_cfg.seed + s}"] = (
+                lambda x, m=trained.model, p=params: predict(m, p, x)
+            )
+    tracks = [sources.load_track(ref, data.stft.sample_rate) for ref in data.refs["test"]]
+    t0 = time.perf_counter()
+    result = evaluate.evaluate_tracks(predictors, tracks, data.stft, with_bss=with_bss, progress=progress)
+    result["wall_s"] = time.perf_counter() - t0
+    runs.finish(out_dir, result)
+    return result
