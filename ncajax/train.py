@@ -260,6 +260,7 @@ def train_model(
     data: dict | None = None,
     progress: bool = True,
     stop_after_epochs: int | None = None,
+    model: nn.Module | None = None,
 ) -> TrainResult:
     """Train `train_cfg.n_seeds` seeds of one model in one vmapped program, resuming from `run_dir`.
 
@@ -267,6 +268,9 @@ def train_model(
     latest + best), result.json (best validation loss and test magnitude SDR per seed, the mixture
     baseline, wall time). A finished run with the same config is reused as is.
     `stop_after_epochs` ends this call early (as an interruption would), for tests and time-boxed runs.
+    `model`: a custom flax module mapping `(..., nb_bins) -> (..., nb_bins)` to train instead of the
+    built-in named by `model_cfg.name` (its repr is recorded in the config; restore it with
+    `load_trained(run_dir, model=...)`).
     """
     if train_cache.n_bins != model_cfg.n_bins:
         raise ValueError(
@@ -274,11 +278,13 @@ def train_model(
             "build the model for the preset the features were computed with"
         )
     config = run_config(model_cfg, train_cfg, stft, data or {})
+    if model is not None:
+        config["custom_module"] = repr(model)
     if (done := runs.finished_result(run_dir, config)) is not None:
-        return TrainResult(Path(run_dir), load_params(run_dir), done)
+        return TrainResult(Path(run_dir), load_params(run_dir, model=model), done)
     runs.open_run(run_dir, config)
 
-    model = models.from_config(model_cfg)
+    model = model if model is not None else models.from_config(model_cfg)
     trainer = Trainer(model, train_cfg, data_mesh(train_cfg.batch_size))
     spe = train_cache.steps_per_epoch(train_cfg.batch_size)
     if train_cfg.max_steps_per_epoch is not None:
@@ -390,7 +396,7 @@ class Trained:
         return jax.tree.map(lambda a: a[s], self.params)
 
 
-def _restore_state(run_dir: Path):
+def _restore_state(run_dir: Path, model: nn.Module | None = None):
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").exists():
         raise FileNotFoundError(
@@ -400,7 +406,11 @@ def _restore_state(run_dir: Path):
     config = runs.read_json(run_dir / "config.json")
     model_cfg = from_dict(ModelConfig, config["model"])
     train_cfg = from_dict(TrainConfig, config["train"])
-    trainer = Trainer(models.from_config(model_cfg), train_cfg)
+    if model is None and "custom_module" in config:
+        raise ValueError(
+            f"{run_dir} holds a custom module ({config['custom_module'][:80]}...): pass it as model="
+        )
+    trainer = Trainer(model if model is not None else models.from_config(model_cfg), train_cfg)
     mngr = checkpoints.manager(run_dir / "checkpoints")
     step = mngr.latest_step()
     if step is None:
@@ -412,17 +422,18 @@ def _restore_state(run_dir: Path):
     return config, model_cfg, train_cfg, trainer, state
 
 
-def load_params(run_dir: Path):
-    return _restore_state(run_dir)[4].best_params
+def load_params(run_dir: Path, *, model: nn.Module | None = None):
+    return _restore_state(run_dir, model)[4].best_params
 
 
-def load_trained(run_dir: Path, *, expect: dict | None = None) -> Trained:
+def load_trained(run_dir: Path, *, expect: dict | None = None, model: nn.Module | None = None) -> Trained:
     """Restore the best params of every seed of a finished training run.
 
     `expect`: optional {field: value} of the model config (e.g. {"name": "dae", "n_bins": 257}) the
-    checkpoint must match; a mismatch raises ValueError naming the field.
+    checkpoint must match; a mismatch raises ValueError naming the field. `model`: the custom module a
+    run was trained with (see `train_model`).
     """
-    config, model_cfg, train_cfg, trainer, state = _restore_state(run_dir)
+    config, model_cfg, train_cfg, trainer, state = _restore_state(run_dir, model)
     if expect:
         checkpoints.check_config({**config["model"], **expect}, config["model"], str(run_dir))
     result_path = Path(run_dir) / "result.json"

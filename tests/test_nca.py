@@ -1,0 +1,386 @@
+"""Tests of ncajax.nca: mapping matrices against closed forms, finite differences and NumPy references."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ncajax import models, nca
+
+
+def _frames(seed: int, n_frames: int, n_bins: int) -> np.ndarray:
+    return np.abs(np.random.default_rng(seed).normal(size=(n_frames, n_bins))).astype(np.float32)
+
+
+def _set_layers(params, layers):
+    """params with its dense layers (forward order) replaced by `layers` [(kernel (in,out), bias)]."""
+    tree = jax.tree_util.tree_map(np.asarray, params)
+    nodes = []
+
+    def walk(node):
+        if "kernel" in node:
+            nodes.append(node)
+            return
+        for key in models._forward_order(list(node.keys())):
+            walk(node[key])
+
+    walk(tree["params"])
+    assert len(nodes) == len(layers)
+    for node, (k, b) in zip(nodes, layers, strict=True):
+        node["kernel"] = jnp.asarray(k, jnp.float32)
+        node["bias"] = jnp.asarray(b, jnp.float32)
+    return tree
+
+
+def _model(name: str, n: int, layers=None, seed: int = 0):
+    model = models.build(name, n)
+    params = models.init_params(model, jax.random.key(seed))
+    if layers is not None:
+        params = _set_layers(params, layers)
+    return model, params
+
+
+def _numpy_stack(params, x) -> np.ndarray:
+    """The dense ReLU stack of `params` in float64 NumPy (a dae's output, a dae_sf's mask)."""
+    h = np.asarray(x, np.float64)
+    for kernel, bias in models.dense_layers(params):
+        h = np.maximum(h @ np.asarray(kernel, np.float64) + np.asarray(bias, np.float64), 0.0)
+    return h
+
+
+def _rel_fro(a, b) -> float:
+    return float(np.linalg.norm(np.asarray(a) - np.asarray(b)) / np.linalg.norm(np.asarray(b)))
+
+
+def _banded(n: int, width: int) -> np.ndarray:
+    i, j = np.indices((n, n))
+    return np.where(np.abs(i - j) <= width, 1.0 / (1.0 + np.abs(i - j)), 0.0).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------- teachers
+
+
+@pytest.fixture(scope="module")
+def diag_teacher():
+    n = 16
+    d = np.linspace(0.2, 1.5, n).astype(np.float32)
+    model, params = _model("dae", n, [(np.eye(n), np.zeros(n)), (np.diag(d), np.zeros(n))])
+    return model, params, _frames(0, 300, n), np.diag(d)
+
+
+def test_diagonal_teacher_closed_forms(diag_teacher):
+    model, params, x, truth = diag_teacher
+    for ridge in (0.0, 1e-6):
+        fit = nca.fit_mapping(model, params, x, method="lstsq", ridge=ridge)
+        assert _rel_fro(fit.matrix, truth) <= 1e-3, ridge
+        assert fit.losses is None and fit.converged is None and fit.fidelity < 1e-3
+    jac = nca.fit_mapping(model, params, x, method="jacobian")
+    assert _rel_fro(jac.matrix, truth) <= 1e-3
+    assert jac.local_spread < 1e-5  # exactly linear on x >= 0
+
+
+def test_diagonal_teacher_iterative(diag_teacher):
+    model, params, x, truth = diag_teacher
+    for method in ("nca", "student"):
+        fit = nca.fit_mapping(
+            model, params, x, method=method, init="uniform", steps=1500, learning_rate=1e-2
+        )
+        # Adam on an L1 loss hovers around the optimum at a distance ~ lr: a looser tolerance.
+        assert _rel_fro(fit.matrix, truth) <= 0.05, method
+        assert fit.losses.shape == (1500,) and fit.losses[-1] < 0.05 * fit.losses[0]
+
+
+def test_lstsq_ridge_matches_float64_formula():
+    n = 12
+    x = _frames(1, 80, n)
+    y = _frames(2, 80, n) + x @ _banded(n, 2).T
+    ridge = 1e-2
+    fit = nca.fit_mapping(lambda v: v, None, x, target=y, method="lstsq", ridge=ridge)
+    x64, y64 = x.astype(np.float64), y.astype(np.float64)
+    g = x64.T @ x64
+    ct = np.linalg.solve(g + ridge * np.trace(g) / n * np.eye(n), x64.T @ y64)
+    assert _rel_fro(fit.matrix, ct.T) <= 1e-4
+    assert fit.ridge == ridge and fit.to_dict()["ridge"] == ridge
+
+
+@pytest.fixture(scope="module")
+def banded_teacher():
+    n, width = 32, 2
+    b = _banded(n, width)  # symmetric, so kernel = B.T = B
+    model, params = _model("dae", n, [(b, np.zeros(n)), (b, np.zeros(n))])
+    return model, params, _frames(3, 256, n), b @ b, 2 * width
+
+
+def test_banded_teacher_closed_forms_are_banded(banded_teacher):
+    model, params, x, truth, band = banded_teacher
+    i, j = np.indices(truth.shape)
+    outside = np.abs(i - j) > band
+    for method in ("lstsq", "jacobian"):
+        c = nca.fit_mapping(model, params, x, method=method, ridge=1e-6).matrix
+        assert _rel_fro(c, truth) <= 1e-3, method
+        assert np.sum(c[outside] ** 2) / np.sum(c**2) < 1e-6, method
+
+
+def test_banded_teacher_nca_uniform_fits_xavier_runs(banded_teacher):
+    model, params, x, _, _ = banded_teacher
+    fit = nca.fit_mapping(model, params, x, steps=3000, learning_rate=1e-3, init="uniform")
+    assert fit.fidelity <= 0.01
+    held_out = _frames(4, 128, x.shape[1])
+    y_held = _numpy_stack(params, held_out)
+    assert float(nca.relative_l1(y_held, nca.predict(fit.matrix, held_out))) <= 0.02
+
+    runs = [
+        nca.fit_mapping(model, params, x, steps=300, learning_rate=1e-3, seed=s) for s in (5, 5, 6)
+    ]
+    assert np.all(np.isfinite(runs[0].matrix)) and runs[0].init == "xavier_normal"
+    np.testing.assert_array_equal(runs[0].matrix, runs[1].matrix)
+    np.testing.assert_array_equal(runs[0].losses, runs[1].losses)
+    assert not np.array_equal(runs[0].matrix, runs[2].matrix)
+
+
+# ---------------------------------------------------------------------------------------------- NCA formula
+
+
+def _numpy_nca(ps, layers, bias_axis):
+    """The authors' MappingEstimator forward in NumPy: M = I; M <- relu((W + b) P^T) * W @ M."""
+    m = np.eye(layers[0][0].shape[0])
+    for p, (kernel, bias) in zip(ps, layers, strict=True):
+        w = kernel.T
+        a = w + bias if bias_axis == "input" else w + bias[:, None]  # numpy broadcasts like torch
+        m = (np.maximum(a @ p.T, 0.0) * w) @ m
+    return m
+
+
+def test_nca_gradient_matches_finite_differences_and_numpy_formula():
+    n = 4
+    rng = np.random.default_rng(7)
+    with jax.enable_x64(True):
+        layers = [(rng.normal(size=(n, n)), rng.normal(size=n)) for _ in range(2)]
+        ps = [rng.normal(size=(n, n)) for _ in range(2)]
+        x = np.abs(rng.normal(size=(10, n)))
+        target = np.abs(rng.normal(size=(10, n)))
+        jlayers = [(jnp.asarray(k), jnp.asarray(b)) for k, b in layers]
+        for bias_axis in ("output", "input"):
+            c = nca.nca_matrix([jnp.asarray(p) for p in ps], jlayers, bias_axis=bias_axis)
+            assert c.dtype == jnp.float64
+            np.testing.assert_allclose(c, _numpy_nca(ps, layers, bias_axis), rtol=1e-12, atol=1e-12)
+
+            jitted = jax.jit(nca.nca_loss, static_argnames="bias_axis")
+
+            def loss(qs, jitted=jitted, bias_axis=bias_axis):
+                return float(jitted(qs, x, target, jlayers, bias_axis=bias_axis))
+
+            grads = jax.grad(nca.nca_loss)(
+                [jnp.asarray(p) for p in ps], x, target, jlayers, bias_axis=bias_axis
+            )
+            eps = 1e-6
+            for li in range(2):
+                fd = np.zeros((n, n))
+                for idx in np.ndindex(n, n):
+                    plus = [p.copy() for p in ps]
+                    minus = [p.copy() for p in ps]
+                    plus[li][idx] += eps
+                    minus[li][idx] -= eps
+                    fd[idx] = (loss(plus) - loss(minus)) / (2 * eps)
+                np.testing.assert_allclose(grads[li], fd, rtol=1e-6, atol=1e-8)
+                assert np.abs(fd).max() > 1e-3  # the gradient is not trivially zero
+
+
+def test_fit_starts_from_documented_uniform_init_and_loss(banded_teacher):
+    model, params, x, _, _ = banded_teacher
+    n = x.shape[1]
+    for bias_axis in ("output", "input"):
+        fit = nca.fit_mapping(model, params, x, steps=2, init="uniform", bias_axis=bias_axis)
+        layers = [
+            (np.asarray(k, np.float64), np.asarray(b, np.float64))
+            for k, b in models.dense_layers(params)
+        ]
+        c0 = _numpy_nca([np.full((n, n), 1.0 / n)] * 2, layers, bias_axis)
+        y = _numpy_stack(params, x)
+        loss0 = np.abs(y - x @ c0.T).sum() / x.shape[0]
+        np.testing.assert_allclose(fit.losses[0], loss0, rtol=1e-5)
+        assert fit.bias_axis == bias_axis
+
+
+# ---------------------------------------------------------------------------------------------- batching
+
+
+def test_vmapped_fits_equal_single_fits():
+    n, k = 16, 2
+    model = models.build("dae", n)
+    stacked = jax.vmap(lambda key: models.init_params(model, key))(
+        jax.random.split(jax.random.key(1), k)
+    )
+    xs = np.stack([_frames(10 + i, 64, n) for i in range(k)])
+    seeds = (3, 1)
+    kw = dict(steps=60, learning_rate=1e-2)
+    for method in nca.METHODS:
+        batch = nca.fit_mapping(model, stacked, xs, method=method, params_axis=0, seed=seeds, **kw)
+        assert batch.matrix.shape == (k, n, n) and np.shape(batch.fidelity) == (k,)
+        for i in range(k):
+            params_i = jax.tree_util.tree_map(lambda a, i=i: a[i], stacked)
+            single = nca.fit_mapping(model, params_i, xs[i], method=method, seed=seeds[i], **kw)
+            np.testing.assert_allclose(batch.matrix[i], single.matrix, rtol=2e-4, atol=2e-5)
+            np.testing.assert_allclose(batch.fidelity[i], single.fidelity, rtol=1e-4)
+            if single.losses is not None:
+                np.testing.assert_allclose(batch.losses[i], single.losses, rtol=1e-4)
+            if single.local_spread is not None:
+                np.testing.assert_allclose(batch.local_spread[i], single.local_spread, rtol=1e-4)
+    # params_axis=None with one seed: every fit starts alike; identical data gives identical fits.
+    same = nca.fit_mapping(
+        model, jax.tree_util.tree_map(lambda a: a[0], stacked), np.stack([xs[0]] * 2), **kw
+    )
+    np.testing.assert_array_equal(same.matrix[0], same.matrix[1])
+    assert same.seed == 0 and same.to_dict()["n_fits"] == 2
+
+
+def test_compiles_once_per_shape():
+    n = 11  # a size no other test uses
+    model, params = _model("dae", n)
+    x = _frames(5, 37, n)
+    before = nca._TRACES["nca"], nca._TRACES["jacobian"]
+    a = nca.fit_mapping(model, params, x, steps=20, learning_rate=1e-2)
+    b = nca.fit_mapping(model, params, x * 2, steps=20, learning_rate=3e-3, seed=4)
+    nca.fit_mapping(model, params, x, method="jacobian")
+    nca.fit_mapping(model, params, x + 1, method="jacobian")
+    assert (nca._TRACES["nca"], nca._TRACES["jacobian"]) == (before[0] + 1, before[1] + 1)
+    assert not np.array_equal(a.matrix, b.matrix)
+
+
+# ---------------------------------------------------------------------------------------------- jacobian
+
+
+def test_jacobian_of_linear_and_two_regime_callables():
+    n = 8
+    rng = np.random.default_rng(3)
+    a = rng.normal(size=(n, n)).astype(np.float32)
+    b = rng.normal(size=(n, n)).astype(np.float32)
+    x = np.concatenate([_frames(6, 20, n) * 0.1, _frames(7, 20, n) + 5.0])  # sums < 4 | > 40
+    lin = nca.fit_mapping(lambda v: v @ a.T, None, x, method="jacobian", chunk_size=7)
+    np.testing.assert_allclose(lin.matrix, a, rtol=1e-5, atol=1e-6)
+    assert lin.local_spread < 1e-5 and lin.fidelity < 1e-5
+
+    def two(v):
+        return jnp.where(v.sum(-1, keepdims=True) > 20.0, v @ a.T, v @ b.T)
+
+    fit = nca.fit_mapping(two, None, x, method="jacobian", chunk_size=7)  # uneven chunks + padding
+    jbar = (a + b) / 2
+    np.testing.assert_allclose(fit.matrix, jbar, rtol=1e-5, atol=1e-6)
+    expected = np.linalg.norm(a - b) / 2 / np.linalg.norm(jbar)
+    np.testing.assert_allclose(fit.local_spread, expected, rtol=1e-4)
+
+    traces = nca.jacobian_stream(two, None, x, fn=jnp.trace, chunk_size=7)
+    want = np.where(x.sum(1) > 20.0, np.trace(a), np.trace(b))
+    np.testing.assert_allclose(traces, want, rtol=1e-5)
+
+
+def test_dae_sf_jacobian_parts_and_per_frame_reference():
+    n = 10
+    model, params = _model("dae_sf", n, seed=2)
+    params = jax.tree_util.tree_map(lambda p: p + 0.05, params)  # non-zero biases
+    x = _frames(8, 30, n)
+    fit = nca.fit_mapping(model, params, x, method="jacobian", chunk_size=8)
+    assert set(fit.parts) == {"mask", "mask_jacobian"}
+    np.testing.assert_allclose(
+        fit.parts["mask"] + fit.parts["mask_jacobian"], fit.matrix, atol=1e-6
+    )
+    masks = _numpy_stack(params, x)
+    np.testing.assert_allclose(fit.parts["mask"], np.diag(masks.mean(0)), rtol=1e-5, atol=1e-7)
+    with jax.default_matmul_precision("highest"):  # GPUs would use TF32 otherwise
+        per_frame = np.asarray(jax.vmap(jax.jacrev(lambda v: model.apply(params, v)))(x))
+    np.testing.assert_allclose(fit.matrix, per_frame.mean(0), rtol=1e-4, atol=1e-6)
+    dev = np.sqrt(np.mean(np.sum((per_frame - per_frame.mean(0)) ** 2, axis=(1, 2))))
+    np.testing.assert_allclose(fit.local_spread, dev / np.linalg.norm(per_frame.mean(0)), rtol=1e-4)
+    np.testing.assert_allclose(
+        nca.per_frame_jacobians(model, params, x, chunk_size=8), per_frame, rtol=1e-4, atol=1e-6
+    )
+
+
+def test_callable_api_equals_module_api():
+    n = 12
+    for name in ("dae_sf",):  # dae's Jacobian path is checked against callables elsewhere
+        model, params = _model(name, n, seed=3)
+        x = _frames(9, 50, n)
+        for method in ("jacobian", "lstsq", "student"):
+            kw = dict(method=method, steps=40, learning_rate=1e-2)
+            mod = nca.fit_mapping(model, params, x, **kw)
+            fun = nca.fit_mapping(lambda v, p=params, m=model: m.apply(p, v), None, x, **kw)
+            np.testing.assert_allclose(fun.matrix, mod.matrix, rtol=1e-5, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------- dae_sf NCA
+
+
+def test_dae_sf_nca_uses_only_mask_layers():
+    n = 8
+    model, params = _model("dae_sf", n, seed=4)
+    layers = models.dense_layers(params)
+    assert len(layers) == 2  # the masker's encoder_0 and decoder
+    x = _frames(11, 40, n)
+    fit = nca.fit_mapping(model, params, x, steps=5, init="uniform", learning_rate=1e-3)
+    layers64 = [(np.asarray(k, np.float64), np.asarray(b, np.float64)) for k, b in layers]
+    c0 = _numpy_nca([np.full((n, n), 1.0 / n)] * 2, layers64, "output")
+    y = x * _numpy_stack(params, x)  # the target is the model output x * m(x)
+    np.testing.assert_allclose(fit.losses[0], np.abs(y - x @ c0.T).sum() / len(x), rtol=1e-5)
+
+    # All mask weights zero: mask = relu(b_dec), the model is diag(mask) but the NCA product is 0.
+    b_dec = np.linspace(0.1, 1.0, n)
+    zero_model, zero_params = _model(
+        "dae_sf", n, [(np.zeros((n, n)), np.ones(n)), (np.zeros((n, n)), b_dec)]
+    )
+    zero = nca.fit_mapping(zero_model, zero_params, x, steps=20, learning_rate=1e-2)
+    np.testing.assert_array_equal(zero.matrix, 0.0)
+    jac = nca.fit_mapping(zero_model, zero_params, x, method="jacobian")
+    np.testing.assert_allclose(jac.matrix, np.diag(b_dec), rtol=1e-6)
+    np.testing.assert_allclose(jac.parts["mask_jacobian"], 0.0)
+
+
+# ---------------------------------------------------------------------------------------------- checks
+
+
+def test_converged_definition():
+    flat = np.concatenate([np.linspace(10, 1, 90), np.ones(10)])
+    falling = np.linspace(10, 1, 100)
+    assert nca._converged(flat) is True and nca._converged(falling) is False
+    np.testing.assert_array_equal(nca._converged(np.stack([flat, falling])), [True, False])
+
+
+def test_input_validation():
+    n = 8
+    model, params = _model("dae", n)
+    x = _frames(12, 20, n)
+    bad_nan = x.copy()
+    bad_nan[3, 2] = np.nan
+    cases = [
+        (dict(x=bad_nan), "NaN"),
+        (dict(x=-x), "negative"),
+        (dict(x=x[0]), "nb_frames, nb_bins"),
+        (dict(x=_frames(1, 20, n + 1)), "n_bins=8"),
+        (dict(method="svd"), "unknown method"),
+        (dict(init="ones"), "unknown init"),
+        (dict(init="zeros"), "shuts every NCA gate"),
+        (dict(bias_axis="rows"), "unknown bias_axis"),
+        (dict(steps=0), "steps"),
+        (dict(learning_rate=0.0), "learning_rate"),
+        (dict(target=x[:10]), "target shape"),
+        (dict(target=bad_nan), "NaN"),
+        (dict(params_axis=0), "leading K axis"),
+        (dict(seed=(1, 2)), "sequence of seeds"),
+        (dict(params=None), "needs its params"),
+    ]
+    for overrides, message in cases:
+        args = dict(model=model, params=params, x=x) | overrides
+        with pytest.raises(ValueError, match=message):
+            nca.fit_mapping(args.pop("model"), args.pop("params"), args.pop("x"), **args)
+    with pytest.raises(ValueError, match="student"):
+        nca.fit_mapping(lambda v: v, None, x, method="nca")
+    wide = models.build("dae", n, hidden=6)
+    with pytest.raises(ValueError, match="square layers"):
+        nca.fit_mapping(wide, models.init_params(wide, jax.random.key(0)), x, bias_axis="input")
+    with pytest.raises(ValueError, match="params_axis=0"):
+        nca.fit_mapping(model, params, np.stack([x, x]), params_axis=0)
+    # A non-square hidden layer is fine with the default bias_axis.
+    ok = nca.fit_mapping(wide, models.init_params(wide, jax.random.key(0)), x, steps=3)
+    assert ok.matrix.shape == (n, n)
