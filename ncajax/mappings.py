@@ -66,7 +66,7 @@ class MappingConfig:
     """Which frames the fits see and which settings run."""
 
     settings: tuple[FitSetting, ...] = default_settings()
-    per_track_settings: tuple[str, ...] = ("lstsq", "jacobian", "nca_uniform")
+    per_track_settings: tuple[str, ...] = ("lstsq", "jacobian")
     n_fit_frames: int = 1024
     n_heldout_frames: int = 1024
     frames_per_track: int = 512

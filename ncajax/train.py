@@ -171,7 +171,23 @@ class Trainer:
         return state if self.mesh is None else jax.device_put(state, self.replicated)
 
     def place_batch(self, batch):
-        return batch if self.mesh is None else jax.device_put(batch, self.batch_sharding)
+        """Shard the (S, B, nb_bins) batch over the mesh's data axis.
+
+        Every process computes the same global batch (a pure function of the step); with several
+        processes (`jax.distributed.initialize()`), each contributes the rows of its own devices.
+        """
+        if self.mesh is None:
+            return batch
+        if jax.process_count() == 1:
+            return jax.device_put(batch, self.batch_sharding)
+        rows = batch[0].shape[1] // jax.process_count()
+        lo = jax.process_index() * rows
+        return jax.tree.map(
+            lambda a: jax.make_array_from_process_local_data(
+                self.batch_sharding, a[:, lo : lo + rows], a.shape
+            ),
+            batch,
+        )
 
     def abstract_state(self) -> TrainState:
         return jax.eval_shape(lambda: init_states(self.model, self.tx, self.seeds))
@@ -280,11 +296,12 @@ def train_model(
     config = run_config(model_cfg, train_cfg, stft, data or {})
     if model is not None:
         config["custom_module"] = repr(model)
+    # an unknown model name fails here, before a run directory is written that would block the fix
+    model = model if model is not None else models.from_config(model_cfg)
     if (done := runs.finished_result(run_dir, config)) is not None:
         return TrainResult(Path(run_dir), load_params(run_dir, model=model), done)
     runs.open_run(run_dir, config)
 
-    model = model if model is not None else models.from_config(model_cfg)
     trainer = Trainer(model, train_cfg, data_mesh(train_cfg.batch_size))
     spe = train_cache.steps_per_epoch(train_cfg.batch_size)
     if train_cfg.max_steps_per_epoch is not None:

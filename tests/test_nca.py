@@ -207,14 +207,24 @@ def test_fit_starts_from_documented_uniform_init_and_loss(banded_teacher):
 # ---------------------------------------------------------------------------------------------- batching
 
 
-def test_vmapped_fits_equal_single_fits():
-    n, k = 16, 2
+@pytest.fixture(params=["vmap", "grouped"])
+def fit_grouping(request, monkeypatch):
+    """Run a test with all K fits vmapped at once, and with CPU groups of one fit (lax.map)."""
+    if request.param == "grouped":
+        monkeypatch.setattr(nca, "_CPU_GROUP_BYTES", 1)
+    nca._program_cache.cache_clear()
+    yield request.param
+    nca._program_cache.cache_clear()
+
+
+def test_vmapped_fits_equal_single_fits(fit_grouping):
+    n, k = 16, 3
     model = models.build("dae", n)
     stacked = jax.vmap(lambda key: models.init_params(model, key))(
         jax.random.split(jax.random.key(1), k)
     )
     xs = np.stack([_frames(10 + i, 64, n) for i in range(k)])
-    seeds = (3, 1)
+    seeds = (3, 1, 4)
     kw = dict(steps=60, learning_rate=1e-2)
     for method in nca.METHODS:
         batch = nca.fit_mapping(model, stacked, xs, method=method, params_axis=0, seed=seeds, **kw)
