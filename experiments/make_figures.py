@@ -3,14 +3,14 @@
 Run:
     python experiments/make_figures.py                                # runs/default -> figures/
     python experiments/make_figures.py --run-dir runs/musdb --out runs/musdb/figures
-    python experiments/make_figures.py --musdb-root ~/musdb18 --run-dir runs/musdb   # + spectrograms
+    python experiments/make_figures.py --musdb-root ~/musdb18 --run-dir runs/musdb  # +spectrograms
 
-Yields, under --out (default figures/, the committed figures of the default run), a PNG and a PDF of
-each figure whose inputs exist: mapping_matrices_<setting> (the NCA matrices of the three models, full
-band and 0-1 kHz), estimator_matrices(_zoom), structure_metrics, training_curves, fit_loss_curves,
-linearity, separation_quality, per_track_structure and spectrograms. Nothing is trained or fitted; the
-spectrogram figure restores the trained checkpoints to run them on one test track (for MUSDB18 runs it
-needs --musdb-root, since run directories do not record the dataset's location).
+Yields, under --out (default figures/, the committed figures of the default run), a PNG and a PDF
+of each figure whose inputs exist: mapping_matrices_<setting> (the NCA matrices of the three
+models, full band and 0-1 kHz), estimator_matrices(_zoom), structure_metrics, training_curves,
+fit_loss_curves, linearity, separation_quality, per_track_structure and spectrograms. Nothing is
+trained or fitted; the spectrogram figure restores the trained checkpoints to run them on one test
+track (for MUSDB18 runs it needs --musdb-root: run directories do not record the dataset's path).
 """
 
 from __future__ import annotations
@@ -23,14 +23,23 @@ from ncajax import plots
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--run-dir", default="runs/default", help="study run directory (reproduce.py --out)")
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--run-dir", default="runs/default", help="study run directory (reproduce.py --out)"
+    )
     ap.add_argument("--out", default="figures", help="where the PNG and PDF files go")
-    ap.add_argument("--musdb-root", default=None,
-                    help="MUSDB18 root of a MUSDB18 run (only for the spectrogram figure)")
-    ap.add_argument("--no-spectrograms", action="store_true",
-                    help="skip the spectrogram figure (the only one that runs the models)")
+    ap.add_argument(
+        "--musdb-root",
+        default=None,
+        help="MUSDB18 root of a MUSDB18 run (only for the spectrogram figure)",
+    )
+    ap.add_argument(
+        "--no-spectrograms",
+        action="store_true",
+        help="skip the spectrogram figure (the only one that runs the models)",
+    )
     args = ap.parse_args(argv)
 
     data = None
@@ -41,10 +50,14 @@ def main(argv=None) -> int:
         if not train_dirs:
             raise FileNotFoundError(f"no trained model under {Path(args.run_dir) / 'train'}")
         desc = runs.read_json(train_dirs[0])["data"]
-        data = pipeline.prepare_data(musdb_root=args.musdb_root, is_wav=desc.get("is_wav"),
-                                     preset_name=desc.get("preset", "fast"))
-    written = plots.make_all(args.run_dir, args.out, data=data,
-                             with_spectrograms=not args.no_spectrograms)
+        data = pipeline.prepare_data(
+            musdb_root=args.musdb_root,
+            is_wav=desc.get("is_wav"),
+            preset_name=desc.get("preset", "fast"),
+        )
+    written = plots.make_all(
+        args.run_dir, args.out, data=data, with_spectrograms=not args.no_spectrograms
+    )
     for p in written:
         print(p)
     if not written:

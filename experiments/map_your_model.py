@@ -1,8 +1,9 @@
 """Worked example: map a separator that is not in the paper, and a bare JAX function, with ncajax.
 
 Run:
-    python experiments/map_your_model.py                       # embedded corpus, < 2 min on a laptop CPU
+    python experiments/map_your_model.py                       # embedded corpus, ~1.5 min on 2 CPU cores
     python experiments/map_your_model.py --epochs 30 --fit-steps 3000 --out runs/gelu
+    python experiments/map_your_model.py --settings one-per-method --no-figures   # quickest
 
 What it does:
 1. defines `GeluMaskNet`, a mask network the paper does not study (Dense N->H, GELU, Dense H->N, sigmoid
@@ -16,13 +17,15 @@ What it does:
    re-parametrisation (the student, lstsq and Jacobian fits make no such assumption);
 3. maps a bare callable with no params, `spectral_subtraction(x) = max(x - 0.5 mean_bins(x), 0)`, with
    the student, lstsq and Jacobian methods, and shows that "nca" refuses it with a clear error (a callable
-   exposes no layer weights): the message is printed and stored in summary.json.
+   exposes no layer weights): the message is printed and stored in summary.json. The callable gets its
+   own mapping stage because `run_stage` fits every setting to every separator it is given.
 
 Yields under --out (default runs/map_your_model), laid out like the main job's run directory:
     train/gelu_mask/         config, metrics.jsonl, Orbax checkpoints, result.json (test magnitude SDR)
     mappings/                the mapping stage of gelu_mask (result.json, matrices/, per_track/, ...)
     callable/mappings/       the same stage for the bare callable (student, lstsq, jacobian)
-    figures/                 the main job's figures (when `ncajax.plots` is available)
+    figures/, callable/figures/   the main job's figures (when `ncajax.plots` is available), except
+                             the spectrogram figure, which restores checkpoints of built-in models only
     summary.json             fidelity (fitted and held-out frames) and local spread per model and
                              setting, the training result, and the methods that are not applicable
 Re-running reuses every finished stage.

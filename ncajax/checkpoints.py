@@ -63,6 +63,7 @@ def restore(mngr: ocp.CheckpointManager, step: int, abstract_state: Any, expecte
     """Restore `state` at `step` into the structure/shapes/dtypes of `abstract_state` (e.g. from
     `jax.eval_shape`), after checking the stored config equals `expected_config`."""
     check_config(expected_config, restore_config(mngr, step), f"{mngr.directory}/{step}")
+    _check_param_shapes(Path(mngr.directory) / str(step), abstract_state)
     target = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state)
     try:
         out = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
@@ -72,3 +73,51 @@ def restore(mngr: ocp.CheckpointManager, step: int, abstract_state: Any, expecte
             f"or shapes ({err}). It was written by another model or size."
         ) from err
     return out["state"]
+
+
+def _key_name(key) -> str:
+    for attr in ("key", "name", "idx"):
+        if hasattr(key, attr):
+            return str(getattr(key, attr))
+    return str(key)
+
+
+def _param_shapes(tree) -> dict[str, tuple]:
+    """`{"encoder_0/kernel": shape, ...}` of the leaves under a top-level `params` entry."""
+    out = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        if path and _key_name(path[0]) == "params":
+            out["/".join(_key_name(k) for k in path[1:])] = tuple(leaf.shape)
+    return out
+
+
+def _check_param_shapes(step_dir: Path, abstract_state: Any) -> None:
+    """Compare the stored params' names and shapes with the expected ones before restoring.
+
+    A mismatch then raises one clear ValueError listing the differing layers, instead of Orbax
+    failing half-way through a restore (which leaves orphaned async reads behind).
+    """
+    expected = _param_shapes(abstract_state)
+    if not expected:
+        return
+    try:
+        handler = ocp.StandardCheckpointHandler()
+        try:
+            stored = _param_shapes(handler.metadata((step_dir / "state").absolute()))
+        finally:
+            handler.close()
+    except (OSError, ValueError, KeyError, AttributeError, TypeError):
+        return  # unreadable metadata: the restore itself reports the problem
+    diff = [f"{k}: in the model, not in the checkpoint" for k in sorted(set(expected) - set(stored))]
+    diff += [f"{k}: in the checkpoint, not in the model" for k in sorted(set(stored) - set(expected))]
+    diff += [
+        f"{k}: checkpoint shape {stored[k]}, model shape {expected[k]}"
+        for k in sorted(set(stored) & set(expected))
+        if stored[k] != expected[k]
+    ]
+    if diff:
+        raise ValueError(
+            f"checkpoint {step_dir} does not match the expected parameter structure or shapes "
+            f"({'; '.join(diff[:6])}). It was written by another model or size: restore it with "
+            "the model configuration it was trained with."
+        )

@@ -1,0 +1,209 @@
+"""Separate any audio file into vocals and accompaniment with a trained separator.
+
+Run it as::
+
+    python -m ncajax.separate RUN_DIR song.flac [--out DIR] [--seed-index 0] [--chunk 4096] [--keep-rate]
+    ncajax-separate runs/default/train/dae_sf song.wav
+
+RUN_DIR is a training run directory (see `ncajax.train.train_model`). The input (wav, flac, ogg, ...;
+anything libsndfile reads; mono or multi-channel, any sample rate) is averaged to mono and resampled
+to the model's sample rate. The model estimates the vocal magnitude frame by frame; the vocal waveform
+is its inverse STFT with the mixture phase and the accompaniment is the mixture minus the vocals, so
+the two estimates sum exactly to the (resampled) mixture. Written as 32-bit float wav (no clipping):
+`<OUT>/<stem>_vocals.wav` and `<OUT>/<stem>_accompaniment.wav`, at the model's rate, or with
+`--keep-rate` at the input's rate (the vocals are resampled back and the accompaniment is the mono
+input minus them, so the pair still sums to the mono input; content above the model's Nyquist
+frequency, which the model never hears, lands in the accompaniment). Existing outputs are replaced.
+
+Exit codes: 0 success; 2 bad input (missing/unreadable/empty/non-finite audio, not a run directory,
+bad option), reported as one line on stderr naming the file and the problem.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+from jaxtyping import Float
+
+EXIT_USAGE = 2
+
+
+class InputError(ValueError):
+    """Bad user input: reported as one line, exit code 2."""
+
+
+@dataclass
+class _MixtureOnly:
+    """The TrackAudio fields `ncajax.evaluate.separate_track` reads; stems are unknown (zeros)."""
+
+    name: str
+    rate: int
+    mixture: np.ndarray
+    vocals: np.ndarray
+    accompaniment: np.ndarray
+
+
+def read_audio(path: str | os.PathLike) -> tuple[Float[np.ndarray, " n_samples"], int]:
+    """Mono float32 samples `(n_samples,)` (channel mean) and the sample rate of an audio file.
+
+    Raises FileNotFoundError (missing) or InputError (a folder, not audio, zero samples, NaN/Inf),
+    each naming the file.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file; check the path")
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder, not an audio file")
+    try:
+        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, OSError, TypeError) as err:
+        reason = " ".join(str(err).split())
+        raise InputError(
+            f"{path}: not a readable audio file ({reason}); use wav, flac or ogg"
+        ) from err
+    if data.shape[0] == 0:
+        raise InputError(f"{path}: holds no samples (zero-length audio)")
+    mono = data.mean(axis=1, dtype=np.float32)
+    if not np.all(np.isfinite(mono)):
+        raise InputError(f"{path}: contains NaN or Inf samples; re-create the file")
+    return np.ascontiguousarray(mono), int(rate)
+
+
+def _resample(x: np.ndarray, orig: int, target: int) -> np.ndarray:
+    if orig == target:
+        return x
+    import librosa
+
+    return np.asarray(librosa.resample(x, orig_sr=orig, target_sr=target), dtype=np.float32)
+
+
+def separate_file(
+    trained,
+    path: str | os.PathLike,
+    *,
+    out: str | os.PathLike | None = None,
+    seed_index: int = 0,
+    chunk: int = 4096,
+    keep_rate: bool = False,
+) -> dict[str, Path]:
+    """Separate the audio file `path` with `trained` (an `ncajax.train.Trained`).
+
+    Returns `{"vocals": path, "accompaniment": path}` of the written wav files (see module docstring).
+    """
+    from . import evaluate, train
+
+    _check_seed_index(trained, seed_index)
+    if chunk < 1:
+        raise InputError(f"--chunk must be a positive number of frames, got {chunk}")
+    path = Path(path)
+    mono, rate = read_audio(path)
+    cfg = trained.stft
+    mixture = _resample(mono, rate, cfg.sample_rate)
+    if mixture.size == 0:
+        raise InputError(f"{path}: too short to resample to {cfg.sample_rate} Hz")
+    zeros = np.zeros_like(mixture)
+    track = _MixtureOnly(path.stem, cfg.sample_rate, mixture, zeros, zeros)
+    params = trained.seed_params(seed_index)
+
+    def predict_fn(x):
+        return train.predict(trained.model, params, x, chunk=chunk)
+
+    sep = evaluate.separate_track(predict_fn, track, cfg, batch_size=chunk, name=str(path))
+    vocals, accompaniment, out_rate = sep["vocals"], sep["accompaniment"], cfg.sample_rate
+    if keep_rate and rate != cfg.sample_rate:
+        vocals = _resample(vocals, cfg.sample_rate, rate)
+        vocals = np.pad(vocals, (0, max(0, len(mono) - len(vocals))))[: len(mono)]
+        accompaniment = (mono - vocals).astype(np.float32)
+        out_rate = rate
+    folder = Path(out) if out is not None else path.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for target, signal in (("vocals", vocals), ("accompaniment", accompaniment)):
+        written[target] = folder / f"{path.stem}_{target}.wav"
+        _write_wav(written[target], signal, out_rate)
+    return written
+
+
+def _check_seed_index(trained, seed_index: int) -> None:
+    import jax
+
+    n_seeds = int(np.shape(jax.tree.leaves(trained.params)[0])[0])
+    if not 0 <= seed_index < n_seeds:
+        raise InputError(
+            f"--seed-index {seed_index} is out of range: the run holds {n_seeds} seed(s), "
+            f"choose 0..{n_seeds - 1}"
+        )
+
+
+def _write_wav(path: Path, signal: np.ndarray, rate: int) -> None:
+    """32-bit float wav, written to a temporary sibling and renamed (a kill leaves no half file)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        sf.write(tmp, np.asarray(signal, np.float32), rate, format="WAV", subtype="FLOAT")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ncajax-separate",
+        description="Separate an audio file into vocals and accompaniment with a trained ncajax run.",
+    )
+    p.add_argument("run_dir", type=Path, help="training run directory, e.g. runs/default/train/dae_sf")
+    p.add_argument("audio", type=Path, nargs="+", help="audio file(s): wav, flac, ogg; any rate")
+    p.add_argument("--out", type=Path, default=None,
+                   help="output folder (default: next to each input)")
+    p.add_argument("--seed-index", type=int, default=0, help="which seed of the run (default 0)")
+    p.add_argument("--chunk", type=_positive_int, default=4096,
+                   help="STFT frames per model call (default 4096; lower it to save memory)")
+    p.add_argument("--keep-rate", action="store_true",
+                   help="write at the input's sample rate instead of the model's")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point; returns the exit code (2 for bad input, with a one-line message)."""
+    args = _parser().parse_args(argv)
+    prog = "ncajax-separate"
+    from . import train
+
+    try:
+        trained = train.load_trained(args.run_dir)
+        _check_seed_index(trained, args.seed_index)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"{prog}: error: {' '.join(str(err).split())}", file=sys.stderr)
+        return EXIT_USAGE
+    status = 0
+    for audio in args.audio:  # a bad file is reported and skipped; the others are still separated
+        try:
+            written = separate_file(
+                trained, audio, out=args.out, seed_index=args.seed_index, chunk=args.chunk,
+                keep_rate=args.keep_rate,
+            )
+        except (FileNotFoundError, InputError) as err:
+            print(f"{prog}: error: {' '.join(str(err).split())}", file=sys.stderr)
+            status = EXIT_USAGE
+            continue
+        print(f"{audio}: wrote {written['vocals']} and {written['accompaniment']}")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
