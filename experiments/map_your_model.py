@@ -183,7 +183,7 @@ def main(argv=None) -> dict:
     module_cfg, callable_cfg = mapping_configs(args, len(data.test.track_names))
     provenance = {MODEL_NAME: runs.read_json(out / "train" / MODEL_NAME / "config.json")}
     module_stage = mappings.run_stage(
-        {MODEL_NAME: mappings.Separator(model, trained.params, args.seeds)},
+        {MODEL_NAME: mappings.Separator(model, trained.params, args.seeds, relu_stack=False)},
         data.test, data.stft, out / "mappings", module_cfg, provenance=provenance, progress=progress,
     )
 

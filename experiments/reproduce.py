@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from ncajax import mappings, pipeline, runs
-from ncajax.config import MODEL_NAMES, CorpusConfig, TrainConfig, preset
+from ncajax.config import CorpusConfig, TrainConfig, preset
 
 
 def parse(argv=None):

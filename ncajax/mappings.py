@@ -103,6 +103,7 @@ class Separator:
     model: Any
     params: Any  # leading seed axis (S, ...), or None for a callable
     n_seeds: int
+    relu_stack: bool = True  # dead-unit shares assume a ReLU Dense stack; False skips them
 
     def apply(self, s: int):
         if self.params is None:
@@ -268,6 +269,10 @@ def run_stage(
             for s in (cfg.settings if kind == "pooled" else
                       [x for x in cfg.settings if x.name in cfg.per_track_settings] if kind == "per_track"
                       else [None])]
+    # NCA needs the layer weights: a bare callable gets a "not_applicable" record instead of a fit.
+    jobs = [(m, s, "not_applicable" if s is not None and s.method == "nca"
+             and separators[m].params is None else kind) for m, s, kind in jobs]
+    jobs = list(dict.fromkeys(jobs))
     bar = tqdm(total=len(jobs), initial=sum((m, s.name if s else "-", k) in done_keys for m, s, k in jobs),
                disable=not progress, desc="fit mappings", unit="fit", dynamic_ncols=True)
     for model_name, setting, kind in jobs:
@@ -277,7 +282,11 @@ def run_stage(
         bar.set_postfix_str(f"{model_name} {key[1]} {kind}")
         sep = separators[model_name]
         t0 = time.perf_counter()
-        if kind == "pooled":
+        if kind == "not_applicable":
+            record = {"method": setting.method, "not_applicable": (
+                "NCA builds its matrix from the model's dense layers; a bare callable has none "
+                "(params=None). student, lstsq and jacobian map any callable.")}
+        elif kind == "pooled":
             record = _pooled(sep, setting, frames, energy, stft, cfg, out_dir / "matrices" / f"{model_name}__{setting.name}.npz")
         elif kind == "per_track":
             record = _per_track(sep, setting, frames, energy, stft, cfg, out_dir / "per_track" / f"{model_name}__{setting.name}.npz")
@@ -345,7 +354,7 @@ def _per_track(sep, setting, frames, energy, stft, cfg, path) -> dict:
 
 def _model_facts(sep, frames, stft, cfg) -> dict:
     out: dict[str, Any] = {}
-    if sep.params is not None:
+    if sep.params is not None and getattr(sep, "relu_stack", True):
         try:
             out["dead_units"] = [
                 {k: float(v) for k, v in analysis.dead_unit_share(

@@ -773,6 +773,8 @@ def spectrogram_panels(
     panels = {"mixture": x, "true vocals": np.asarray(voc[:n_frames], np.float32)}
     mask = None
     for m in models:
+        if "custom_module" in runs.read_json(train_dir / m / "config.json"):
+            continue  # a custom module cannot be rebuilt from its config; see map_your_model.py
         trained = load_trained(train_dir / m)
         s = min(seed, trained.train_cfg.n_seeds - 1)
         params = trained.seed_params(s)

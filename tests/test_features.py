@@ -46,7 +46,7 @@ def write_tracks(root: Path, n_tracks: int, n: int, rate: int = 16000) -> list[T
 
 @pytest.fixture
 def refs(tmp_path) -> list[TrackRef]:
-    # 3 tracks of 0.5 s at 16 kHz -> 1 + 8000 // 128 = 63 frames each
+    # 3 tracks of 0.5 s (written at 16 kHz, read at the preset rate) -> 63 frames each
     return write_tracks(tmp_path / "data", 3, 8000)
 
 
@@ -105,7 +105,7 @@ def test_stft_istft_bad_input():
 def test_cache_values_offsets_and_reuse(refs, tmp_path):
     cache = build_cache(refs, FAST, tmp_path / "cache", name="train")
     assert cache.path.parent == tmp_path / "cache" and cache.path.name.startswith("train-")
-    assert cache.n_bins == 257 and cache.n_frames == 3 * 63
+    assert cache.n_bins == FAST.n_bins and cache.n_frames == 3 * 63
     np.testing.assert_array_equal(cache.offsets, [0, 63, 126, 189])
     assert cache.track_names == ["track0", "track1", "track2"] and cache.stft == FAST
     assert isinstance(cache.mixture, np.memmap) and not cache.mixture.flags.writeable
@@ -126,7 +126,7 @@ def test_cache_values_offsets_and_reuse(refs, tmp_path):
     other = build_cache(
         refs, dataclasses.replace(FAST, hop_length=256), tmp_path / "cache", name="train"
     )
-    assert other.path != cache.path and other.n_frames == 3 * (1 + 8000 // 256)
+    assert other.path != cache.path and other.n_frames == 3 * (1 + (FAST.sample_rate // 2) // 256)
     seg = [dataclasses.replace(r, stop=0.25) for r in refs]
     assert build_cache(seg, FAST, tmp_path / "cache", name="train").path not in (
         cache.path,
@@ -205,7 +205,7 @@ def test_batches_are_pure_functions_of_seed_and_step(refs, tmp_path):
         i = cache.batch_indices(s, bs, 3)
         assert np.all(np.diff(i) > 0)  # sorted within the batch
         x, y = cache.batch(s, bs, 3)
-        assert x.shape == y.shape == (bs, 257) and x.dtype == np.float32
+        assert x.shape == y.shape == (bs, FAST.n_bins) and x.dtype == np.float32
         np.testing.assert_array_equal(x, cache.mixture[i])
         np.testing.assert_array_equal(y, cache.vocals[i])
 
