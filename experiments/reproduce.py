@@ -82,7 +82,7 @@ def main(argv=None):
                                                     with_bss=not args.no_bss))
     from ncajax import plots, report
 
-    stage("figures", lambda: plots.make_all(out, out / "figures"))
+    stage("figures", lambda: plots.make_all(out, out / "figures", data=data))
     stage("report", lambda: report.write_report(out, out / "REPORT.md", timings=timings))
     timings["total"] = round(time.perf_counter() - t_all, 2)
     runs.write_json(out / "timings.json", timings)

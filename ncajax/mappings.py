@@ -116,32 +116,44 @@ def select_frames(cache, cfg: MappingConfig) -> dict[str, np.ndarray]:
     """Fit, held-out and per-track frames from a test FeatureCache (a pure function of cfg.seed).
 
     The last `heldout_tracks` tracks are held out; the others are pooled for the fit and also fitted one
-    by one. Frames are drawn without replacement (all of them when a split has fewer).
+    by one. With too few test tracks for that (e.g. one real track split in time), every track is split
+    in time instead: its first 70 % of frames are fitted, its last 30 % held out. Frames are drawn without
+    replacement (all of them when a split has fewer).
     """
     n_tracks = len(cache.track_names)
-    if n_tracks < cfg.heldout_tracks + 1:
-        raise ValueError(
-            f"the test split has {n_tracks} tracks; the mapping stage needs at least "
-            f"{cfg.heldout_tracks + 1} (heldout_tracks={cfg.heldout_tracks} + 1 to fit on)"
-        )
     rng = np.random.default_rng([cfg.seed, 7])
-    fit_ids = list(range(n_tracks - cfg.heldout_tracks))
-    held_ids = list(range(n_tracks - cfg.heldout_tracks, n_tracks))
+    spans = [(int(cache.offsets[i]), int(cache.offsets[i + 1])) for i in range(n_tracks)]
+    if n_tracks >= cfg.heldout_tracks + 1:
+        fit_spans = spans[: n_tracks - cfg.heldout_tracks]
+        held_spans = spans[n_tracks - cfg.heldout_tracks :]
+        fit_names = cache.track_names[: n_tracks - cfg.heldout_tracks]
+        held_names = cache.track_names[n_tracks - cfg.heldout_tracks :]
+    else:
+        cut = [a + int(0.7 * (b - a)) for a, b in spans]
+        if any(c - a < 2 or b - c < 1 for (a, b), c in zip(spans, cut, strict=True)):
+            raise ValueError(
+                f"the test split has {n_tracks} track(s), too short to split in time for held-out "
+                "fidelity: use longer or more test tracks, or fewer --heldout-tracks"
+            )
+        fit_spans = [(a, c) for (a, _), c in zip(spans, cut, strict=True)]
+        held_spans = [(c, b) for (_, b), c in zip(spans, cut, strict=True)]
+        fit_names = [f"{n} [0-70%]" for n in cache.track_names]
+        held_names = [f"{n} [70-100%]" for n in cache.track_names]
 
-    def rows(ids):
-        return np.concatenate([np.arange(cache.offsets[i], cache.offsets[i + 1]) for i in ids])
+    def rows(spans_):
+        return np.concatenate([np.arange(a, b) for a, b in spans_])
 
     def draw(idx, n):
         idx = np.sort(rng.choice(idx, size=min(n, len(idx)), replace=False))
         return np.asarray(cache.mixture[idx], np.float32)
 
-    per_track_n = min(cfg.frames_per_track, min(int(cache.offsets[i + 1] - cache.offsets[i]) for i in fit_ids))
+    per_track_n = min(cfg.frames_per_track, min(b - a for a, b in fit_spans))
     return {
-        "fit": draw(rows(fit_ids), cfg.n_fit_frames),
-        "heldout": draw(rows(held_ids), cfg.n_heldout_frames),
-        "per_track": np.stack([draw(rows([i]), per_track_n) for i in fit_ids]),
-        "fit_tracks": np.array([cache.track_names[i] for i in fit_ids]),
-        "heldout_tracks": np.array([cache.track_names[i] for i in held_ids]),
+        "fit": draw(rows(fit_spans), cfg.n_fit_frames),
+        "heldout": draw(rows(held_spans), cfg.n_heldout_frames),
+        "per_track": np.stack([draw(rows([span]), per_track_n) for span in fit_spans]),
+        "fit_tracks": np.array(fit_names),
+        "heldout_tracks": np.array(held_names),
     }
 
 

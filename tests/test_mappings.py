@@ -109,6 +109,17 @@ def test_config_validation():
         mappings.MappingConfig(settings=(SETTINGS[2], SETTINGS[2]), per_track_settings=())
     with pytest.raises(ValueError, match="not among"):
         mappings.MappingConfig(settings=SETTINGS[2:], per_track_settings=("nca_fast",))
-    with pytest.raises(ValueError, match="at least"):
-        mappings.select_frames(TinyTest(), mappings.MappingConfig(settings=SETTINGS, per_track_settings=(),
-                                                                  heldout_tracks=4))
+
+
+def test_too_few_test_tracks_split_in_time():
+    cache = TinyTest()
+    cache.track_names, cache.offsets = ["only"], np.array([0, 40])
+    cfg = mappings.MappingConfig(settings=SETTINGS, per_track_settings=(), n_fit_frames=100,
+                                 n_heldout_frames=100, heldout_tracks=2)
+    f = mappings.select_frames(cache, cfg)
+    np.testing.assert_array_equal(f["fit"], cache.mixture[:28])  # all of the first 70 %
+    np.testing.assert_array_equal(f["heldout"], cache.mixture[28:40])
+    assert list(f["heldout_tracks"]) == ["only [70-100%]"]
+    cache.offsets = np.array([0, 2])
+    with pytest.raises(ValueError, match="too short to split in time"):
+        mappings.select_frames(cache, cfg)
