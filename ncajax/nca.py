@@ -487,7 +487,8 @@ def _over_fits(single, in_axes):
             it = iter(ms)
             return single(*[next(it) if ax == 0 else a for a, ax in zip(args, in_axes, strict=True)])
 
-        return jax.lax.map(body, mapped, batch_size=group)
+        # batch_size=1 would vmap a size-1 axis (extra transposes around every dot): plain map then.
+        return jax.lax.map(body, mapped, batch_size=None if group == 1 else group)
 
     return fit
 
