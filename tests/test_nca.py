@@ -394,3 +394,18 @@ def test_input_validation():
     # A non-square hidden layer is fine with the default bias_axis.
     ok = nca.fit_mapping(wide, models.init_params(wide, jax.random.key(0)), x, steps=3)
     assert ok.matrix.shape == (n, n)
+
+
+def test_single_fit_traced_once_chex(monkeypatch):
+    """chex.assert_max_traces on the single fit: repeated calls with the same shapes do not retrace."""
+    import chex
+
+    chex.clear_trace_counter()
+    monkeypatch.setattr(nca, "_nca_single", chex.assert_max_traces(nca._nca_single, n=1))
+    monkeypatch.setattr(nca, "_student_single", chex.assert_max_traces(nca._student_single, n=1))
+    nca._program_cache.cache_clear()
+    model, params = _model("dae", 13)
+    for scale in (1.0, 2.0, 3.0):
+        nca.fit_mapping(model, params, _frames(6, 29, 13) * scale, steps=5, learning_rate=1e-2)
+        nca.fit_mapping(model, params, _frames(6, 29, 13) * scale, method="student", steps=5)
+    nca._program_cache.cache_clear()
