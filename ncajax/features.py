@@ -131,6 +131,38 @@ class FeatureCache:
         self._perm_lock = threading.Lock()
         self._perms: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
 
+    @classmethod
+    def from_arrays(
+        cls,
+        mixture: Float[np.ndarray, "n_frames nb_bins"],
+        vocals: Float[np.ndarray, "n_frames nb_bins"],
+        *,
+        stft: STFTConfig | None = None,
+        name: str = "in-memory",
+    ) -> FeatureCache:
+        """A cache over arrays already in memory (one pseudo-track), with the same deterministic
+        minibatches as an on-disk cache: for small experiments, notebooks and tests."""
+        mixture = np.asarray(mixture, np.float32)
+        vocals = np.asarray(vocals, np.float32)
+        if mixture.ndim != 2 or mixture.shape != vocals.shape:
+            raise ValueError(
+                f"mixture and vocals must be equal (n_frames, nb_bins) arrays, got {mixture.shape} "
+                f"and {vocals.shape}"
+            )
+        if not (np.all(np.isfinite(mixture)) and np.all(np.isfinite(vocals))):
+            raise ValueError("mixture/vocals contain NaN or Inf; clean the features first")
+        self = cls.__new__(cls)
+        self.path = Path(name)
+        self.stft = stft
+        self.meta = {"in_memory": True}
+        self.track_names = [name]
+        self.offsets = np.array([0, len(mixture)], dtype=np.int64)
+        self.refs = []
+        self.mixture, self.vocals = mixture, vocals
+        self._perm_lock = threading.Lock()
+        self._perms = OrderedDict()
+        return self
+
     def __repr__(self) -> str:
         return (
             f"FeatureCache({str(self.path)!r}, n_tracks={len(self.track_names)}, "

@@ -541,23 +541,9 @@ def loss_curves(run_dir: str | Path, out_dir: str | Path) -> list[Path]:
             train = np.asarray([np.atleast_1d(r["train_loss"]) for r in hist], np.float64)
             val = np.asarray([np.atleast_1d(r["val_loss"]) for r in hist], np.float64)
             for s in range(train.shape[1]):
-                alpha = 1.0 if s == 0 else 0.55
-                ax.plot(
-                    epochs,
-                    train[:, s],
-                    "-",
-                    color=MODEL_COLOURS.get(m, "k"),
-                    alpha=alpha,
-                    label="train" if s == 0 else None,
-                )
-                ax.plot(
-                    epochs,
-                    val[:, s],
-                    "--",
-                    color=MODEL_COLOURS.get(m, "k"),
-                    alpha=alpha,
-                    label="validation" if s == 0 else None,
-                )
+                for curve, style, label in ((train, "-", "train"), (val, "--", "validation")):
+                    ax.plot(epochs, curve[:, s], style, color=MODEL_COLOURS.get(m, "k"),
+                            alpha=1.0 if s == 0 else 0.55, label=label if s == 0 else None)
             ax.set_yscale("log")
             ax.set_title(f"{m} ({train.shape[1]} seeds)", fontsize=10)
             ax.set_xlabel("epoch")

@@ -15,7 +15,7 @@ import soundfile as sf
 
 import ncajax.features as features
 from ncajax.config import PRESETS, STFTConfig
-from ncajax.features import build_cache, istft, open_cache, stft
+from ncajax.features import FeatureCache, build_cache, istft, open_cache, stft
 from ncajax.sources import TrackAudio, TrackRef, load_track
 
 FAST = PRESETS["fast"]
@@ -268,3 +268,16 @@ def test_streaming_memory_is_flat(tmp_path):
     assert short < bound and long < bound
     assert long < short + 2 * batch_bytes
     assert long < cache_bytes / 4
+
+
+def test_from_arrays_streams_like_the_disk_cache(refs, tmp_path):
+    cache = build_cache(refs, FAST, tmp_path / "cache", name="train")
+    mem = FeatureCache.from_arrays(np.asarray(cache.mixture), np.asarray(cache.vocals), stft=FAST)
+    assert mem.n_frames == cache.n_frames and mem.steps_per_epoch(16) == cache.steps_per_epoch(16)
+    for step in (0, 5, cache.steps_per_epoch(16) + 2):
+        for a, b in zip(mem.batch(step, 16, 3), cache.batch(step, 16, 3), strict=True):
+            np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="equal"):
+        FeatureCache.from_arrays(np.zeros((4, 3)), np.zeros((4, 2)))
+    with pytest.raises(ValueError, match="NaN"):
+        FeatureCache.from_arrays(np.full((4, 3), np.nan), np.zeros((4, 3)))

@@ -38,30 +38,25 @@ from ncajax import (
     sources,
     train,
 )
+from ncajax.features import FeatureCache
 
 N = 16
 FAST = config.PRESETS["fast"]
 
-class ArrayCache:
-    """In-memory FeatureCache stand-in (batches a pure function of seed and step); it SIGKILLs its
-    own process when asked for batch `kill_at_step`."""
+class ArrayCache(FeatureCache):
+    """An in-memory FeatureCache that SIGKILLs its own process when asked for batch `kill_at_step`."""
 
     def __init__(self, n_frames, seed, n_bins=N, kill_at_step=None):
         rng = np.random.default_rng(seed)
-        self.mixture = (rng.random((n_frames, n_bins)) * 2).astype(np.float32)
-        self.vocals = self.mixture * np.linspace(0.0, 1.0, n_bins, dtype=np.float32)
-        self.n_frames, self.n_bins, self.kill_at_step = n_frames, n_bins, kill_at_step
-
-    def steps_per_epoch(self, batch_size):
-        return self.n_frames // batch_size
+        mixture = (rng.random((n_frames, n_bins)) * 2).astype(np.float32)
+        vocals = mixture * np.linspace(0.0, 1.0, n_bins, dtype=np.float32)
+        self.__dict__.update(FeatureCache.from_arrays(mixture, vocals).__dict__)
+        self.kill_at_step = kill_at_step
 
     def batch(self, step, batch_size, seed):
         if step == self.kill_at_step:
             os.kill(os.getpid(), signal.SIGKILL)
-        spe = self.steps_per_epoch(batch_size)
-        perm = np.random.default_rng([seed, step // spe]).permutation(self.n_frames)
-        idx = np.sort(perm[(step % spe) * batch_size :][:batch_size])
-        return self.mixture[idx], self.vocals[idx]
+        return super().batch(step, batch_size, seed)
 
 
 CHILD = f"""

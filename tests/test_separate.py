@@ -17,29 +17,13 @@ STFT = config.STFTConfig(sample_rate=8000, n_fft=30, win_length=30, hop_length=8
 N = STFT.n_bins
 
 
-class ArrayCache:
-    """In-memory stand-in for a FeatureCache (batches are a pure function of seed and step)."""
-
-    def __init__(self, n_frames, seed):
-        rng = np.random.default_rng(seed)
-        self.mixture = (rng.random((n_frames, N)) * 2).astype(np.float32)
-        self.vocals = self.mixture * np.linspace(0.0, 1.0, N, dtype=np.float32)
-        self.n_frames, self.n_bins = n_frames, N
-
-    def steps_per_epoch(self, batch_size):
-        return self.n_frames // batch_size
-
-    def batch(self, step, batch_size, seed):
-        spe = self.steps_per_epoch(batch_size)
-        perm = np.random.default_rng([seed, step // spe]).permutation(self.n_frames)
-        idx = np.sort(perm[(step % spe) * batch_size :][:batch_size])
-        return self.mixture[idx], self.vocals[idx]
+from test_train import array_cache  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     run = tmp_path_factory.mktemp("sep") / "dae_sf"
-    caches = ArrayCache(256, 0), ArrayCache(64, 1), ArrayCache(64, 2)
+    caches = array_cache(256, 0), array_cache(64, 1), array_cache(64, 2)
     train.train_model(
         config.ModelConfig("dae_sf", N),
         config.TrainConfig(learning_rate=3e-3, batch_size=32, max_epochs=1, n_seeds=2),

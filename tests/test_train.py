@@ -14,33 +14,21 @@ import optax
 import pytest
 
 from ncajax import checkpoints, config, models, runs, train
+from ncajax.features import FeatureCache
 
 N = 16
 
 
-class ArrayCache:
-    """In-memory stand-in with FeatureCache's streaming contract (a pure function of (seed, step))."""
-
-    def __init__(self, n_frames, seed, n_bins=N):
-        rng = np.random.default_rng(seed)
-        self.mixture = (rng.random((n_frames, n_bins)) * 2).astype(np.float32)
-        gain = np.linspace(0.0, 1.0, n_bins, dtype=np.float32)
-        self.vocals = self.mixture * gain
-        self.n_frames, self.n_bins = n_frames, n_bins
-
-    def steps_per_epoch(self, batch_size):
-        return self.n_frames // batch_size
-
-    def batch(self, step, batch_size, seed):
-        spe = self.steps_per_epoch(batch_size)
-        perm = np.random.default_rng([seed, step // spe]).permutation(self.n_frames)
-        idx = np.sort(perm[(step % spe) * batch_size :][:batch_size])
-        return self.mixture[idx], self.vocals[idx]
+def array_cache(n_frames, seed, n_bins=N):
+    """An in-memory FeatureCache: vocals are a fixed per-bin gain of a random mixture."""
+    rng = np.random.default_rng(seed)
+    mixture = (rng.random((n_frames, n_bins)) * 2).astype(np.float32)
+    return FeatureCache.from_arrays(mixture, mixture * np.linspace(0.0, 1.0, n_bins, dtype=np.float32))
 
 
 @pytest.fixture(scope="module")
 def caches():
-    return ArrayCache(1024, 0), ArrayCache(256, 1), ArrayCache(256, 2)
+    return array_cache(1024, 0), array_cache(256, 1), array_cache(256, 2)
 
 
 def tcfg(**kw):
@@ -151,8 +139,8 @@ def test_vmapped_seeds_equal_single_seed_runs(tmp_path, caches):
 
 
 def test_nan_guard_stops_with_clear_message(tmp_path):
-    bad = ArrayCache(256, 0)
-    bad.mixture[3, 2] = np.nan
+    bad = array_cache(256, 0)
+    bad.mixture[3, 2] = np.nan  # past the from_arrays check, as a corrupted cache would be
     with pytest.raises(FloatingPointError, match="non-finite.*learning rate"):
         train.train_model(config.ModelConfig("dae", N), tcfg(max_epochs=2, n_seeds=1),
                           config.PRESETS["fast"], bad, bad, bad, tmp_path / "nan", progress=False)
@@ -174,9 +162,9 @@ def test_data_parallel_matches_single_device(tmp_path):
         import json, sys
         sys.path.insert(0, {str(Path(__file__).parent)!r})
         import jax
-        from test_train import ArrayCache, tcfg
+        from test_train import array_cache, tcfg
         from ncajax import config, runs, train
-        caches = ArrayCache(1024, 0), ArrayCache(256, 1), ArrayCache(256, 2)
+        caches = array_cache(1024, 0), array_cache(256, 1), array_cache(256, 2)
         assert jax.device_count() == int(sys.argv[2]), jax.devices()
         train.train_model(config.ModelConfig("dae_deep", {N}), tcfg(max_epochs=3), config.PRESETS["fast"],
                           *caches, sys.argv[1], progress=False)
