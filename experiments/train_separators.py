@@ -24,7 +24,7 @@ def main(argv=None):
     ap.add_argument("--out", default="runs/default/train")
     ap.add_argument("--musdb-root", default=None, help="MUSDB18 root (stems) or MUSDB18-HQ root (--is-wav)")
     ap.add_argument("--is-wav", action="store_true", help="read --musdb-root as MUSDB18-HQ wav folders")
-    ap.add_argument("--preset", default="fast", help="STFT preset: fast (N=257) or paper (N=2049)")
+    ap.add_argument("--preset", default="fast", help="STFT preset: fast (8 kHz, N=129) or paper (N=2049)")
     ap.add_argument("--models", nargs="+", default=list(MODEL_NAMES), choices=MODEL_NAMES)
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)

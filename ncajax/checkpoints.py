@@ -31,7 +31,12 @@ def manager(directory: Path, *, best_metric: str | None = "val_loss", keep_lates
         enable_async_checkpointing=async_save,
         create=True,
     )
-    return ocp.CheckpointManager(Path(directory).absolute(), options=options, item_names=("state", "config"))
+    registry = ocp.handlers.DefaultCheckpointHandlerRegistry()
+    for args in (ocp.args.StandardSave, ocp.args.StandardRestore):
+        registry.add("state", args, ocp.StandardCheckpointHandler)
+    for args in (ocp.args.JsonSave, ocp.args.JsonRestore):
+        registry.add("config", args, ocp.JsonCheckpointHandler)
+    return ocp.CheckpointManager(Path(directory).absolute(), options=options, handler_registry=registry)
 
 
 def save(mngr: ocp.CheckpointManager, step: int, state: Any, config: dict,
@@ -63,10 +68,9 @@ def restore(mngr: ocp.CheckpointManager, step: int, abstract_state: Any, expecte
     """Restore `state` at `step` into the structure/shapes/dtypes of `abstract_state` (e.g. from
     `jax.eval_shape`), after checking the stored config equals `expected_config`."""
     check_config(expected_config, restore_config(mngr, step), f"{mngr.directory}/{step}")
-    _check_param_shapes(Path(mngr.directory) / str(step), abstract_state)
-    target = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state)
+    _check_param_shapes(mngr, step, abstract_state)
     try:
-        out = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
+        out = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))
     except (ValueError, KeyError) as err:
         raise ValueError(
             f"checkpoint {mngr.directory}/{step} does not match the expected parameter structure "
@@ -91,21 +95,20 @@ def _param_shapes(tree) -> dict[str, tuple]:
     return out
 
 
-def _check_param_shapes(step_dir: Path, abstract_state: Any) -> None:
-    """Compare the stored params' names and shapes with the expected ones before restoring.
+def _check_param_shapes(mngr: ocp.CheckpointManager, step: int, abstract_state: Any) -> None:
+    """Compare the stored params' names and shapes (the checkpoint's metadata) with the expected ones
+    before restoring.
 
     A mismatch then raises one clear ValueError listing the differing layers, instead of Orbax
     failing half-way through a restore (which leaves orphaned async reads behind).
     """
+    step_dir = f"{mngr.directory}/{step}"
     expected = _param_shapes(abstract_state)
     if not expected:
         return
     try:
-        handler = ocp.StandardCheckpointHandler()
-        try:
-            stored = _param_shapes(handler.metadata((step_dir / "state").absolute()))
-        finally:
-            handler.close()
+        meta = mngr.item_metadata(step)["state"]
+        stored = _param_shapes(getattr(meta, "tree", meta))
     except (OSError, ValueError, KeyError, AttributeError, TypeError):
         return  # unreadable metadata: the restore itself reports the problem
     diff = [f"{k}: in the model, not in the checkpoint" for k in sorted(set(expected) - set(stored))]

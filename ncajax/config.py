@@ -132,6 +132,8 @@ class TrainConfig:
             raise ValueError(f"max_epochs must be positive, got {self.max_epochs}")
         if self.patience < 1:
             raise ValueError(f"patience must be positive, got {self.patience}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed}")
         if self.n_seeds < 1:
             raise ValueError(f"n_seeds must be positive, got {self.n_seeds}")
         if self.max_steps_per_epoch is not None and self.max_steps_per_epoch < 1:

@@ -27,7 +27,6 @@ import dataclasses
 import json
 import logging
 import os
-import queue
 import shutil
 import threading
 import uuid
@@ -40,6 +39,7 @@ import numpy as np
 from jaxtyping import Complex, Float
 
 from .config import STFTConfig, fingerprint, mismatch, to_dict
+from .prefetch import Prefetch
 from .sources import TrackRef, load_track
 
 log = logging.getLogger(__name__)
@@ -250,68 +250,7 @@ class FeatureCache:
         if n_steps < 0 or prefetch < 1:
             raise ValueError(f"need n_steps >= 0 and prefetch >= 1, got {n_steps}, {prefetch}")
         steps = range(start_step, start_step + n_steps)
-        return _Prefetch(lambda s: self.batch(s, batch_size, seed), steps, prefetch)
-
-
-_DONE = object()
-
-
-class _Prefetch:
-    """Iterator over `fn(item)` for `items`, computed by a daemon thread up to `depth` ahead.
-
-    Exceptions of `fn` are re-raised in the consumer; `close()` (or garbage collection) stops the
-    thread.
-    """
-
-    def __init__(self, fn, items, depth: int):
-        self._q: queue.Queue = queue.Queue(maxsize=depth)
-        self._stop = threading.Event()
-        self._finished = False
-        q, stop = self._q, self._stop  # the thread must not reference self, so GC can close it
-
-        def put(entry) -> bool:
-            while not stop.is_set():
-                try:
-                    q.put(entry, timeout=0.1)
-                    return True
-                except queue.Full:
-                    continue
-            return False
-
-        def work():
-            try:
-                for item in items:
-                    if stop.is_set() or not put(("ok", fn(item))):
-                        return
-            except BaseException as err:  # handed to the consumer
-                put(("err", err))
-                return
-            put(("ok", _DONE))
-
-        self._thread = threading.Thread(target=work, daemon=True, name="ncajax-prefetch")
-        self._thread.start()
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        if self._finished:
-            raise StopIteration
-        kind, item = self._q.get()
-        if kind == "err":
-            self.close()
-            raise item
-        if item is _DONE:
-            self.close()
-            raise StopIteration
-        return item
-
-    def close(self) -> None:
-        self._finished = True
-        self._stop.set()
-
-    def __del__(self):
-        self._stop.set()
+        return Prefetch(lambda s: self.batch(s, batch_size, seed), steps, prefetch)
 
 
 def _refs_dicts(refs: Sequence[TrackRef]) -> list[dict]:

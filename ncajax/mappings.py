@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from . import analysis, nca, runs
 from .config import STFTConfig, to_dict
+from .train import predict
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,19 @@ class Separator:
     n_seeds: int
     relu_stack: bool = True  # dead-unit shares assume a ReLU Dense stack; False skips them
 
+    def __post_init__(self):
+        if self.n_seeds < 1:
+            raise ValueError(f"n_seeds must be >= 1, got {self.n_seeds}")
+        if self.params is None and self.n_seeds != 1:
+            raise ValueError("a bare callable (params=None) is one model: use n_seeds=1")
+        if self.params is not None:
+            axes = {np.shape(a)[0] if np.ndim(a) else None for a in jax.tree.leaves(self.params)}
+            if axes != {self.n_seeds}:
+                raise ValueError(
+                    f"params must carry a leading seed axis of n_seeds={self.n_seeds} on every leaf, "
+                    f"found leading sizes {sorted(axes, key=str)}: stack the seeds' params first"
+                )
+
     def apply(self, s: int):
         if self.params is None:
             return lambda x: self.model(x)
@@ -158,8 +172,11 @@ def select_frames(cache, cfg: MappingConfig) -> dict[str, np.ndarray]:
 
 
 def _outputs(sep: Separator, x: np.ndarray) -> np.ndarray:
-    """Model output per seed: (S, nb_frames, nb_bins)."""
-    return np.stack([np.asarray(jax.jit(sep.apply(s))(x)) for s in range(sep.n_seeds)])
+    """Model output per seed: (S, nb_frames, nb_bins) (compiled once per model and shape)."""
+    if sep.params is None:
+        return np.asarray(jax.jit(sep.model)(x))[None]
+    return np.stack([predict(sep.model, jax.tree.map(lambda a, s=s: a[s], sep.params), x)
+                     for s in range(sep.n_seeds)])
 
 
 def _fit(sep: Separator, setting: FitSetting, x: np.ndarray, target: np.ndarray, seed: int,
@@ -209,7 +226,7 @@ _FRAME_METRICS = ("diagonal_energy_ratio", "weighted_diagonal_energy_ratio", "ne
                   "mean_coupling_distance")
 
 
-def linearity(sep: Separator, x: np.ndarray, stft: STFTConfig, cfg: MappingConfig, s: int = 0) -> dict:
+def linearity(sep: Separator, x: np.ndarray, cfg: MappingConfig, s: int = 0) -> dict:
     """How well one matrix describes seed `s` of a model on frames x.
 
     Quantiles over frames of the structure metrics of the per-frame Jacobians J(x_t); the relative L1
@@ -227,7 +244,8 @@ def linearity(sep: Separator, x: np.ndarray, stft: STFTConfig, cfg: MappingConfi
     per_frame = nca.jacobian_stream(model, params, x, fn=_cached_fn(frame_metrics, energy, k))
     f = sep.apply(s)
     y = np.asarray(jax.jit(f)(x))
-    jx = np.asarray(jax.jit(jax.vmap(lambda v: jax.jvp(f, (v,), (v,))[1]))(x))
+    # frame-wise f: the JVP of the batch with tangent x is J(x_t) x_t for every frame t
+    jx = np.asarray(jax.jit(lambda v: jax.jvp(f, (v,), (v,))[1])(x))
     mean_fit = nca.fit_mapping(model, params, x, method="jacobian")
     return {
         "frame_metric_quantiles": {
@@ -260,7 +278,15 @@ def run_stage(
     provenance: dict | None = None,
     progress: bool = True,
 ) -> dict:
-    """Fit every setting of `cfg` to every separator; write and return the stage's results."""
+    """Fit every setting of `cfg` to every separator; write and return the stage's results.
+
+    Every matmul runs at full float32 precision (on GPUs the default would be TF32), so targets,
+    fits and metrics agree with `nca.fit_mapping` run on its own."""
+    with jax.default_matmul_precision("highest"):
+        return _run_stage(separators, test_cache, stft, out_dir, cfg, provenance, progress)
+
+
+def _run_stage(separators, test_cache, stft, out_dir, cfg, provenance, progress) -> dict:
     out_dir = Path(out_dir)
     config = {"mapping": cfg.to_json(), "stft": to_dict(stft), "models": sorted(separators),
               "inputs": provenance or {}}
@@ -275,16 +301,9 @@ def run_stage(
              frequencies=analysis.bin_frequencies(stft.n_bins, sample_rate=stft.sample_rate, n_fft=stft.n_fft),
              fit_tracks=frames["fit_tracks"], heldout_tracks=frames["heldout_tracks"])
 
-    done_keys = {(r["model"], r["setting"], r["kind"]) for r in runs.read_metrics(out_dir)}
-    records: list[dict] = [r for r in runs.read_metrics(out_dir)]
-    jobs = [(m, s, kind) for m in separators for kind in ("pooled", "per_track", "model")
-            for s in (cfg.settings if kind == "pooled" else
-                      [x for x in cfg.settings if x.name in cfg.per_track_settings] if kind == "per_track"
-                      else [None])]
-    # NCA needs the layer weights: a bare callable gets a "not_applicable" record instead of a fit.
-    jobs = [(m, s, "not_applicable" if s is not None and s.method == "nca"
-             and separators[m].params is None else kind) for m, s, kind in jobs]
-    jobs = list(dict.fromkeys(jobs))
+    records: list[dict] = runs.read_metrics(out_dir)  # fits finished before an interruption
+    done_keys = {(r["model"], r["setting"], r["kind"]) for r in records}
+    jobs = list(_jobs(separators, cfg))
     bar = tqdm(total=len(jobs), initial=sum((m, s.name if s else "-", k) in done_keys for m, s, k in jobs),
                disable=not progress, desc="fit mappings", unit="fit", dynamic_ncols=True)
     for model_name, setting, kind in jobs:
@@ -314,6 +333,19 @@ def run_stage(
               "wall_s": sum(r["wall_s"] for r in records)}
     runs.finish(out_dir, result)
     return result
+
+
+def _jobs(separators: dict[str, Separator], cfg: MappingConfig):
+    """(model, setting, kind) of every fit of the stage, in order. NCA needs the layer weights: a bare
+    callable gets one "not_applicable" record instead of its NCA fits."""
+    for name, sep in separators.items():
+        runnable = [s for s in cfg.settings if not (s.method == "nca" and sep.params is None)]
+        for s in cfg.settings:
+            yield name, s, "pooled" if s in runnable else "not_applicable"
+        for s in runnable:
+            if s.name in cfg.per_track_settings:
+                yield name, s, "per_track"
+        yield name, None, "model"
 
 
 def _pooled(sep, setting, frames, energy, stft, cfg, path) -> dict:
@@ -366,7 +398,7 @@ def _per_track(sep, setting, frames, energy, stft, cfg, path) -> dict:
 
 def _model_facts(sep, frames, stft, cfg) -> dict:
     out: dict[str, Any] = {}
-    if sep.params is not None and getattr(sep, "relu_stack", True):
+    if sep.params is not None and sep.relu_stack:
         try:
             out["dead_units"] = [
                 {k: float(v) for k, v in analysis.dead_unit_share(
@@ -376,5 +408,5 @@ def _model_facts(sep, frames, stft, cfg) -> dict:
         except ValueError as err:  # not a stack of dense layers
             out["dead_units_error"] = str(err)
     x = frames["fit"][: cfg.jacobian_frames]
-    out["linearity"] = [linearity(sep, x, stft, cfg, s) for s in range(sep.n_seeds)]
+    out["linearity"] = [linearity(sep, x, cfg, s) for s in range(sep.n_seeds)]
     return out

@@ -129,7 +129,10 @@ def relative_l1(
     """Relative L1 error sum|y - y_hat| / sum|y| over the last two axes (frames, bins)."""
     y, y_hat = jnp.asarray(y), jnp.asarray(y_hat)
     axes = (-2, -1) if y.ndim >= 2 else None
-    return jnp.sum(jnp.abs(y - y_hat), axis=axes) / jnp.sum(jnp.abs(y), axis=axes)
+    err = jnp.sum(jnp.abs(y - y_hat), axis=axes)
+    ref = jnp.sum(jnp.abs(y), axis=axes)
+    # a silent target: 0 when the prediction is silent too, else inf (never NaN)
+    return jnp.where(ref > 0, err / jnp.where(ref > 0, ref, 1.0), jnp.where(err > 0, jnp.inf, 0.0))
 
 
 def nca_matrix(
@@ -430,7 +433,8 @@ def _jacobian_single(x, target, params, *, frame_jac, chunk):
     zero = jnp.zeros((), x.dtype)
     init = (zero, jnp.zeros((n, n), x.dtype), zero, part_sums0)
     (_, jbar, m2, part_sums), _ = jax.lax.scan(body, init, (xs, ws))
-    spread = jnp.sqrt(jnp.maximum(m2 / t, 0.0)) / jnp.linalg.norm(jbar)
+    dev, norm = jnp.sqrt(jnp.maximum(m2 / t, 0.0)), jnp.linalg.norm(jbar)
+    spread = jnp.where(norm > 0, dev / jnp.where(norm > 0, norm, 1.0), jnp.where(dev > 0, jnp.inf, 0.0))
     parts = {}
     if part_sums:
         parts = {

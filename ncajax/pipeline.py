@@ -1,6 +1,6 @@
-"""The study's stages as library calls: data -> training. Later stages live in their own modules
-(`ncajax.mapping_stage`, `ncajax.evaluate`, `ncajax.plots`, `ncajax.report`); `experiments/*.py` are thin
-wrappers and `experiments/reproduce.py` chains them.
+"""The study's stages as library calls: data -> training -> mapping fits -> evaluation (the figures and
+the report are `ncajax.plots` and `ncajax.report`); `experiments/*.py` are thin wrappers and
+`experiments/reproduce.py` chains them.
 
 Every stage reads the previous stage's outputs from disk and writes only into its own directory, and is
 skipped when its outputs exist for the same config.
@@ -62,7 +62,8 @@ def prepare_data(
                 f"({stft.sample_rate} Hz): generate the corpus at the preset's rate"
             )
         root = corpus.generate_corpus(cache_root / "corpus", ccfg, progress=progress)
-        description = {"dataset": "embedded synthetic corpus", "corpus": to_dict(ccfg), "root": str(root)}
+        description = {"dataset": "embedded synthetic corpus", "corpus": to_dict(ccfg), "root": str(root),
+                       "corpus_format": corpus.FORMAT_VERSION}
         is_wav = True
     else:
         root = Path(musdb_root).expanduser()
@@ -75,13 +76,14 @@ def prepare_data(
     t0 = time.perf_counter()
     caches = {
         split: features.build_cache(
-            refs[split], stft, cache_root / "features", name=f"{split}", progress=progress
+            refs[split], stft, cache_root / "features", name=split, progress=progress
         )
         for split in ("train", "valid", "test")
     }
     timings["features_s"] = time.perf_counter() - t0
     description.update(
         preset=preset_name,
+        features_format=features.FORMAT_VERSION,
         tracks={split: [r.name for r in refs[split]] for split in refs},
         frames={split: caches[split].n_frames for split in caches},
     )
@@ -116,13 +118,26 @@ def train_all(
 def load_separators(train_dir: str | Path, model_names: tuple[str, ...] = MODEL_NAMES) -> dict:
     """Restore the best params of every seed of each trained model as `mappings.Separator`s."""
     from .mappings import Separator
-    from .train import load_trained
 
     out = {}
     for name in model_names:
-        trained = load_trained(Path(train_dir) / name, expect={"name": name})
+        trained = _finished(Path(train_dir) / name, name)
         out[name] = Separator(trained.model, trained.params, trained.train_cfg.n_seeds)
     return out
+
+
+def _finished(run_dir: Path, name: str):
+    """The trained run at `run_dir`, refusing one whose training has not finished (a later stage
+    computed from it would be reused, stale, once training completes)."""
+    from .train import load_trained
+
+    trained = load_trained(run_dir, expect={"name": name})
+    if not trained.result.get("finished"):
+        raise ValueError(
+            f"training of {name} in {run_dir} has not finished (no result.json): run the training "
+            "stage again (it resumes from its last checkpoint) before fitting or evaluating"
+        )
+    return trained
 
 
 def fit_all(data: Data, train_dir: str | Path, out_dir: str | Path, *, cfg=None,
@@ -143,7 +158,7 @@ def evaluate_all(data: Data, train_dir: str | Path, out_dir: str | Path, *,
     """Separation quality of every model and seed on the test tracks, next to the mixture and the
     oracle IRM (museval SDR/SIR/SAR, median over frames then tracks, and magnitude SDR)."""
     from . import evaluate, runs
-    from .train import load_trained, predict
+    from .train import predict
 
     config = {"models": list(model_names), "stft": to_dict(data.stft), "with_bss": with_bss,
               "tracks": [r.name for r in data.refs["test"]],
@@ -153,7 +168,7 @@ def evaluate_all(data: Data, train_dir: str | Path, out_dir: str | Path, *,
     runs.open_run(out_dir, config)
     predictors = {}
     for name in model_names:
-        trained = load_trained(Path(train_dir) / name, expect={"name": name})
+        trained = _finished(Path(train_dir) / name, name)
         for s in range(trained.train_cfg.n_seeds):
             params = trained.seed_params(s)
             predictors[f"{name}/seed{trained.train_cfg.seed + s}"] = (

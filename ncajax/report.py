@@ -25,12 +25,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy.stats
 
 from .analysis import summarise
 from .config import MODEL_NAMES
 from .runs import read_json, read_metrics, write_json
 
-__all__ = ["build_report", "write_report", "conclusion", "copy_outputs", "compare", "ci_overlap"]
+__all__ = [
+    "build_report",
+    "write_report",
+    "conclusion",
+    "copy_outputs",
+    "compare",
+    "ci_overlap",
+    "welch_ci",
+]
 
 PRIMARY = "weighted_diagonal_energy_ratio"
 SECONDARY = "diagonal_energy_ratio"
@@ -38,8 +47,9 @@ DAE_MODELS = ("dae", "dae_deep")
 SF_MODEL = "dae_sf"
 AUTHORS_SETTING = "nca_authors"
 CONVERGED_SETTING = "nca_converged"
-# A relative L1 error at or above this on held-out frames is within 10 % of predicting silence: the
-# matrix then describes the frames it was fitted on, not the model.
+# A relative L1 error at or above this is within 10 % of predicting silence. On held-out frames: the
+# matrix describes the frames it was fitted on, not the model. On the fitted frames themselves: the
+# fit failed, and the setting is "uninformative" (left out of the overall verdict).
 POOR_FIDELITY = 0.9
 # Local spread sqrt(mean ||J_t - Jbar||^2) / ||Jbar|| above this: the per-frame Jacobians differ
 # from their mean by more than half its size, so no single matrix stands for the model.
@@ -52,7 +62,6 @@ FIGURES = (
     ("structure_metrics", "Structure metrics with seed confidence intervals"),
     ("training_curves", "Training curves"),
     ("fit_loss_curves", "Loss curves of the iterative mapping fits"),
-    ("loss_curves", "Loss curves"),
     ("spectrograms", "Spectrograms of a test excerpt"),
     ("linearity", "Per-frame Jacobian structure (is one matrix a fair summary?)"),
     ("separation_quality", "Separation quality"),
@@ -183,9 +192,30 @@ def _stat(values) -> dict | None:
     return {"mean": s["mean"], "lo": s["lo"], "hi": s["hi"], "n": s["n"], "values": vals}
 
 
-def ci_overlap(a: dict, b: dict) -> bool:
-    """Whether the intervals [a.lo, a.hi] and [b.lo, b.hi] share a point."""
+def ci_overlap(a: dict, b: dict) -> bool | None:
+    """Whether the intervals [a.lo, a.hi] and [b.lo, b.hi] share a point.
+
+    None when either statistic has fewer than two seeds (`n` < 2): its "interval" is a point, not a
+    spread estimate, so neither overlap nor separation can be claimed.
+    """
+    if min(a.get("n", 2), b.get("n", 2)) < 2:
+        return None
     return bool(a["lo"] <= b["hi"] and b["lo"] <= a["hi"])
+
+
+def welch_ci(a, b, *, confidence: float = 0.95) -> list[float] | None:
+    """Welch (unequal-variance) t confidence interval of mean(a) - mean(b), or None.
+
+    `a`, `b`: (n_seeds,) values. None with fewer than two values in either or when the interval is
+    not finite (e.g. both samples without spread).
+    """
+    a, b = _finite(a), _finite(b)
+    if len(a) < 2 or len(b) < 2:
+        return None
+    with np.errstate(all="ignore"):
+        ci = scipy.stats.ttest_ind(a, b, equal_var=False).confidence_interval(confidence)
+    lo, hi = float(ci.low), float(ci.high)
+    return [lo, hi] if math.isfinite(lo) and math.isfinite(hi) else None
 
 
 def compare(dae: dict[str, dict], sf: dict) -> dict:
@@ -194,13 +224,22 @@ def compare(dae: dict[str, dict], sf: dict) -> dict:
     `dae`: {model: stat} with stat = {"mean", "lo", "hi"} (from `_stat`), `sf` likewise for dae_sf.
     Returns direction ("dae_more_diagonal" when every DAE mean is above sf's, "sf_more_diagonal"
     when every one is below, else "mixed"), holds (direction is dae_more_diagonal), margin (the
-    smallest DAE mean minus sf's mean: > 0 iff it holds), overlap (some DAE's CI overlaps sf's) and
-    per model {"margin", "overlap"}.
+    smallest DAE mean minus sf's mean: > 0 iff it holds), overlap (some DAE's CI overlaps sf's;
+    None with one seed), separated (every DAE's Welch 95 % CI of DAE - SF excludes 0 on the side
+    of the direction; None when a Welch CI cannot be computed, e.g. one seed or no "values") and
+    per model {"margin", "overlap", "diff_ci"}.
     """
     if not dae:
         raise ValueError("compare needs at least one DAE statistic")
     per = {
-        m: {"margin": s["mean"] - sf["mean"], "overlap": ci_overlap(s, sf)} for m, s in dae.items()
+        m: {
+            "margin": s["mean"] - sf["mean"],
+            "overlap": ci_overlap(s, sf),
+            "diff_ci": (
+                welch_ci(s["values"], sf["values"]) if "values" in s and "values" in sf else None
+            ),
+        }
+        for m, s in dae.items()
     }
     diffs = [p["margin"] for p in per.values()]
     direction = (
@@ -210,11 +249,22 @@ def compare(dae: dict[str, dict], sf: dict) -> dict:
         if all(d < 0 for d in diffs)
         else "mixed"
     )
+    overlaps = [p["overlap"] for p in per.values()]
+    cis = [p["diff_ci"] for p in per.values()]
+    if any(c is None for c in cis):
+        separated = None
+    elif direction == "dae_more_diagonal":
+        separated = all(c[0] > 0 for c in cis)
+    elif direction == "sf_more_diagonal":
+        separated = all(c[1] < 0 for c in cis)
+    else:
+        separated = False
     return {
         "direction": direction,
         "holds": direction == "dae_more_diagonal",
         "margin": min(diffs),
-        "overlap": any(p["overlap"] for p in per.values()),
+        "overlap": None if any(o is None for o in overlaps) else any(overlaps),
+        "separated": separated,
         "per_model": per,
     }
 
@@ -256,12 +306,20 @@ def _setting_verdict(data: dict, setting: dict, role: str) -> dict:
             "direction": "missing",
             "margin": None,
             "overlap": None,
+            "separated": None,
+            "informative": None,
             "reason": f"no pooled fit of {', '.join(missing)}",
         }
     for key, label in ((PRIMARY, None), (SECONDARY, "unweighted")):
         stats = {m: _metric_stat(recs[m], key) for m in recs}
         if any(s is None for s in stats.values()):
-            cmp = {"holds": None, "direction": "missing", "margin": None, "overlap": None}
+            cmp = {
+                "holds": None,
+                "direction": "missing",
+                "margin": None,
+                "overlap": None,
+                "separated": None,
+            }
         else:
             cmp = compare({m: stats[m] for m in DAE_MODELS}, stats[SF_MODEL])
         cmp["means"] = {m: (s["mean"] if s else None) for m, s in stats.items()}
@@ -281,7 +339,28 @@ def _setting_verdict(data: dict, setting: dict, role: str) -> dict:
         if all(c is None for c in conv.values())
         else {m: list(c) if c else None for m, c in conv.items()}
     )
+    out["informative"], out["reason"] = _informative(out["fidelity_fit"], conv)
     return out
+
+
+def _informative(fit: dict, conv: dict) -> tuple[bool, str | None]:
+    """Whether a setting's fits can count as evidence, and why not.
+
+    Uninformative: some model's mean relative L1 error on its own fitted frames is >= POOR_FIDELITY,
+    or the setting is iterative and not one fit converged (over all models and seeds).
+    """
+    why = []
+    poor = {m: v for m, v in fit.items() if v is not None and v >= POOR_FIDELITY}
+    if poor:
+        worst = max(poor, key=poor.get)
+        why.append(
+            "the fit does not reproduce the model even on its fitted frames "
+            f"(rel. L1 {poor[worst]:.3f} for `{worst}`)"
+        )
+    known = [c for c in conv.values() if c is not None]
+    if known and sum(c[0] for c in known) == 0:
+        why.append("no fit converged")
+    return (not why), ("; ".join(why) or None)
 
 
 def _mean(values) -> float | None:
@@ -311,19 +390,23 @@ def _initialisation(verdicts: dict, settings: list[dict]) -> list[dict]:
                     "direction",
                     "margin",
                     "overlap",
+                    "separated",
                     "fidelity_fit",
                     "fidelity_heldout",
+                    "informative",
                 )
             }
             for s in members
         }
         known = {v["holds"] for v in per.values() if v["holds"] is not None}
+        directions = {v["direction"] for v in per.values() if v["direction"] != "missing"}
         out.append(
             {
                 "steps": steps,
                 "learning_rate": lr,
                 "settings": per,
                 "depends_on_init": len(known) > 1 if known else None,
+                "direction_depends_on_init": len(directions) > 1 if directions else None,
             }
         )
     return out
@@ -332,13 +415,18 @@ def _initialisation(verdicts: dict, settings: list[dict]) -> list[dict]:
 def conclusion(run_dir: str | Path) -> dict:
     """The machine-readable verdict: are the DAEs' mappings more diagonal than dae_sf's?
 
-    Returns {setting: {"holds", "direction", "margin", "overlap", "per_model", "means", "ci",
-    "unweighted": {...}, "fidelity_fit", "fidelity_heldout", "describes_only_fitted", "converged",
-    "role", ...}, ..., "overall": {"holds", "verdict", "supporting", "contradicting", "mixed",
-    "missing", "fidelity_caveat", "initialisation", "authors_defaults_converged", "reason"}}.
-    The primary metric is the input-energy-weighted diagonal energy ratio. "holds" overall needs the
-    authors' NCA setting, the converged NCA and every other estimator (the second opinions) to
-    agree.
+    Returns {setting: {"holds", "direction", "margin", "overlap", "separated", "per_model",
+    "means", "ci", "unweighted": {...}, "fidelity_fit", "fidelity_heldout", "describes_only_fitted",
+    "converged", "informative", "reason", "role", ...}, ..., "overall": {"holds", "verdict",
+    "supporting", "contradicting", "mixed", "uninformative", "missing", "separated", "clear",
+    "fidelity_caveat", "initialisation", "authors_defaults_converged", "reason"}}.
+    The primary metric is the input-energy-weighted diagonal energy ratio. A setting is
+    uninformative (its "informative" is False, "reason" says why) when some model's fit error on its
+    own fitted frames is >= POOR_FIDELITY or none of its iterative fits converged; uninformative
+    settings are listed apart and do not count. Overall "does not hold" when an informative setting
+    contradicts the finding or finds a mixed ordering; "holds" when the authors' NCA setting and the
+    converged NCA are informative and support it and no informative setting disagrees; else
+    "undetermined".
     """
     return _conclusion(_load(Path(run_dir)))
 
@@ -365,7 +453,10 @@ def _conclusion(data: dict) -> dict:
             supporting=[],
             contradicting=[],
             mixed=[],
+            uninformative=[],
             missing=[],
+            separated=[],
+            clear=[],
             second_opinions=[],
             fidelity_caveat=[],
             initialisation=[],
@@ -382,21 +473,49 @@ def _conclusion(data: dict) -> dict:
             else "second_opinion"
         )
         out[s["name"]] = _setting_verdict(data, s, role)
-    verdicts = {k: v for k, v in out.items()}
-    supporting = [k for k, v in verdicts.items() if v["direction"] == "dae_more_diagonal"]
-    contradicting = [k for k, v in verdicts.items() if v["direction"] == "sf_more_diagonal"]
-    mixed = [k for k, v in verdicts.items() if v["direction"] == "mixed"]
+    verdicts = dict(out)
     missing = [k for k in overall["required"] if k not in verdicts or verdicts[k]["holds"] is None]
     missing += [k for k, v in verdicts.items() if v["holds"] is None and k not in missing]
+    uninformative = [
+        k for k, v in verdicts.items() if v["informative"] is False and k not in missing
+    ]
+    counted = {k: v for k, v in verdicts.items() if v["informative"] and k not in missing}
+    supporting = [k for k, v in counted.items() if v["direction"] == "dae_more_diagonal"]
+    contradicting = [k for k, v in counted.items() if v["direction"] == "sf_more_diagonal"]
+    mixed = [k for k, v in counted.items() if v["direction"] == "mixed"]
     second = [k for k, v in verdicts.items() if v["role"] == "second_opinion"]
-    if contradicting or mixed:
+    required_ok = all(k in supporting for k in overall["required"])
+    if contradicting:
         verdict = "does not hold"
-        reason = "at least one estimator does not find the DAEs more diagonal than dae_sf"
-    elif missing:
-        verdict = "undetermined"
-        reason = "every complete estimator supports it, but some results are missing"
+        reason = (
+            f"informative estimators {', '.join(contradicting)} find dae_sf more diagonal than "
+            "the DAEs"
+        )
+    elif mixed:
+        verdict = "does not hold"
+        reason = (
+            f"informative estimators {', '.join(mixed)} find only one DAE more diagonal than dae_sf"
+        )
+    elif required_ok:
+        verdict, reason = "holds", "every informative estimator finds the DAEs more diagonal"
     else:
-        verdict, reason = "holds", "every estimator finds the DAEs more diagonal than dae_sf"
+        lacking = [k for k in overall["required"] if k not in supporting]
+        why = [
+            f"{k}: "
+            + (
+                "missing"
+                if k in missing
+                else verdicts[k]["reason"]
+                if k in uninformative
+                else "no support"
+            )
+            for k in lacking
+        ]
+        verdict = "undetermined"
+        reason = (
+            "no informative estimator contradicts the finding, but the required settings give "
+            f"no informative support ({'; '.join(why)})"
+        )
     auth = verdicts.get(AUTHORS_SETTING)
     overall.update(
         holds=verdict == "holds",
@@ -405,9 +524,11 @@ def _conclusion(data: dict) -> dict:
         supporting=supporting,
         contradicting=contradicting,
         mixed=mixed,
+        uninformative=uninformative,
         missing=missing,
         second_opinions=second,
-        separated=[k for k in supporting if not verdicts[k]["overlap"]],
+        separated=[k for k in supporting if verdicts[k]["separated"]],
+        clear=[k for k in contradicting if verdicts[k]["separated"]],
         fidelity_caveat=[k for k, v in verdicts.items() if v.get("describes_only_fitted")],
         initialisation=_initialisation(verdicts, settings),
         authors_defaults_converged=None if auth is None else auth.get("converged"),
@@ -530,15 +651,26 @@ def _header(data: dict, concl: dict, timings: dict | None) -> list[str]:
             f"{mc.get('n_heldout_frames')} held-out frames, band k = {mc.get('band_k')}{tr}"
         )
     overall = concl["overall"]
+    n_settings = len(concl) - 1
+    caveat = ""
+    if overall["fidelity_caveat"]:
+        caveat = (
+            f"; caveat: in {len(overall['fidelity_caveat'])} of {n_settings} settings some matrix "
+            f"is no better than silence on held-out frames (rel. L1 ≥ {POOR_FIDELITY})"
+        )
     lines.append(
         f"- **Verdict** (computed; see the Conclusion): \"the DAEs' mappings are more diagonal "
         f"than `{SF_MODEL}`'s\" **{overall['verdict']}**"
         + (
             f" (supporting: {_join(overall['supporting'])}; contradicting: "
-            f"{_join(overall['contradicting'])}; mixed: {_join(overall['mixed'])})"
-            if overall.get("supporting") or overall.get("contradicting") or overall.get("mixed")
+            f"{_join(overall['contradicting'])}; mixed: {_join(overall['mixed'])}; "
+            f"left out as uninformative fits: {_join(overall['uninformative'])})"
+            if any(
+                overall.get(k) for k in ("supporting", "contradicting", "mixed", "uninformative")
+            )
             else ""
         )
+        + caveat
     )
     if data["notes"]:
         lines += ["", "**Notes on this run:**", ""] + [f"- {n}" for n in data["notes"]]
@@ -579,7 +711,9 @@ def _separation(data: dict) -> list[str]:
     for ref in ("mixture", "oracle_irm"):
         if ref in ev:
             s = ev[ref]
-            row = [f"*{ref}*"]
+            row = [
+                f"*{ref}*" + (" (evaluation stage, mean over tracks)" if ref == "mixture" else "")
+            ]
             if has_bss:
                 row += [_f((s.get("vocals") or {}).get(k), 2) for k in ("SDR", "SIR", "SAR")]
             row += [_f(s.get("mag_sdr"), 2), "—"]
@@ -602,9 +736,15 @@ def _separation(data: dict) -> list[str]:
             if has_bss
             else ""
         )
-        + "Magnitude SDR: mean over test tracks. The last column is the training stage's "
-        "improvement of the test magnitude SDR over the mixture"
-        + (f" (mixture: {mix:.2f} dB)." if mix is not None else "."),
+        + "Magnitude SDR (evaluation stage): mean over test tracks. The last column is the "
+        "training stage's improvement of the test magnitude SDR over the mixture, both pooled "
+        "over all test frames"
+        + (
+            f" (the training stage's pooled mixture magnitude SDR: {mix:.2f} dB; the "
+            "*mixture* row above is the evaluation stage's mean over tracks, so the two differ)."
+            if mix is not None
+            else "."
+        ),
     ]
     if data["evaluation"] is None:
         lines += [
@@ -708,6 +848,28 @@ def _ci_text(v: dict, model: str) -> str:
     return f"{v['means'][model]:.3f} [{lo:.3f}, {hi:.3f}]"
 
 
+def _overlap_text(v: dict) -> str:
+    if v["overlap"] is None:
+        return "one seed: no spread estimate"
+    return "the 95 % seed CIs overlap" if v["overlap"] else "the 95 % seed CIs do not overlap"
+
+
+def _welch_text(v: dict) -> str:
+    cis = {m: p.get("diff_ci") for m, p in v["per_model"].items()}
+    if any(c is None for c in cis.values()):
+        return ""
+    parts = ", ".join(f"`{m}` [{c[0]:+.3f}, {c[1]:+.3f}]" for m, c in cis.items())
+    excl = [m for m, c in cis.items() if c[0] > 0 or c[1] < 0]
+    which = (
+        "every one excludes 0"
+        if len(excl) == len(cis)
+        else "none excludes 0"
+        if not excl
+        else f"only {_join(excl)} excludes 0"
+    )
+    return f"; Welch 95 % CI of DAE − SF: {parts} ({which})"
+
+
 def _verdict_sentence(name: str, v: dict) -> str:
     if v["direction"] == "missing":
         return f"- `{name}`: cannot be compared ({v.get('reason', 'metrics missing')})."
@@ -720,35 +882,57 @@ def _verdict_sentence(name: str, v: dict) -> str:
     else:
         above = [m for m in DAE_MODELS if v["per_model"][m]["margin"] > 0]
         head = f"**mixed**: only {_join(above)} is more diagonal than `{SF_MODEL}` ({daes}; {sf})"
-    overlap = (
-        "the seed CIs overlap, so the ordering is within seed-to-seed variation"
-        if v["overlap"]
-        else "the seed CIs do not overlap"
+    text = (
+        f"- `{name}` {head}; smallest DAE − SF margin {v['margin']:+.3f}, {_overlap_text(v)}"
+        f"{_welch_text(v)}."
     )
-    text = f"- `{name}` {head}; smallest DAE − SF margin {v['margin']:+.3f}, {overlap}."
+    if v.get("informative") is False:
+        text += f" **Uninformative** (left out of the overall verdict): {v['reason']}."
     u = v["unweighted"]
     if u["direction"] != "missing":
         agree = "the same" if u["direction"] == v["direction"] else "a different"
+        cis = {None: "one seed", True: "CIs overlap", False: "CIs do not overlap"}[u["overlap"]]
         text += (
             f" The unweighted diagonal ratio gives {agree} ordering "
-            f"({u['direction'].replace('_', ' ')}, margin {u['margin']:+.3f}, "
-            f"CIs {'overlap' if u['overlap'] else 'separate'})."
+            f"({u['direction'].replace('_', ' ')}, margin {u['margin']:+.3f}, {cis})."
         )
     held = v["fidelity_heldout"]
     fit = v["fidelity_fit"]
     fid = ", ".join(f"`{m}` {_f(fit[m])} / {_f(held[m])}" for m in (*DAE_MODELS, SF_MODEL))
     text += f" Relative L1 error fit / held-out: {fid}."
-    if v["describes_only_fitted"]:
-        poor = v["describes_only_fitted"]
+    both = [m for m in v["describes_only_fitted"] if fit[m] is not None and fit[m] >= POOR_FIDELITY]
+    only = [m for m in v["describes_only_fitted"] if m not in both]
+    if only:
         text += (
-            f" Held-out error ≥ {POOR_FIDELITY} for {_join(poor)}: "
-            + ("that matrix describes" if len(poor) == 1 else "those matrices describe")
-            + " only the frames they were fitted on."
+            f" Held-out error ≥ {POOR_FIDELITY} for {_join(only)}: "
+            + (
+                "that matrix describes only the frames it was"
+                if len(only) == 1
+                else "those matrices describe only the frames they were"
+            )
+            + " fitted on."
+        )
+    if both:
+        text += (
+            f" Fit and held-out error both ≥ {POOR_FIDELITY} for {_join(both)}: the fit "
+            "reproduces neither the fitted nor the held-out frames."
         )
     if v.get("converged"):
         conv = ", ".join(f"`{m}` {c[0]}/{c[1]}" for m, c in v["converged"].items() if c)
         text += f" Converged seeds: {conv}."
     return text
+
+
+def _required_status(name: str, concl: dict, overall: dict) -> str:
+    if name in overall["missing"]:
+        why = concl[name].get("reason", "metrics missing") if name in concl else "not run"
+        return f"could not be compared (missing: {why})"
+    v = concl[name]
+    if v["informative"] is False:
+        return f"is uninformative ({v['reason']})"
+    if v["holds"]:
+        return "supports it"
+    return f"does not support it ({v['direction'].replace('_', ' ')})"
 
 
 def _conclusion_section(data: dict, concl: dict) -> list[str]:
@@ -779,42 +963,45 @@ def _conclusion_section(data: dict, concl: dict) -> list[str]:
             lines.append(_verdict_sentence(name, v))
     lines += ["", "### Overall", ""]
     sup, con, mix = overall["supporting"], overall["contradicting"], overall["mixed"]
+    if overall["uninformative"]:
+        _para(
+            lines,
+            "Left out as uninformative (the per-setting sentences above give the numbers): "
+            + "; ".join(f"`{k}`: {concl[k]['reason']}" for k in overall["uninformative"])
+            + ".",
+        )
+    counts = (
+        f"Supporting: {_join(sup)}. Contradicting: {_join(con)}. Mixed: {_join(mix)}. "
+        f"Uninformative: {_join(overall['uninformative'])}."
+    )
     if overall["verdict"] == "holds":
         _para(
             lines,
             "**The finding holds** on this run: the authors' NCA setting, the converged NCA and "
-            f"every second opinion ({_join(overall['second_opinions'])}) find the DAEs more "
-            "diagonal than "
-            f"`{SF_MODEL}` by the weighted diagonal energy ratio.",
+            "every informative second opinion find the DAEs more diagonal than "
+            f"`{SF_MODEL}` by the weighted diagonal energy ratio. {counts}",
         )
         if len(overall["separated"]) < len(sup):
             noisy = [k for k in sup if k not in overall["separated"]]
             _para(
                 lines,
-                f"The seed CIs overlap for {_join(noisy)}, so there the ordering is not "
-                "separated from seed-to-seed variation.",
+                f"For {_join(noisy)} the Welch 95 % CI of the DAE − SF difference does not "
+                "exclude 0 for every DAE (or cannot be computed).",
             )
-    elif overall["verdict"] == "undetermined":
-        _para(
-            lines, f"**Undetermined:** {overall['reason']} (missing: {_join(overall['missing'])})."
-        )
     else:
-        req = [
-            f"`{k}` {'supports' if concl[k]['holds'] else 'does not support'} it"
-            for k in overall["required"]
-            if k in concl
-        ]
-        _para(
-            lines,
-            f"**The finding does NOT hold** on this run as a robust result: {'; '.join(req)}. "
-            f"Supporting: {_join(sup)}. Contradicting: {_join(con)}. Mixed: {_join(mix)}.",
+        req = [f"`{k}` {_required_status(k, concl, overall)}" for k in overall["required"]]
+        head = (
+            "**The finding does NOT hold** on this run as a robust result"
+            if overall["verdict"] == "does not hold"
+            else "**Undetermined:** the informative evidence is insufficient"
         )
-        clear = [k for k in con if not concl[k]["overlap"]]
+        _para(lines, f"{head}: {'; '.join(req)}. {counts}")
+        clear = overall.get("clear", [])
         if clear:
             _para(
                 lines,
-                f"For {_join(clear)} the reverse ordering (`{SF_MODEL}` more diagonal) lies "
-                "outside seed-to-seed variation (the CIs do not overlap).",
+                f"For {_join(clear)} the Welch 95 % CI of DAE − SF excludes 0 for every DAE, on "
+                f"the side of the reverse ordering (`{SF_MODEL}` more diagonal).",
             )
     if overall["fidelity_caveat"]:
         _para(
@@ -889,17 +1076,24 @@ def _conclusion_section(data: dict, concl: dict) -> list[str]:
         )
         dep = group["depends_on_init"]
         per_init = "; ".join(
-            f"{g['init']}: {g['direction'].replace('_', ' ')}" for g in group["settings"].values()
+            f"{g['init']}: {g['direction'].replace('_', ' ')}"
+            + ("" if g["informative"] is not False else " (uninformative)")
+            for g in group["settings"].values()
         )
         if dep is None:
             sentence = "Not enough results to tell."
         elif dep:
             sentence = f"The DAE-vs-SF verdict **depends on the initialisation** of P ({per_init})."
+        elif group["direction_depends_on_init"]:
+            sentence = (
+                "The finding fails under every initialisation tried, but the ordering differs "
+                f"between initialisations: {per_init}."
+            )
         else:
             held = next(g["holds"] for g in group["settings"].values() if g["holds"] is not None)
             sentence = (
                 f"The finding {'holds' if held else 'fails'} under every initialisation "
-                f"tried ({per_init}): the verdict does not depend on the initialisation of P."
+                f"tried, with the same ordering ({per_init})."
             )
         lines += ["", sentence, ""]
     return lines
@@ -1111,7 +1305,10 @@ def build_report(
     the report instead of failing; a missing `run_dir` raises FileNotFoundError.
     """
     data = _load(Path(run_dir))
-    concl = _conclusion(data)
+    return _render(data, _conclusion(data), timings, figures_link)
+
+
+def _render(data: dict, concl: dict, timings: dict | None, figures_link: str) -> str:
     sections = [
         _header(data, concl, timings),
         _separation(data),
@@ -1130,9 +1327,10 @@ def write_report(run_dir: str | Path, path: str | Path, *, timings: dict | None 
     run_dir, path = Path(run_dir), Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     link = Path(os.path.relpath(run_dir.resolve() / "figures", path.parent.resolve())).as_posix()
-    text = build_report(run_dir, timings=timings, figures_link=link)
-    path.write_text(text)
-    write_json(run_dir / "conclusion.json", conclusion(run_dir))
+    data = _load(run_dir)
+    concl = _conclusion(data)
+    path.write_text(_render(data, concl, timings, link))
+    write_json(run_dir / "conclusion.json", concl)
     return path
 
 

@@ -5,18 +5,23 @@ Run it as::
     python -m ncajax.separate RUN_DIR song.flac [--out DIR] [--seed-index 0] [--chunk 4096] [--keep-rate]
     ncajax-separate runs/default/train/dae_sf song.wav
 
-RUN_DIR is a training run directory (see `ncajax.train.train_model`). The input (wav, flac, ogg, ...;
-anything libsndfile reads; mono or multi-channel, any sample rate) is averaged to mono and resampled
+RUN_DIR is a training run directory (see `ncajax.train.train_model`), i.e. one trained model such as
+`runs/default/train/dae_sf`, not the study directory `runs/default` above it. The input (wav, flac,
+ogg, mp3, ...; anything the installed libsndfile reads, MP3 needs libsndfile >= 1.1 as bundled with
+soundfile >= 0.12; mono or multi-channel, any sample rate) is averaged to mono and resampled
 to the model's sample rate. The model estimates the vocal magnitude frame by frame; the vocal waveform
 is its inverse STFT with the mixture phase and the accompaniment is the mixture minus the vocals, so
 the two estimates sum exactly to the (resampled) mixture. Written as 32-bit float wav (no clipping):
 `<OUT>/<stem>_vocals.wav` and `<OUT>/<stem>_accompaniment.wav`, at the model's rate, or with
 `--keep-rate` at the input's rate (the vocals are resampled back and the accompaniment is the mono
 input minus them, so the pair still sums to the mono input; content above the model's Nyquist
-frequency, which the model never hears, lands in the accompaniment). Existing outputs are replaced.
+frequency, which the model never hears, lands in the accompaniment). Existing outputs are replaced;
+files get the usual permissions (0o666 & ~umask). All output paths are worked out before anything is
+separated: two inputs that would write the same file (same stem, same output folder, e.g.
+`tone.flac tone.mp3` or `a/song.wav b/song.wav --out D`) are refused and nothing is written.
 
 Exit codes: 0 success; 2 bad input (missing/unreadable/empty/non-finite audio, not a run directory,
-bad option), reported as one line on stderr naming the file and the problem.
+clashing output names, bad option), reported as one line on stderr naming the file and the problem.
 """
 
 from __future__ import annotations
@@ -66,7 +71,7 @@ def read_audio(path: str | os.PathLike) -> tuple[Float[np.ndarray, " n_samples"]
     except (sf.LibsndfileError, RuntimeError, OSError, TypeError) as err:
         reason = " ".join(str(err).split())
         raise InputError(
-            f"{path}: not a readable audio file ({reason}); use wav, flac or ogg"
+            f"{path}: not a readable audio file ({reason}); use wav, flac, ogg or mp3"
         ) from err
     if data.shape[0] == 0:
         raise InputError(f"{path}: holds no samples (zero-length audio)")
@@ -122,13 +127,45 @@ def separate_file(
         vocals = np.pad(vocals, (0, max(0, len(mono) - len(vocals))))[: len(mono)]
         accompaniment = (mono - vocals).astype(np.float32)
         out_rate = rate
-    folder = Path(out) if out is not None else path.parent
-    folder.mkdir(parents=True, exist_ok=True)
-    written = {}
+    written = output_paths(path, out=out)
+    written["vocals"].parent.mkdir(parents=True, exist_ok=True)
     for target, signal in (("vocals", vocals), ("accompaniment", accompaniment)):
-        written[target] = folder / f"{path.stem}_{target}.wav"
         _write_wav(written[target], signal, out_rate)
     return written
+
+
+def output_paths(path: str | os.PathLike, *, out: str | os.PathLike | None = None) -> dict[str, Path]:
+    """`{"vocals": path, "accompaniment": path}` that `separate_file` writes for the input `path`."""
+    path = Path(path)
+    folder = Path(out) if out is not None else path.parent
+    return {target: folder / f"{path.stem}_{target}.wav" for target in ("vocals", "accompaniment")}
+
+
+def check_output_clashes(
+    inputs: list[str | os.PathLike], *, out: str | os.PathLike | None = None
+) -> None:
+    """Raise InputError if two inputs would write the same file, or an output would overwrite an input.
+
+    Checked before anything is separated, so a clash writes nothing.
+    """
+    inputs = [Path(p) for p in inputs]
+    owner: dict[str, Path] = {}
+    for audio in inputs:
+        for target in output_paths(audio, out=out).values():
+            key = os.path.abspath(target)
+            if key in owner:
+                raise InputError(
+                    f"{owner[key]} and {audio} would both write {target} (same stem "
+                    f"{audio.stem!r}): run them separately, each with its own --out dir"
+                )
+            owner[key] = audio
+    for audio in inputs:
+        owned_by = owner.get(os.path.abspath(audio))
+        if owned_by is not None:
+            raise InputError(
+                f"{owned_by} would overwrite the input {audio} with its output: "
+                "rename the input or pass a different --out dir"
+            )
 
 
 def _check_seed_index(trained, seed_index: int) -> None:
@@ -148,10 +185,33 @@ def _write_wav(path: Path, signal: np.ndarray, rate: int) -> None:
     os.close(fd)
     try:
         sf.write(tmp, np.asarray(signal, np.float32), rate, format="WAV", subtype="FLOAT")
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it 0600; give the usual permissions
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # the only portable way to read it is to set it and put it back
+    os.umask(mask)
+    return mask
+
+
+def _check_run_dir(run_dir: Path) -> None:
+    """Raise InputError when `run_dir` is a study (or train/) directory rather than one model's run."""
+    if (run_dir / "config.json").exists() or not run_dir.is_dir():
+        return  # a run directory, or missing: `load_trained` names the problem
+    found = sorted(
+        {c.parent for pattern in ("train/*/config.json", "*/config.json")
+         for c in run_dir.glob(pattern) if (c.parent / "checkpoints").is_dir()}
+    )
+    if not found:
+        return
+    kind = "a study directory" if (run_dir / "train").is_dir() else "a folder of training runs"
+    raise InputError(
+        f"{run_dir} is {kind}; pass one of its trained models: {', '.join(map(str, found))}"
+    )
 
 
 def _positive_int(text: str) -> int:
@@ -167,7 +227,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Separate an audio file into vocals and accompaniment with a trained ncajax run.",
     )
     p.add_argument("run_dir", type=Path, help="training run directory, e.g. runs/default/train/dae_sf")
-    p.add_argument("audio", type=Path, nargs="+", help="audio file(s): wav, flac, ogg; any rate")
+    p.add_argument("audio", type=Path, nargs="+", help="audio file(s): wav, flac, ogg, mp3; any rate")
     p.add_argument("--out", type=Path, default=None,
                    help="output folder (default: next to each input)")
     p.add_argument("--seed-index", type=int, default=0, help="which seed of the run (default 0)")
@@ -185,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     from . import train
 
     try:
+        check_output_clashes(args.audio, out=args.out)
+        _check_run_dir(args.run_dir)
         trained = train.load_trained(args.run_dir)
         _check_seed_index(trained, args.seed_index)
     except (FileNotFoundError, ValueError) as err:

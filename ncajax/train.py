@@ -11,8 +11,6 @@ exactly the data an uninterrupted run would.
 from __future__ import annotations
 
 import functools
-import queue
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +30,7 @@ from tqdm.auto import tqdm
 
 from . import checkpoints, models, runs
 from .config import ModelConfig, STFTConfig, TrainConfig, from_dict, to_dict
+from .prefetch import Prefetch
 
 EPS = 1e-8
 VAL_CHUNK = 4096
@@ -84,8 +83,13 @@ def init_states(model: nn.Module, tx: optax.GradientTransformation, seeds: list[
     return jax.vmap(lambda k: init_state(model, tx, jax.random.wrap_key_data(k)))(keys)
 
 
-def make_train_step(model: nn.Module, tx: optax.GradientTransformation, loss: str):
-    """`train_step(state, batch) -> (state, metrics)` for ONE seed; batch = (x, y), each (B, nb_bins)."""
+def make_train_step(model: nn.Module, tx: optax.GradientTransformation, loss: str,
+                    patience: int | None = None):
+    """`train_step(state, batch) -> (state, metrics)` for ONE seed; batch = (x, y), each (B, nb_bins).
+
+    With `patience`, a seed whose early stopping has triggered (`bad_epochs >= patience`) keeps its
+    params: seeds trained side by side stop exactly where each would stop alone.
+    """
     frame_loss = loss_fn(loss)
 
     def train_step(state: TrainState, batch):
@@ -96,6 +100,9 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, loss: st
 
         value, grads = jax.value_and_grad(objective)(state.params)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        if patience is not None:
+            stopped = state.bad_epochs >= patience
+            updates = jax.tree.map(lambda u: jnp.where(stopped, jnp.zeros_like(u), u), updates)
         params = optax.apply_updates(state.params, updates)
         new = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
         return new, {"loss": value}
@@ -118,14 +125,16 @@ def make_eval(model: nn.Module, loss: str):
     return evaluate
 
 
-def update_best(state: TrainState, val: jax.Array) -> TrainState:
-    """Keep the params with the lowest validation loss; count epochs without improvement (one seed)."""
-    better = val < state.best_val
+def update_best(state: TrainState, val: jax.Array, patience: int | None = None) -> TrainState:
+    """Keep the params with the lowest validation loss; count epochs without improvement (one seed).
+    A seed that has already stopped (`bad_epochs >= patience`) is left as it is."""
+    stopped = False if patience is None else state.bad_epochs >= patience
+    better = (val < state.best_val) & ~stopped
     best_params = jax.tree.map(lambda new, old: jnp.where(better, new, old), state.params, state.best_params)
     return state.replace(
         best_params=best_params,
         best_val=jnp.where(better, val, state.best_val),
-        bad_epochs=jnp.where(better, 0, state.bad_epochs + 1),
+        bad_epochs=jnp.where(stopped, state.bad_epochs, jnp.where(better, 0, state.bad_epochs + 1)),
     )
 
 
@@ -148,7 +157,7 @@ class Trainer:
         self.model, self.cfg, self.mesh = model, cfg, mesh
         self.tx = optimizer(cfg)
         self.seeds = [cfg.seed + s for s in range(cfg.n_seeds)]
-        step = jax.vmap(make_train_step(model, self.tx, cfg.loss))
+        step = jax.vmap(make_train_step(model, self.tx, cfg.loss, cfg.patience))
         evaluate = jax.vmap(make_eval(model, cfg.loss), in_axes=(0, None, None))
         if mesh is None:
             self.step = jax.jit(step, donate_argnums=0)
@@ -159,7 +168,9 @@ class Trainer:
             self.step = jax.jit(step, donate_argnums=0, out_shardings=replicated)
             self.evaluate = jax.jit(evaluate, out_shardings=replicated)
             self.replicated = replicated
-        self.update_best = jax.jit(jax.vmap(update_best), donate_argnums=0)
+        self.update_best = jax.jit(
+            jax.vmap(functools.partial(update_best, patience=cfg.patience)), donate_argnums=0
+        )
 
     def init(self) -> TrainState:
         state = init_states(self.model, self.tx, self.seeds)
@@ -210,40 +221,6 @@ def magnitude_sdr_of_mixture(cache) -> float:
         y = np.asarray(cache.vocals[start : start + VAL_CHUNK], np.float64)
         err, ref = err + np.sum((y - x) ** 2), ref + np.sum(y**2)
     return float(10 * np.log10(max(ref, 1e-30) / max(err, 1e-30)))
-
-
-def _prefetch(make_batch: Callable[[int], Any], steps: range, depth: int = 4):
-    """Yield make_batch(step) for `steps`, built `depth` steps ahead in a background thread."""
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def worker():
-        try:
-            for s in steps:
-                if stop.is_set():
-                    return
-                q.put((s, make_batch(s)))
-        except BaseException as err:  # surfaced in the consumer
-            q.put((None, err))
-        q.put((None, None))
-
-    thread = threading.Thread(target=worker, daemon=True)
-    thread.start()
-    try:
-        while True:
-            s, item = q.get()
-            if s is None:
-                if isinstance(item, BaseException):
-                    raise item
-                return
-            yield s, item
-    finally:
-        stop.set()
-        while thread.is_alive():
-            try:
-                q.get_nowait()
-            except queue.Empty:
-                thread.join(timeout=0.05)
 
 
 def run_config(model_cfg: ModelConfig, train_cfg: TrainConfig, stft: STFTConfig, data: dict) -> dict:
@@ -306,29 +283,31 @@ def train_model(
     spe = train_cache.steps_per_epoch(train_cfg.batch_size)
     if train_cfg.max_steps_per_epoch is not None:
         spe = min(spe, train_cfg.max_steps_per_epoch)
-    mngr = checkpoints.manager(Path(run_dir) / "checkpoints")
-    start_epoch = 0
-    if mngr.latest_step() is not None:
-        start_epoch = mngr.latest_step()
-        state = checkpoints.restore(mngr, start_epoch, trainer.abstract_state(), config)
-        state = trainer.place_state(state)
-        runs.truncate_metrics(run_dir, lambda r: r.get("epoch", 0) <= start_epoch)
-    else:
-        state = trainer.init()
 
     def make_batch(step: int):
         pairs = [train_cache.batch(step, train_cfg.batch_size, s) for s in trainer.seeds]
         return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
 
-    history = runs.read_metrics(run_dir)
-    elapsed0 = history[-1]["elapsed_s"] if history else 0.0
-    t0 = time.perf_counter()
-    total = train_cfg.max_epochs * spe
-    bar = tqdm(total=total, initial=start_epoch * spe, disable=not progress, unit="step",
-               desc=f"train {model_cfg.name} x{train_cfg.n_seeds} seeds", dynamic_ncols=True)
-    epoch = start_epoch
-    stopped_early = False
+    mngr = checkpoints.manager(Path(run_dir) / "checkpoints")
+    bar = None
     try:
+        start_epoch = mngr.latest_step() or 0
+        if start_epoch:
+            state = trainer.place_state(
+                checkpoints.restore(mngr, start_epoch, trainer.abstract_state(), config)
+            )
+        else:
+            state = trainer.init()
+        # records of epochs after the last checkpoint (a kill between the two writes) are redone
+        runs.truncate_metrics(run_dir, lambda r: r.get("epoch", 0) <= start_epoch)
+        history = runs.read_metrics(run_dir)
+        elapsed0 = history[-1]["elapsed_s"] if history else 0.0
+        t0 = time.perf_counter()
+        bar = tqdm(total=train_cfg.max_epochs * spe, initial=start_epoch * spe, disable=not progress,
+                   unit="step", desc=f"train {model_cfg.name} x{train_cfg.n_seeds} seeds",
+                   dynamic_ncols=True)
+        epoch = start_epoch
+        stopped_early = False
         while epoch < train_cfg.max_epochs:
             if stop_after_epochs is not None and epoch - start_epoch >= stop_after_epochs:
                 break
@@ -336,8 +315,7 @@ def train_model(
                 stopped_early = True
                 break
             losses = []
-            steps = range(epoch * spe, (epoch + 1) * spe)
-            for _, batch in _prefetch(make_batch, steps):
+            for batch in Prefetch(make_batch, range(epoch * spe, (epoch + 1) * spe), 4):
                 state, metrics = trainer.step(state, trainer.place_batch(batch))
                 losses.append(metrics["loss"])
                 bar.update(1)
@@ -359,14 +337,17 @@ def train_model(
                 "val_loss": val_loss.tolist(),
                 "val_mag_sdr_db": val_sdr.tolist(),
                 "best_val": np.asarray(state.best_val).tolist(),
+                "stopped": (np.asarray(state.bad_epochs) >= train_cfg.patience).tolist(),
                 "elapsed_s": elapsed0 + time.perf_counter() - t0,
             }
-            checkpoints.save(mngr, epoch, state, config, metrics={"val_loss": float(np.mean(val_loss))})
+            # metrics first: a kill before the checkpoint lands only repeats this epoch on resume
             runs.append_metrics(run_dir, record)
+            checkpoints.save(mngr, epoch, state, config, metrics={"val_loss": float(np.mean(val_loss))})
             bar.set_postfix(train=f"{np.mean(train_loss):.4g}", val=f"{np.mean(val_loss):.4g}",
                             refresh=False)
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
         mngr.close()
 
     if epoch < train_cfg.max_epochs and not stopped_early:
@@ -429,10 +410,12 @@ def _restore_state(run_dir: Path, model: nn.Module | None = None):
         )
     trainer = Trainer(model if model is not None else models.from_config(model_cfg), train_cfg)
     mngr = checkpoints.manager(run_dir / "checkpoints")
-    step = mngr.latest_step()
-    if step is None:
-        raise FileNotFoundError(f"no checkpoint in {run_dir / 'checkpoints'}: the run has not saved yet")
     try:
+        step = mngr.latest_step()
+        if step is None:
+            raise FileNotFoundError(
+                f"no checkpoint in {run_dir / 'checkpoints'}: the run has not saved yet"
+            )
         state = checkpoints.restore(mngr, step, trainer.abstract_state(), config)
     finally:
         mngr.close()

@@ -96,12 +96,22 @@ def test_stage_resumes_without_refitting(tmp_path, monkeypatch):
 
 
 def test_callable_gets_not_applicable_nca(tmp_path):
-    sep = mappings.Separator(lambda x: jnp.maximum(x - 0.1, 0.0), None, 1)
+    # a callable written for (nb_frames, nb_bins) batches only (axis=1), as fit_mapping calls it
+    sep = mappings.Separator(lambda x: jnp.maximum(x - 0.5 * x.mean(axis=1, keepdims=True), 0.0),
+                             None, 1)
     result = mappings.run_stage({"f": sep}, TinyTest(), STFT, tmp_path, CFG, progress=False)
     na = [r for r in result["records"] if r["kind"] == "not_applicable"]
     assert [r["setting"] for r in na] == ["nca_fast"] and "dense layers" in na[0]["not_applicable"]
     pooled = {r["setting"] for r in result["records"] if r["kind"] == "pooled"}
     assert pooled == {"student_fast", "lstsq", "jacobian"}
+
+
+def test_separator_checks_its_seed_axis():
+    sep = _dae_sf_separator(1)
+    with pytest.raises(ValueError, match="leading seed axis of n_seeds=3"):
+        mappings.Separator(sep.model, sep.params, 3)
+    with pytest.raises(ValueError, match="n_seeds=1"):
+        mappings.Separator(lambda x: x, None, 2)
 
 
 def test_config_validation():

@@ -409,3 +409,14 @@ def test_single_fit_traced_once_chex(monkeypatch):
         nca.fit_mapping(model, params, _frames(6, 29, 13) * scale, steps=5, learning_rate=1e-2)
         nca.fit_mapping(model, params, _frames(6, 29, 13) * scale, method="student", steps=5)
     nca._program_cache.cache_clear()
+
+
+def test_silent_targets_give_no_nan():
+    x = _frames(1, 20, 6)
+    zero = lambda v: 0.0 * v  # noqa: E731
+    for method in ("lstsq", "jacobian", "student"):
+        fit = nca.fit_mapping(zero, None, x, method=method, steps=5, learning_rate=1e-2)
+        assert not np.isnan(fit.fidelity), method
+        if method == "jacobian":
+            assert float(fit.local_spread) == 0.0
+    np.testing.assert_array_equal(nca.relative_l1(np.zeros((2, 3)), np.ones((2, 3))), np.inf)

@@ -225,7 +225,8 @@ def test_holds_variant(tmp_path):
     assert "**The finding holds**" in md
     assert "does NOT hold" not in md
     assert "`nca_authors` **supports** the finding" in md
-    assert "the seed CIs do not overlap" in md
+    assert "the 95 % seed CIs do not overlap" in md
+    assert "(every one excludes 0)" in md  # Welch CIs of DAE - SF
     assert "\"the DAEs' mappings are more diagonal than `dae_sf`'s\" **holds**" in md
     (group,) = c["overall"]["initialisation"]
     assert group["depends_on_init"] is False
@@ -380,3 +381,161 @@ def test_figures_links_and_copy_outputs(tmp_path):
     # a report written elsewhere links back to the run's figures
     report.write_report(run, tmp_path / "elsewhere" / "R.md")
     assert "](../run/figures/linearity.png)" in (tmp_path / "elsewhere" / "R.md").read_text()
+
+
+def _patch(run: Path, setting: str, **fields) -> None:
+    """Overwrite `fields` of every pooled record of `setting` in the run's mappings/result.json."""
+    path = run / "mappings" / "result.json"
+    data = json.loads(path.read_text())
+    for r in data["records"]:
+        if r["setting"] == setting and r["kind"] == "pooled":
+            r.update(fields)
+    path.write_text(json.dumps(data))
+
+
+def _header_verdict(md: str) -> str:
+    return next(line for line in md.splitlines() if line.startswith("- **Verdict**"))
+
+
+def test_poor_fit_makes_a_setting_uninformative_and_the_verdict_undetermined(tmp_path):
+    # the authors' setting "contradicts", but its fit misses even the fitted frames
+    run = make_run(tmp_path, HOLDS, per_setting={"nca_authors": REVERSED})
+    _patch(run, "nca_authors", fidelity_fit=[0.95, 0.95, 0.95])
+    c = report.conclusion(run)
+    v = c["nca_authors"]
+    assert v["informative"] is False and "fitted frames (rel. L1 0.950" in v["reason"]
+    assert c["nca_converged"]["informative"] is True and c["nca_converged"]["reason"] is None
+    o = c["overall"]
+    assert o["uninformative"] == ["nca_authors"]
+    assert o["contradicting"] == [] and "nca_authors" not in o["supporting"]
+    assert o["verdict"] == "undetermined" and o["holds"] is False
+    md = report.build_report(run)
+    assert "**Undetermined:**" in md and "does NOT hold" not in md
+    assert "`nca_authors` is uninformative" in md
+    header = _header_verdict(md)
+    assert "**undetermined**" in header and "uninformative fits: `nca_authors`" in header
+
+
+def test_no_converged_fit_is_uninformative(tmp_path):
+    run = make_run(tmp_path, HOLDS, per_setting={"nca_converged": REVERSED})
+    _patch(run, "nca_converged", converged=[False, False, False])
+    c = report.conclusion(run)
+    assert c["nca_converged"]["informative"] is False
+    assert c["nca_converged"]["reason"] == "no fit converged"
+    assert c["overall"]["verdict"] == "undetermined"
+    assert "`nca_converged`: no fit converged" in report.build_report(run)
+
+
+def test_informative_contradiction_decides_even_with_uninformative_authors(tmp_path):
+    run = make_run(tmp_path, HOLDS, per_setting={"lstsq": REVERSED, "nca_authors": REVERSED})
+    _patch(run, "nca_authors", fidelity_fit=[1.2, 1.2, 1.2])
+    o = report.conclusion(run)["overall"]
+    assert o["verdict"] == "does not hold" and o["contradicting"] == ["lstsq"]
+    assert o["uninformative"] == ["nca_authors"] and o["clear"] == ["lstsq"]
+    assert "lstsq" in o["reason"]
+
+
+def test_uninformative_contradiction_does_not_block_holds(tmp_path):
+    run = make_run(tmp_path, HOLDS, per_setting={"lstsq": REVERSED})
+    _patch(run, "lstsq", fidelity_fit=[0.9, 0.9, 0.9])  # at the threshold counts as poor
+    o = report.conclusion(run)["overall"]
+    assert o["verdict"] == "holds" and o["uninformative"] == ["lstsq"]
+    assert o["contradicting"] == []
+
+
+def test_one_seed_claims_no_separation(tmp_path):
+    one = {m: v[:1] for m, v in HOLDS.items()}
+    run = make_run(tmp_path, one, per_setting={"lstsq": {m: v[:1] for m, v in REVERSED.items()}})
+    c = report.conclusion(run)
+    v = c["nca_authors"]
+    assert v["overlap"] is None and v["separated"] is None
+    assert all(p["overlap"] is None and p["diff_ci"] is None for p in v["per_model"].values())
+    assert c["overall"]["separated"] == [] and c["overall"]["clear"] == []
+    md = report.build_report(run)
+    assert "one seed: no spread estimate" in md
+    assert "CIs do not overlap" not in md and "excludes 0" not in md
+    assert report.ci_overlap({"lo": 0, "hi": 0, "n": 1}, {"lo": 5, "hi": 6, "n": 3}) is None
+
+
+def test_welch_ci_matches_closed_form_and_wording(tmp_path):
+    a, b = [0.1, 0.2, 0.3], [0.05, 0.06, 0.08]
+    va, vb = sum((x - 0.2) ** 2 for x in a) / 2, sum((x - sum(b) / 3) ** 2 for x in b) / 2
+    se2 = va / 3 + vb / 3
+    df = se2**2 / ((va / 3) ** 2 / 2 + (vb / 3) ** 2 / 2)  # Welch-Satterthwaite
+    import scipy.stats
+
+    half = scipy.stats.t.ppf(0.975, df) * math.sqrt(se2)
+    diff = 0.2 - sum(b) / 3
+    assert report.welch_ci(a, b) == pytest.approx([diff - half, diff + half], rel=1e-9)
+    assert report.welch_ci([1.0], b) is None
+    run = make_run(
+        tmp_path,
+        HOLDS,
+        per_setting={"nca_authors": {"dae": a, "dae_deep": [0.7, 0.72, 0.71], "dae_sf": b}},
+    )
+    c = report.conclusion(run)
+    v = c["nca_authors"]
+    assert v["per_model"]["dae"]["diff_ci"] == pytest.approx([diff - half, diff + half])
+    assert v["direction"] == "dae_more_diagonal"
+    assert diff - half < 0  # dae's Welch CI contains 0 although its mean is higher
+    assert v["separated"] is False and "nca_authors" not in c["overall"]["separated"]
+    assert "nca_converged" in c["overall"]["separated"]
+    md = report.build_report(run)
+    assert "(only `dae_deep` excludes 0)" in md
+    assert "so the ordering is within seed-to-seed variation" not in md
+    assert "Welch 95 % CI of DAE − SF" in md
+
+
+def test_poor_fit_and_heldout_sentence(tmp_path):
+    run = make_run(tmp_path, HOLDS, heldout=1.05)
+    _patch(run, "lstsq", fidelity_fit=[0.95, 0.95, 0.95])
+    lines = report.build_report(run).splitlines()
+    lstsq = next(line for line in lines if line.startswith("- `lstsq` **"))
+    nca = next(line for line in lines if line.startswith("- `nca_authors` **"))
+    assert "the fit reproduces neither the fitted nor the held-out frames" in lstsq
+    assert "only the frames" not in lstsq
+    assert "those matrices describe only the frames they were fitted on" in nca
+    assert "reproduces neither" not in nca
+
+
+def test_missing_required_setting_could_not_be_compared(tmp_path):
+    run = make_run(tmp_path, REVERSED)
+    path = run / "mappings" / "result.json"
+    data = json.loads(path.read_text())
+    data["records"] = [
+        r for r in data["records"] if not (r["setting"] == "nca_converged" and r["model"] == "dae")
+    ]
+    path.write_text(json.dumps(data))
+    c = report.conclusion(run)
+    assert c["nca_converged"]["holds"] is None and "nca_converged" in c["overall"]["missing"]
+    md = report.build_report(run)
+    assert "`nca_converged` could not be compared (missing: no pooled fit of dae)" in md
+    assert "`nca_converged` does not support it" not in md
+
+
+def test_initialisation_direction_change_is_reported(tmp_path):
+    mixed = {"dae": [0.5, 0.9, 0.7], "dae_deep": [0.1, 0.2, 0.15], "dae_sf": [0.3, 0.35, 0.4]}
+    run = make_run(tmp_path, REVERSED, per_setting={"nca_uniform": mixed})
+    (group,) = report.conclusion(run)["overall"]["initialisation"]
+    assert group["depends_on_init"] is False and group["direction_depends_on_init"] is True
+    md = report.build_report(run)
+    assert "the ordering differs between initialisations" in md
+    assert "does not depend on the initialisation" not in md
+
+
+def test_figure_captions_write_once_and_mixture_labels(tmp_path, monkeypatch):
+    assert all(prefix != "loss_curves" for prefix, _ in report.FIGURES)
+    run = make_run(tmp_path / "run", HOLDS)
+    (run / "figures").mkdir()
+    for name in ("training_curves.png", "fit_loss_curves_nca_authors.png"):
+        (run / "figures" / name).write_bytes(b"fake")
+    calls = []
+    real = report._conclusion
+    monkeypatch.setattr(report, "_conclusion", lambda d: calls.append(1) or real(d))
+    report.write_report(run, run / "REPORT.md")
+    assert len(calls) == 1
+    md = (run / "REPORT.md").read_text()
+    assert "### Training curves" in md
+    assert "### Loss curves of the iterative mapping fits: `nca_authors`" in md
+    assert "| *mixture* (evaluation stage, mean over tracks) |" in md
+    assert "the training stage's pooled mixture magnitude SDR: -2.00 dB" in md

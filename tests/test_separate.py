@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 import subprocess
 import sys
 
@@ -142,3 +144,76 @@ def test_module_help_runs():
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "--seed-index" in out.stdout and "--keep-rate" in out.stdout
+
+
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_same_stem_clash_writes_nothing(run_dir, tmp_path, capsys):
+    x = tone(800, 8000, 5)
+    sf.write(tmp_path / "tone.flac", x, 8000)
+    sf.write(tmp_path / "tone.mp3", x, 8000, format="MP3")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    sf.write(tmp_path / "a" / "song.wav", x, 8000)
+    sf.write(tmp_path / "b" / "song.wav", x, 8000)
+    d = tmp_path / "D"
+    for first, second in [(tmp_path / "tone.flac", tmp_path / "tone.mp3"),
+                          (tmp_path / "a" / "song.wav", tmp_path / "b" / "song.wav")]:
+        assert separate.main([str(run_dir), str(first), str(second), "--out", str(d)]) == 2
+        line = one_error_line(capsys)
+        assert str(first) in line and str(second) in line and "--out" in line, line
+        assert str(d / f"{first.stem}_vocals.wav") in line, line
+        assert not d.exists()  # checked before anything is separated or a folder made
+    # an output that would overwrite another input is refused too
+    sf.write(tmp_path / "tone_vocals.wav", x, 8000)
+    assert separate.main([str(run_dir), str(tmp_path / "tone.flac"),
+                          str(tmp_path / "tone_vocals.wav")]) == 2
+    assert "overwrite the input" in one_error_line(capsys)
+    np.testing.assert_allclose(sf.read(tmp_path / "tone_vocals.wav", dtype="float32")[0], x,
+                               atol=1e-4)
+    # no clash: the same stems in their own folders (no --out); mp3 input is separated
+    assert separate.main([str(run_dir), str(tmp_path / "a" / "song.wav"),
+                          str(tmp_path / "b" / "song.wav")]) == 0
+    assert (tmp_path / "a" / "song_vocals.wav").exists()
+    assert (tmp_path / "b" / "song_vocals.wav").exists()
+    assert separate.main([str(run_dir), str(tmp_path / "tone.mp3"), "--out", str(d)]) == 0
+    vocals, rate = sf.read(d / "tone_vocals.wav", dtype="float32")
+    acc, _ = sf.read(d / "tone_accompaniment.wav", dtype="float32")
+    mp3 = sf.read(tmp_path / "tone.mp3", dtype="float32")[0]
+    assert rate == 8000 and len(vocals) == len(mp3)
+    np.testing.assert_allclose(vocals + acc, mp3, atol=1e-6)
+
+
+@pytest.mark.parametrize("mask, mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_outputs_get_umask_permissions(run_dir, tmp_path, mask, mode):
+    sf.write(tmp_path / "a.wav", tone(400, 8000, 6), 8000)
+    old = os.umask(mask)
+    try:
+        assert separate.main([str(run_dir), str(tmp_path / "a.wav")]) == 0
+    finally:
+        os.umask(old)
+    for target in ("vocals", "accompaniment"):
+        assert stat.S_IMODE((tmp_path / f"a_{target}.wav").stat().st_mode) == mode
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_study_dir_lists_its_trained_models(tmp_path, capsys):
+    study = tmp_path / "default"
+    for name in ("dae_sf", "dae", "dae_deep"):
+        (study / "train" / name / "checkpoints").mkdir(parents=True)
+        (study / "train" / name / "config.json").write_text("{}")
+    (study / "mappings").mkdir()
+    (study / "mappings" / "config.json").write_text("{}")  # not a trained model: not listed
+    sf.write(tmp_path / "a.wav", tone(400, 8000, 7), 8000)
+    assert separate.main([str(study), str(tmp_path / "a.wav")]) == 2
+    models_found = ", ".join(str(study / "train" / n) for n in ("dae", "dae_deep", "dae_sf"))
+    expected = f"{study} is a study directory; pass one of its trained models: {models_found}"
+    assert one_error_line(capsys).endswith(expected)
+    assert separate.main([str(study / "train"), str(tmp_path / "a.wav")]) == 2
+    assert f"pass one of its trained models: {models_found}" in one_error_line(capsys)
+    assert not (tmp_path / "a_vocals.wav").exists()

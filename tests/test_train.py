@@ -179,3 +179,43 @@ def test_data_parallel_matches_single_device(tmp_path):
         assert out.returncode == 0, out.stderr[-3000:]
         curves.append(np.array(json.loads(out.stdout.strip().splitlines()[-1])))
     np.testing.assert_allclose(curves[0], curves[1], rtol=1e-4)
+
+
+def test_seeds_stop_early_exactly_as_alone(tmp_path):
+    """Each vmapped seed freezes when its own early stopping triggers (patience 1, noisy steps)."""
+    caches = array_cache(1024, 0), array_cache(256, 1), array_cache(256, 2)
+    kw = dict(learning_rate=0.05, batch_size=16, max_epochs=10, patience=2)
+    both = _train(tmp_path / "both", caches, n_seeds=2, **kw)
+    stopped = [r["stopped"] for r in runs.read_metrics(tmp_path / "both")]
+    assert any(a != b for a, b in stopped), "the seeds should stop at different epochs here"
+    for s in range(2):
+        one = _train(tmp_path / f"one{s}", caches, n_seeds=1, seed=s, **kw)
+        np.testing.assert_allclose(both.result["best_val_loss"][s], one.result["best_val_loss"][0],
+                                   rtol=1e-5)
+        for a, b in zip(jax.tree.leaves(both.params), jax.tree.leaves(one.params), strict=True):
+            np.testing.assert_allclose(np.asarray(a)[s], np.asarray(b)[0], rtol=1e-4, atol=1e-5)
+
+
+def test_kill_between_metrics_and_checkpoint_keeps_every_epoch(tmp_path, caches, monkeypatch):
+    real = checkpoints.save
+
+    def save_then_die(mngr, step, *a, **k):
+        if step == 2:
+            raise KeyboardInterrupt  # stands for a kill after the metrics line, before the save
+        real(mngr, step, *a, **k)
+
+    monkeypatch.setattr(checkpoints, "save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        _train(tmp_path / "run", caches, max_epochs=3)
+    monkeypatch.setattr(checkpoints, "save", real)
+    _train(tmp_path / "run", caches, max_epochs=3)
+    assert [r["epoch"] for r in runs.read_metrics(tmp_path / "run")] == [1, 2, 3]
+
+
+def test_later_stages_refuse_unfinished_training(tmp_path, caches):
+    from ncajax import pipeline
+
+    train.train_model(config.ModelConfig("dae", N), tcfg(max_epochs=3), config.PRESETS["fast"], *caches,
+                      tmp_path / "dae", progress=False, stop_after_epochs=1)
+    with pytest.raises(ValueError, match="has not finished"):
+        pipeline.load_separators(tmp_path, ("dae",))
