@@ -27,7 +27,7 @@ def main(argv=None):
     ap.add_argument("--is-wav", action="store_true")
     ap.add_argument("--preset", default="fast")
     ap.add_argument("--models", nargs="+", default=list(MODEL_NAMES), choices=MODEL_NAMES)
-    ap.add_argument("--steps", type=int, default=2000, help="steps of the converged iterative fits")
+    ap.add_argument("--steps", type=int, default=3000, help="steps of the converged iterative fits")
     ap.add_argument("--lr", type=float, default=1e-3, help="learning rate of the converged fits")
     ap.add_argument("--frames", type=int, default=1024, help="pooled frames per fit")
     ap.add_argument("--heldout-tracks", type=int, default=2)

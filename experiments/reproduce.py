@@ -32,7 +32,7 @@ def parse(argv=None):
     ap.add_argument("--preset", default="fast", help="STFT preset: fast (8 kHz, N=129) or paper (N=2049)")
     ap.add_argument("--seeds", type=int, default=3, help="seeds per model (trained in one program)")
     ap.add_argument("--epochs", type=int, default=TrainConfig.max_epochs)
-    ap.add_argument("--fit-steps", type=int, default=2000, help="steps of the converged NCA/student fits")
+    ap.add_argument("--fit-steps", type=int, default=3000, help="steps of the converged NCA/student fits")
     ap.add_argument("--fit-lr", type=float, default=1e-3, help="learning rate of the converged fits")
     ap.add_argument("--fit-frames", type=int, default=1024, help="pooled frames each mapping is fitted on")
     ap.add_argument("--heldout-tracks", type=int, default=2, help="test tracks held out from the fits")

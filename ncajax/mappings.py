@@ -49,7 +49,7 @@ class FitSetting:
         return {}
 
 
-def default_settings(converged_steps: int = 2000, converged_lr: float = 1e-3) -> tuple[FitSetting, ...]:
+def default_settings(converged_steps: int = 3000, converged_lr: float = 1e-3) -> tuple[FitSetting, ...]:
     """The authors' settings, a converged setting with both NCA initialisations, and the closed forms."""
     return (
         FitSetting("nca_authors", "nca", 600, 1e-4, "xavier_normal"),
