@@ -14,21 +14,14 @@ import argparse
 import json
 
 from ncajax import pipeline
-from ncajax.config import MODEL_NAMES
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--train-dir", default="runs/default/train")
-    ap.add_argument("--out", default="runs/default/evaluation")
-    ap.add_argument("--musdb-root", default=None)
-    ap.add_argument("--is-wav", action="store_true")
-    ap.add_argument("--preset", default="fast")
-    ap.add_argument("--models", nargs="+", default=list(MODEL_NAMES), choices=MODEL_NAMES)
+    pipeline.add_data_arguments(ap, stage_dirs=("runs/default/train", "runs/default/evaluation"))
     ap.add_argument("--no-bss", action="store_true", help="magnitude SDR only (no museval/ffmpeg)")
     args = ap.parse_args(argv)
-    data = pipeline.prepare_data(musdb_root=args.musdb_root, is_wav=args.is_wav or None,
-                                 preset_name=args.preset)
+    data = pipeline.data_from_arguments(args)
     result = pipeline.evaluate_all(data, args.train_dir, args.out, model_names=tuple(args.models),
                                    with_bss=not args.no_bss)
     summary = {k: {"mag_sdr": v.get("mag_sdr"), "vocals_SDR": (v.get("vocals") or {}).get("SDR")}

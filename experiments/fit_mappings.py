@@ -16,24 +16,17 @@ from __future__ import annotations
 import argparse
 
 from ncajax import mappings, pipeline
-from ncajax.config import MODEL_NAMES
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--train-dir", default="runs/default/train")
-    ap.add_argument("--out", default="runs/default/mappings")
-    ap.add_argument("--musdb-root", default=None)
-    ap.add_argument("--is-wav", action="store_true")
-    ap.add_argument("--preset", default="fast")
-    ap.add_argument("--models", nargs="+", default=list(MODEL_NAMES), choices=MODEL_NAMES)
+    pipeline.add_data_arguments(ap, stage_dirs=("runs/default/train", "runs/default/mappings"))
     ap.add_argument("--steps", type=int, default=3000, help="steps of the converged iterative fits")
     ap.add_argument("--lr", type=float, default=1e-3, help="learning rate of the converged fits")
     ap.add_argument("--frames", type=int, default=1024, help="pooled frames per fit")
     ap.add_argument("--heldout-tracks", type=int, default=2)
     args = ap.parse_args(argv)
-    data = pipeline.prepare_data(musdb_root=args.musdb_root, is_wav=args.is_wav or None,
-                                 preset_name=args.preset)
+    data = pipeline.data_from_arguments(args)
     cfg = mappings.MappingConfig(settings=mappings.default_settings(args.steps, args.lr),
                                  n_fit_frames=args.frames, heldout_tracks=args.heldout_tracks)
     result = pipeline.fit_all(data, args.train_dir, args.out, cfg=cfg, model_names=tuple(args.models))

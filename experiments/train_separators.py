@@ -16,16 +16,13 @@ import argparse
 import json
 
 from ncajax import pipeline
-from ncajax.config import MODEL_NAMES, TrainConfig
+from ncajax.config import TrainConfig
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="runs/default/train")
-    ap.add_argument("--musdb-root", default=None, help="MUSDB18 root (stems) or MUSDB18-HQ root (--is-wav)")
-    ap.add_argument("--is-wav", action="store_true", help="read --musdb-root as MUSDB18-HQ wav folders")
-    ap.add_argument("--preset", default="fast", help="STFT preset: fast (8 kHz, N=129) or paper (N=2049)")
-    ap.add_argument("--models", nargs="+", default=list(MODEL_NAMES), choices=MODEL_NAMES)
+    pipeline.add_data_arguments(ap)
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--epochs", type=int, default=TrainConfig.max_epochs)
@@ -34,9 +31,7 @@ def main(argv=None):
     ap.add_argument("--loss", default="mse", choices=["mse", "l1", "gkl"])
     args = ap.parse_args(argv)
 
-    data = pipeline.prepare_data(
-        musdb_root=args.musdb_root, is_wav=args.is_wav or None, preset_name=args.preset
-    )
+    data = pipeline.data_from_arguments(args)
     cfg = TrainConfig(
         learning_rate=args.lr, batch_size=args.batch_size, max_epochs=args.epochs, loss=args.loss,
         seed=args.seed, n_seeds=args.seeds,

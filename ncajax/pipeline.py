@@ -18,6 +18,24 @@ from .config import MODEL_NAMES, CorpusConfig, ModelConfig, STFTConfig, TrainCon
 from .train import TrainResult, train_model
 
 
+def add_data_arguments(parser, *, stage_dirs: tuple[str, str] | None = None) -> None:
+    """The data options every stage script shares (--musdb-root, --is-wav, --preset, --models) and,
+    for a stage after training, `stage_dirs` = (default --train-dir, default --out)."""
+    if stage_dirs is not None:
+        parser.add_argument("--train-dir", default=stage_dirs[0])
+        parser.add_argument("--out", default=stage_dirs[1])
+    parser.add_argument("--musdb-root", default=None,
+                        help="MUSDB18 root (stems) or MUSDB18-HQ root (--is-wav); default: the embedded corpus")
+    parser.add_argument("--is-wav", action="store_true", help="read --musdb-root as MUSDB18-HQ wav folders")
+    parser.add_argument("--preset", default="fast", help="STFT preset: fast (8 kHz, N=129) or paper (N=2049)")
+    parser.add_argument("--models", nargs="+", default=list(MODEL_NAMES), choices=MODEL_NAMES)
+
+
+def data_from_arguments(args) -> Data:
+    """`prepare_data` for the options of `add_data_arguments`."""
+    return prepare_data(musdb_root=args.musdb_root, is_wav=args.is_wav or None, preset_name=args.preset)
+
+
 def default_cache_root() -> Path:
     """Where the corpus and feature caches live: $NCAJAX_CACHE, else ~/.cache/ncajax."""
     return Path(os.environ.get("NCAJAX_CACHE", Path.home() / ".cache" / "ncajax")).expanduser()
