@@ -19,16 +19,15 @@ from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 from .config import mismatch
 
 
-def manager(directory: Path, *, best_metric: str | None = "val_loss", keep_latest: int = 1,
-            async_save: bool = False) -> ocp.CheckpointManager:
-    """A CheckpointManager at `directory` keeping the `keep_latest` newest steps and the best by
-    `best_metric` (lower is better)."""
-    policies: list[Any] = [pp.LatestN(n=keep_latest)]
+def manager(directory: Path, *, best_metric: str | None = "val_loss") -> ocp.CheckpointManager:
+    """A CheckpointManager at `directory` keeping the newest step and the best by `best_metric`
+    (lower is better); saves are synchronous, so a returned `save` is on disk."""
+    policies: list[Any] = [pp.LatestN(n=1)]
     if best_metric is not None:
         policies.append(pp.BestN(get_metric_fn=lambda m: m[best_metric], reverse=True, n=1))
     options = ocp.CheckpointManagerOptions(
         preservation_policy=pp.AnyPreservationPolicy(policies),
-        enable_async_checkpointing=async_save,
+        enable_async_checkpointing=False,
         create=True,
     )
     registry = ocp.handlers.DefaultCheckpointHandlerRegistry()

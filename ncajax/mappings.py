@@ -212,7 +212,7 @@ def _per_seed(values, n: int) -> list:
     if values is None:
         return [None] * n
     arr = np.asarray(values)
-    return arr.reshape(n, *arr.shape[1:]).tolist() if arr.ndim else [arr.item()] * n
+    return arr.tolist() if arr.ndim else [arr.item()] * n
 
 
 def _metric_rows(matrices: np.ndarray, energy: np.ndarray, stft: STFTConfig, k: int) -> list[dict]:
@@ -224,6 +224,7 @@ def _metric_rows(matrices: np.ndarray, energy: np.ndarray, stft: STFTConfig, k: 
 
 _FRAME_METRICS = ("diagonal_energy_ratio", "weighted_diagonal_energy_ratio", "near_diagonal_energy",
                   "mean_coupling_distance")
+_QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 
 
 def linearity(sep: Separator, x: np.ndarray, cfg: MappingConfig, s: int = 0) -> dict:
@@ -249,9 +250,10 @@ def linearity(sep: Separator, x: np.ndarray, cfg: MappingConfig, s: int = 0) -> 
     mean_fit = nca.fit_mapping(model, params, x, method="jacobian")
     return {
         "frame_metric_quantiles": {
-            name: np.asarray(analysis.quantiles(np.asarray(v))).tolist() for name, v in per_frame.items()
+            name: np.asarray(analysis.quantiles(np.asarray(v), _QUANTILES)).tolist()
+            for name, v in per_frame.items()
         },
-        "quantile_levels": [0.05, 0.25, 0.5, 0.75, 0.95],
+        "quantile_levels": list(_QUANTILES),
         "frame_metric_values": {name: np.asarray(v).tolist() for name, v in per_frame.items()},
         "fidelity_per_frame_linear": float(nca.relative_l1(y, jx)),
         "fidelity_mean_jacobian": float(mean_fit.fidelity),
