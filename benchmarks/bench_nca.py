@@ -5,7 +5,7 @@ Part 1 (`fit`): for each model and N, "nca" and "student" (Adam steps in one lax
 (closed form) on 512 random magnitude frames, interleaved with jnp.dot at the fit's own matmul shapes
 ("shape" yardstick, at HIGHEST precision like nca.py) and at a large square. Per-step FLOPs:
 `flops.nca_step_matmuls` / `flops.student_step_matmuls`; the per-call extras (target, final matrix,
-fidelity) are not counted, so the rates are slight underestimates.
+relative error) are not counted, so the rates are slight underestimates.
 
 Part 2 (`vmap`): K fits in one vmapped call vs K single calls in a row (ratio = sequential time /
 vmapped time; > 1 means vmap is faster), plus the matmul kernels behind them: K single (F, N) @ (N, N)
@@ -53,7 +53,7 @@ def steps_for(method: str, n_bins: int, platform: str, quick: bool) -> int:
 
 def lstsq_flops(n_frames: int, n_bins: int) -> int:
     """Ridge least squares as nca.py computes it: X^T X, X^T Y, Cholesky (N^3/3), two triangular
-    solves with N right-hand sides twice (refinement; 2 N^3 each), the residual A Z, the fidelity."""
+    solves with N right-hand sides twice (refinement; 2 N^3 each), the residual A Z, the relative error."""
     f, n = n_frames, n_bins
     return int(2 * 2 * f * n * n + n**3 / 3 + 2 * 2 * n**3 + 2 * n**3 + 2 * f * n * n)
 

@@ -30,4 +30,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    from ncajax import cli
+
+    cli.exit(main)

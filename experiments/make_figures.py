@@ -67,4 +67,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from ncajax import cli
+
+    cli.exit(main)

@@ -26,7 +26,7 @@ Yields under --out (default runs/map_your_model), laid out like the main job's r
     callable/mappings/       the same stage for the bare callable (student, lstsq, jacobian)
     figures/, callable/figures/   the main job's figures (when `ncajax.plots` is available), except
                              the spectrogram figure, which restores checkpoints of built-in models only
-    summary.json             fidelity (fitted and held-out frames) and local spread per model and
+    summary.json             relative L1 error (fitted and held-out frames) and local spread per model and
                              setting, the training result, and the methods that are not applicable
 Re-running reuses every finished stage.
 """
@@ -84,11 +84,9 @@ def parse(argv=None) -> argparse.Namespace:
     ap.add_argument("--fit-steps", type=int, default=1000, help="steps of the converged NCA/student fits")
     ap.add_argument("--fit-lr", type=float, default=1e-3, help="learning rate of the converged fits")
     ap.add_argument("--settings", default="main", choices=["main", "one-per-method"],
-                    help="main: the main job's seven fit settings; one-per-method: the converged NCA and "
+                    help="main: the main job's fit settings; one-per-method: the converged NCA and "
                          "student, lstsq and jacobian (faster)")
-    ap.add_argument("--fit-frames", type=int, default=512, help="pooled frames each mapping is fitted on")
-    ap.add_argument("--heldout-tracks", type=int, default=None,
-                    help="test tracks held out from the fits (default 2, or 1 for a 2-track test split)")
+    ap.add_argument("--fit-frames", type=int, default=512, help="training-song frames each mapping is fitted on")
     ap.add_argument("--corpus-tracks", type=int, nargs=2, default=None, metavar=("TRAIN", "TEST"),
                     help="size of the embedded corpus (default 24 6)")
     ap.add_argument("--corpus-seconds", type=float, default=None, help="duration of each corpus track")
@@ -101,24 +99,16 @@ def parse(argv=None) -> argparse.Namespace:
     return args
 
 
-def mapping_configs(args, n_test_tracks: int) -> tuple[mappings.MappingConfig, mappings.MappingConfig]:
+def mapping_configs(args) -> tuple[mappings.MappingConfig, mappings.MappingConfig]:
     """The main job's settings for the module; the same without NCA for the bare callable."""
-    heldout = args.heldout_tracks or max(1, min(2, n_test_tracks - 1))
-    frames = dict(n_fit_frames=args.fit_frames, n_heldout_frames=args.fit_frames,
-                  frames_per_track=min(256, args.fit_frames), jacobian_frames=min(256, args.fit_frames),
-                  heldout_tracks=heldout)
+    frames = dict(n_fit_frames=args.fit_frames, heldout_frames_per_song=min(256, args.fit_frames),
+                  jacobian_frames=min(256, args.fit_frames), linearity_frames=min(256, args.fit_frames))
     settings = mappings.default_settings(args.fit_steps, args.fit_lr)
     if args.settings == "one-per-method":
         keep = ("nca_converged", "student_converged", "lstsq", "jacobian")
         settings = tuple(s for s in settings if s.name in keep)
-    names = {s.name for s in settings}
-    per_track = tuple(n for n in mappings.MappingConfig.per_track_settings if n in names)
-    module_cfg = mappings.MappingConfig(settings=settings, per_track_settings=per_track, **frames)
-    no_nca = tuple(s for s in settings if s.method != "nca")
-    no_nca_names = {s.name for s in no_nca}
-    callable_cfg = mappings.MappingConfig(
-        settings=no_nca, per_track_settings=tuple(n for n in per_track if n in no_nca_names), **frames
-    )
+    module_cfg = mappings.MappingConfig(settings=settings, **frames)
+    callable_cfg = mappings.MappingConfig(settings=tuple(s for s in settings if s.method != "nca"), **frames)
     return module_cfg, callable_cfg
 
 
@@ -132,7 +122,7 @@ def nca_refusal(x: np.ndarray) -> str:
 
 
 def summarise(stage: dict) -> dict[str, dict[str, dict]]:
-    """{model: {setting: mean fidelity on fitted / held-out frames, local spread}} of a mapping stage."""
+    """{model: {setting: mean relative L1 error on fitted / held-out frames, local spread}} of a mapping stage."""
 
     def mean(values):
         vals = [v for v in values if v is not None]
@@ -144,8 +134,8 @@ def summarise(stage: dict) -> dict[str, dict[str, dict]]:
             continue
         out.setdefault(r["model"], {})[r["setting"]] = {
             "method": r["method"],
-            "fidelity_fit": mean(r["fidelity_fit"]),
-            "fidelity_heldout": mean(r["fidelity_heldout"]),
+            "rel_l1_fit": mean(r["rel_l1_fit"]),
+            "rel_l1_heldout": mean(np.ravel(r["rel_l1_heldout"])),
             "local_spread": mean(r["local_spread"]),
             "converged": r["converged"],
         }
@@ -180,19 +170,19 @@ def main(argv=None) -> dict:
     )
 
     # 2. Map it with every method, through the main job's mapping stage.
-    module_cfg, callable_cfg = mapping_configs(args, len(data.test.track_names))
+    module_cfg, callable_cfg = mapping_configs(args)
     provenance = {MODEL_NAME: runs.read_json(out / "train" / MODEL_NAME / "config.json")}
     module_stage = mappings.run_stage(
         {MODEL_NAME: mappings.Separator(model, trained.params, args.seeds, relu_stack=False)},
-        data.test, data.stft, out / "mappings", module_cfg, provenance=provenance, progress=progress,
+        data.train, data.test, data.stft, out / "mappings", module_cfg, provenance=provenance, progress=progress,
     )
 
     # 3. A bare callable: every method but NCA, which needs layer weights.
-    refusal = nca_refusal(mappings.select_frames(data.test, callable_cfg)["fit"])
+    refusal = nca_refusal(mappings.select_frames(data.train, data.test, callable_cfg)["fit"])
     print(f"nca on the bare callable {CALLABLE_NAME!r} is not applicable:\n  {refusal}")
     callable_stage = mappings.run_stage(
         {CALLABLE_NAME: mappings.Separator(spectral_subtraction, None, 1)},
-        data.test, data.stft, out / "callable" / "mappings", callable_cfg,
+        data.train, data.test, data.stft, out / "callable" / "mappings", callable_cfg,
         provenance={CALLABLE_NAME: {"callable": f"experiments/map_your_model.py:{CALLABLE_NAME}"}}, progress=progress,
     )
 
@@ -209,9 +199,8 @@ def main(argv=None) -> dict:
     # 4. The main job's figures, from the same run layout.
     if args.no_figures:
         pass
-    elif (plots := _plots()) is None:
-        print("ncajax.plots is not available: figures skipped")
     else:
+        plots = _plots()
         # The spectrogram figure restores checkpoints by built-in model name, so it is left out here.
         plots.make_all(out, out / "figures", with_spectrograms=False)
         plots.make_all(out / "callable", out / "callable" / "figures", with_spectrograms=False)
@@ -221,22 +210,30 @@ def main(argv=None) -> dict:
 
 
 def _plots():
+    """ncajax.plots; a failed import is an error (a broken install must not silently skip figures)."""
     try:
         from ncajax import plots
-    except ImportError:
-        return None
-    return plots if hasattr(plots, "make_all") else None
+    except ImportError as err:
+        raise ImportError(
+            f"cannot import ncajax.plots ({err}); fix the installation (pip install -e .) or pass "
+            "--no-figures to skip the figures"
+        ) from err
+    if not hasattr(plots, "make_all"):
+        raise ImportError("ncajax.plots has no make_all(); the installed ncajax is out of date")
+    return plots
 
 
 def _print_table(summary: dict) -> None:
-    print(f"{'model':22s} {'setting':18s} {'fid. fit':>9s} {'fid. held':>9s} {'spread':>7s}")
+    print(f"{'model':22s} {'setting':18s} {'err. fit':>9s} {'err. held':>9s} {'spread':>7s}")
     for model_name, settings in summary["models"].items():
         for setting, row in settings.items():
             spread = "" if row["local_spread"] is None else f"{row['local_spread']:7.3f}"
-            print(f"{model_name:22s} {setting:18s} {row['fidelity_fit']:9.3f} "
-                  f"{row['fidelity_heldout']:9.3f} {spread:>7s}")
-    print("(fidelity: relative L1 error of x C^T against the model's output; lower is better)")
+            print(f"{model_name:22s} {setting:18s} {row['rel_l1_fit']:9.3f} "
+                  f"{row['rel_l1_heldout']:9.3f} {spread:>7s}")
+    print("(rel_l1_error: relative L1 error of x C^T against the model's output; lower is better)")
 
 
 if __name__ == "__main__":
-    main()
+    from ncajax import cli
+
+    cli.exit(main)

@@ -1,14 +1,19 @@
-"""The main job: corpus -> features -> three separators x seeds -> mapping fits -> evaluation -> figures
--> report, each stage through its own run directory and checkpoints.
+"""The main job: corpus -> features -> three separators x 10 seeds -> mapping fits (fitted on the training
+songs, judged on unseen test songs) -> evaluation -> figures -> report with the verdict and its seed x song
+intervals.
 
-Run (the README's `make reproduce` does this in a fresh virtualenv):
-    python experiments/reproduce.py                               # embedded synthetic corpus
+Run (the README's `make reproduce` does the first in a fresh virtualenv):
+    python experiments/reproduce.py                               # embedded corpus, corpus seed 0
+    python experiments/reproduce.py --corpora 3 --out runs/corpora --figures-dir figures   # the committed report
+    python experiments/reproduce.py --corpus-seed 4 --out runs/corpus4
     python experiments/reproduce.py --musdb-root ~/musdb18 --preset paper --out runs/musdb
-    python experiments/reproduce.py --musdb-root ../shared/data/musdb18-sample --out runs/sample
+    python experiments/reproduce.py --musdb-root ../shared/data/musdb18-sample --out runs/sample --seeds 3
 
 Yields under --out (default runs/default): train/<model>/ (checkpoints, metrics), mappings/ (matrices,
-fit metrics), evaluation/ (museval and magnitude SDR), figures/ (PNG + PDF), REPORT.md (tables and the
-conclusion computed from them) and timings.json (wall time of every stage). A stage whose outputs exist
+errors per seed and song, structure metrics), evaluation/ (museval and magnitude SDR, also on the real
+MUSDB18 track of --real-test), figures/ (PNG + PDF), REPORT.md, conclusion.json and timings.json.
+With --corpora K: one such study per corpus seed in --out/corpus-<seed>/, plus across_corpora.json and
+--out/REPORT.md (the first corpus's report with the verdict across all K). A stage whose outputs exist
 for the same config is skipped, so re-running after an interruption continues where it stopped.
 """
 
@@ -17,26 +22,34 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
-from ncajax import mappings, pipeline, runs
-from ncajax.config import CorpusConfig, TrainConfig, preset
+from ncajax import study
+from ncajax.config import FIT_LEARNING_RATE, FIT_STEPS, TrainConfig
+
+REAL_TEST = Path(__file__).resolve().parents[2] / "shared" / "data" / "musdb18-sample"
 
 
 def parse(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default="runs/default", help="run directory of the whole study")
+    ap.add_argument("--out", default=None, help="run directory (default runs/default, or runs/corpus<seed>)")
     ap.add_argument("--musdb-root", default=None, help="MUSDB18 root (stems) or MUSDB18-HQ root (--is-wav)")
     ap.add_argument("--is-wav", action="store_true", help="read --musdb-root as MUSDB18-HQ wav folders")
     ap.add_argument("--preset", default="fast", help="STFT preset: fast (8 kHz, N=129) or paper (N=2049)")
-    ap.add_argument("--seeds", type=int, default=3, help="seeds per model (trained in one program)")
+    ap.add_argument("--seeds", type=int, default=10, help="seeds per model (trained in one vmapped program)")
     ap.add_argument("--epochs", type=int, default=TrainConfig.max_epochs)
-    ap.add_argument("--fit-steps", type=int, default=3000, help="steps of the converged NCA/student fits")
-    ap.add_argument("--fit-lr", type=float, default=1e-3, help="learning rate of the converged fits")
-    ap.add_argument("--fit-frames", type=int, default=1024, help="pooled frames each mapping is fitted on")
-    ap.add_argument("--heldout-tracks", type=int, default=2, help="test tracks held out from the fits")
+    ap.add_argument("--fit-steps", type=int, default=FIT_STEPS, help="steps of the converged NCA/student fits")
+    ap.add_argument("--fit-lr", type=float, default=FIT_LEARNING_RATE, help="learning rate of the converged fits")
+    ap.add_argument("--fit-frames", type=int, default=1024, help="training-song frames each mapping is fitted on")
+    ap.add_argument("--heldout-frames", type=int, default=256, help="frames of each unseen test song scored")
+    ap.add_argument("--extra-settings", action="store_true",
+                    help="also fit the NCA variants (output-unit bias, uniform init) and the student at 600 steps")
     ap.add_argument("--no-bss", action="store_true", help="skip museval (magnitude SDR only)")
+    ap.add_argument("--corpus-seed", type=int, default=0, help="seed of the embedded corpus")
+    ap.add_argument("--corpora", type=int, default=1, help="run the study on this many corpus seeds")
+    ap.add_argument("--real-test", default=None,
+                    help=f"MUSDB18 root scored as real music (default: {REAL_TEST.name} beside the repo, if present; "
+                         "'none' to skip)")
     ap.add_argument("--figures-dir", default=None, help="also copy the figures and REPORT.md here")
     ap.add_argument("--corpus-tracks", type=int, nargs=2, default=None, metavar=("TRAIN", "TEST"),
                     help="size of the embedded corpus (default 24 6)")
@@ -46,52 +59,35 @@ def parse(argv=None):
 
 def main(argv=None):
     args = parse(argv)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    timings: dict[str, float] = {}
-    t_all = time.perf_counter()
-
-    def stage(name, fn):
-        print(f"== {name} ==", flush=True)
-        t0 = time.perf_counter()
-        value = fn()
-        timings[name] = round(time.perf_counter() - t0, 2)
-        print(f"   {name}: {timings[name]:.1f} s", flush=True)
-        return value
-
-    corpus_cfg = None
-    if args.musdb_root is None:
-        kw = {"sample_rate": preset(args.preset).sample_rate}
-        if args.corpus_tracks:
-            kw.update(n_train=args.corpus_tracks[0], n_test=args.corpus_tracks[1])
-        if args.corpus_seconds:
-            kw["duration"] = args.corpus_seconds
-        corpus_cfg = CorpusConfig(**kw)
-    data = stage("data", lambda: pipeline.prepare_data(
-        musdb_root=args.musdb_root, is_wav=args.is_wav or None, preset_name=args.preset,
-        corpus_cfg=corpus_cfg))
-    timings.update({f"data.{k}": round(v, 2) for k, v in data.timings.items()})
-    train_cfg = TrainConfig(max_epochs=args.epochs, n_seeds=args.seeds)
-    stage("train", lambda: pipeline.train_all(data, out / "train", train_cfg=train_cfg))
-    fit_cfg = mappings.MappingConfig(
-        settings=mappings.default_settings(args.fit_steps, args.fit_lr),
-        n_fit_frames=args.fit_frames, heldout_tracks=args.heldout_tracks,
-    )
-    stage("mappings", lambda: pipeline.fit_all(data, out / "train", out / "mappings", cfg=fit_cfg))
-    stage("evaluate", lambda: pipeline.evaluate_all(data, out / "train", out / "evaluation",
-                                                    with_bss=not args.no_bss))
-    from ncajax import plots, report
-
-    stage("figures", lambda: plots.make_all(out, out / "figures", data=data))
-    stage("report", lambda: report.write_report(out, out / "REPORT.md", timings=timings))
-    timings["total"] = round(time.perf_counter() - t_all, 2)
-    runs.write_json(out / "timings.json", timings)
+    real = args.real_test
+    if real is None:
+        real = str(REAL_TEST) if any(REAL_TEST.glob("*/*.stem.mp4")) and not args.no_bss else None
+    elif real.lower() == "none":
+        real = None
+    opts = study.StudyOptions(
+        musdb_root=args.musdb_root, is_wav=args.is_wav, preset=args.preset, seeds=args.seeds,
+        epochs=args.epochs, fit_steps=args.fit_steps, fit_lr=args.fit_lr, fit_frames=args.fit_frames,
+        heldout_frames=args.heldout_frames, extra_settings=args.extra_settings, with_bss=not args.no_bss,
+        corpus_seed=args.corpus_seed, corpus_tracks=tuple(args.corpus_tracks) if args.corpus_tracks else None,
+        corpus_seconds=args.corpus_seconds, real_test=real)
+    default_out = "runs/default" if args.corpus_seed == 0 else f"runs/corpus{args.corpus_seed}"
+    out = Path(args.out or default_out)
+    if args.corpora > 1:
+        summary = study.run_corpora(out, opts, args.corpora, log=lambda s: print(s, flush=True))
+        report_dir = study.corpus_dir(out, args.corpus_seed)
+        print(json.dumps(summary["verdicts"], indent=1))
+    else:
+        print(json.dumps(study.run_study(out, opts, log=lambda s: print(s, flush=True)), indent=1))
+        report_dir = out
     if args.figures_dir:
-        report.copy_outputs(out, Path(args.figures_dir))
-    print(json.dumps(timings, indent=1))
+        from ncajax import report
+
+        report.copy_outputs(report_dir, Path(args.figures_dir))
     print(f"report: {out / 'REPORT.md'}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from ncajax import cli
+
+    sys.exit(cli.run(main))

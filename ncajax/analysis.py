@@ -1,4 +1,4 @@
-"""Structure metrics of a mapping matrix, fidelity of a fit, dead units, and seed statistics.
+"""Structure metrics of a mapping matrix, relative L1 error, dead units, and seed statistics.
 
 A mapping matrix `C` has shape `(nb_bins, nb_bins)`; `C[i, j]` is the weight of input bin j in output bin
 i, so `y ≈ x @ C.T` for frames `x` of shape `(nb_frames, nb_bins)`. Every matrix metric is a pure
@@ -35,7 +35,6 @@ __all__ = [
     "structure_metrics",
     "mean_input_energy",
     "relative_l1",
-    "fidelity",
     "dead_unit_share",
     "summarise",
     "quantiles",
@@ -286,7 +285,7 @@ def mean_input_energy(x: Float[ArrayLike, "*K nb_frames nb_bins"]) -> Float[Arra
 
 
 def relative_l1(
-    y: Float[ArrayLike, "..."], y_hat: Float[ArrayLike, "..."], *, axis: int | None = None
+    y: Float[ArrayLike, "..."], y_hat: Float[ArrayLike, "..."], *, axis: int | tuple[int, ...] | None = None
 ) -> Float[Array, "..."]:
     """Σ|y - ŷ| / Σ|y| over `axis` (None: every element; -1 on frames: one value per frame).
 
@@ -299,28 +298,6 @@ def relative_l1(
     num = jnp.abs(y - y_hat).sum(axis=axis)
     den = jnp.abs(y).sum(axis=axis)
     return jnp.where(den > 0, num / jnp.where(den > 0, den, 1.0), jnp.where(num > 0, jnp.inf, 0.0))
-
-
-def fidelity(
-    C: Float[ArrayLike, "*K nb_bins nb_bins"],
-    x: Float[ArrayLike, "*K nb_frames nb_bins"],
-    y: Float[ArrayLike, "*K nb_frames nb_bins"],
-) -> Float[Array, "*K"]:
-    """Relative L1 error of the linear map on frames: `relative_l1(y, x @ C.T)`.
-
-    For a `(K, N, N)` stack of matrices, x and y may be shared `(nb_frames, nb_bins)` or per matrix
-    `(K, nb_frames, nb_bins)`; the result is then `(K,)`.
-    """
-    C, x, y = _as_float(C), _as_float(x), _as_float(y)
-    if C.ndim == 3:
-        axes = tuple(0 if a.ndim == 3 else None for a in (x, y))
-        return jax.vmap(fidelity, in_axes=(0, *axes))(C, x, y)
-    C = _square(C)
-    if x.ndim != 2 or x.shape[1] != C.shape[0]:
-        raise ValueError(
-            f"x must be frames of shape (nb_frames, {C.shape[0]}) to match C {C.shape}, got {x.shape}"
-        )
-    return relative_l1(y, x @ C.T)
 
 
 def dead_unit_share(

@@ -140,6 +140,93 @@ class TrainConfig:
             raise ValueError(f"max_steps_per_epoch must be positive or None, got {self.max_steps_per_epoch}")
 
 
+METHODS = ("nca", "student", "lstsq", "jacobian")
+# The study's pre-declared primary estimator and metric: the verdict is theirs; every other setting and
+# metric is a secondary opinion reported beside it.
+PRIMARY_ESTIMATOR = "nca_converged"
+PRIMARY_METRIC = "weighted_diagonal_energy_ratio"
+# The converged iterative fits (NCA and student): steps and Adam learning rate.
+FIT_STEPS = 3000
+FIT_LEARNING_RATE = 1e-3
+
+
+@dataclasses.dataclass(frozen=True)
+class FitSetting:
+    """One estimator configuration, e.g. the authors' NCA (600 steps at lr 1e-4, Xavier-normal P, the
+    bias broadcast over input columns as in their PyTorch `W + b`)."""
+
+    name: str
+    method: str
+    steps: int = 0
+    learning_rate: float = 0.0
+    init: str = "xavier_normal"
+    bias_axis: str = "input"
+
+    def kwargs(self) -> dict:
+        """The `nca.fit_mapping` options of this setting."""
+        if self.method in ("nca", "student"):
+            out = {"steps": self.steps, "learning_rate": self.learning_rate, "init": self.init}
+            if self.method == "nca":
+                out["bias_axis"] = self.bias_axis
+            return out
+        return {}
+
+
+def default_settings(
+    steps: int = FIT_STEPS, learning_rate: float = FIT_LEARNING_RATE, *, extra: bool = False
+) -> tuple[FitSetting, ...]:
+    """The authors' NCA at their defaults and converged (the primary estimator), the converged linear
+    student, least squares and the mean Jacobian. `extra` adds the NCA variants (output-unit bias,
+    uniform start) and the student at the authors' defaults."""
+    out = (
+        FitSetting("nca_authors", "nca", 600, 1e-4, "xavier_normal", "input"),
+        FitSetting(PRIMARY_ESTIMATOR, "nca", steps, learning_rate, "xavier_normal", "input"),
+        FitSetting("student_converged", "student", steps, learning_rate, "xavier_normal"),
+        FitSetting("lstsq", "lstsq"),
+        FitSetting("jacobian", "jacobian"),
+    )
+    if extra:
+        out += (
+            FitSetting("nca_output_bias", "nca", steps, learning_rate, "xavier_normal", "output"),
+            FitSetting("nca_uniform", "nca", steps, learning_rate, "uniform", "input"),
+            FitSetting("student_authors", "student", 600, 1e-4, "xavier_normal"),
+        )
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class MappingConfig:
+    """The mapping stage's protocol: fit on frames pooled over the training songs, judge on the
+    held-out test songs (`heldout_frames_per_song` frames of each), per seed and song."""
+
+    settings: tuple[FitSetting, ...] = default_settings()
+    n_fit_frames: int = 1024
+    heldout_frames_per_song: int = 256
+    jacobian_frames: int = 512
+    linearity_frames: int = 512
+    linearity_seeds: int = 3
+    band_k: int = 2
+    seed: int = 0
+
+    def __post_init__(self):
+        names = [s.name for s in self.settings]
+        if len(set(names)) != len(names):
+            raise ValueError(f"fit setting names must be unique, got {names}")
+        for s in self.settings:
+            if s.method not in METHODS:
+                raise ValueError(f"setting {s.name!r}: unknown method {s.method!r}; choose from {METHODS}")
+            if s.method in ("nca", "student") and (s.steps < 1 or s.learning_rate <= 0):
+                raise ValueError(f"setting {s.name!r}: iterative fits need steps >= 1 and learning_rate > 0")
+        for field in ("n_fit_frames", "heldout_frames_per_song", "jacobian_frames", "linearity_frames"):
+            if getattr(self, field) < 2:
+                raise ValueError(f"{field} must be >= 2, got {getattr(self, field)}")
+        if self.linearity_seeds < 0 or self.band_k < 0 or self.seed < 0:
+            raise ValueError("linearity_seeds, band_k and seed must be non-negative")
+
+    def to_json(self) -> dict:
+        return to_dict(self)
+
+
 def to_dict(cfg: Any) -> dict:
     """A JSON-ready dict of a (possibly nested) config dataclass."""
     return dataclasses.asdict(cfg)

@@ -8,14 +8,27 @@ Real MUSDB18 cannot be downloaded here, so the study's default data are songs th
   portamento, vibrato (5-7 Hz), pitch jitter, consonant noise bursts at syllable onsets, aspiration, breaths
   and rests between phrases. The harmonics are synthesised additively with the phase of the cumulative f0
   and amplitude envelope(k * f0(t), vowel(t)), so no time-varying filter is needed.
-- accompaniment in the song's key and chord progression: `other` (piano strikes, pads, arpeggios),
-  `bass` (plucked roots/fifths), `drums` (pitch-dropping kick, noise+tone snare, high-passed hi-hats).
+- accompaniment in the song's key and chord progression: `other` (piano strikes, pads, arpeggios and, in
+  about 60 % of the songs, a distorted electric guitar: saturated power chords through a cabinet band
+  limit, chugged, sustained, off-beat or riffed), `bass` (plucked roots/fifths), `drums` (pitch-dropping
+  kick, noise+tone snare, high-passed hi-hats).
+- production: a per-song EQ of each accompaniment stem (low and high shelves, -6..+6 dB each), one light
+  reverb per song (pre-delayed, damped, exponentially decaying noise impulse response, RT60 0.2-0.8 s) on
+  vocals, drums and other at per-stem wet levels; the mixture is scaled to a loudness drawn from
+  LOUDNESS_DBFS (-30..-6 dBFS RMS, quiet demo to loud master) and held under PEAK by a smooth peak limiter
+  whose gain envelope multiplies every stem (so the mixture stays their exact sum).
 
-Every song draws key, mode, progression, tempo (80-140 BPM), singer, timbre and the vocal-to-accompaniment
-level (RMS, -6..+3 dB) from `np.random.default_rng([seed, split_code, index])`, so a track depends only on
-(seed, split, index, duration, sample_rate), never on how many other tracks there are. Same config ->
-bit-identical files. The mixture is the float32 sum `((vocals + drums) + bass) + other` of the stored
-stems, every track jointly scaled so no stem and no mixture sample exceeds 0.9 in magnitude.
+Every song draws key, mode, progression, tempo (80-140 BPM), singer, timbre, guitar, EQ, room, loudness and the
+vocal-to-accompaniment level (RMS, -9..+4 dB, exact after limiting) from
+`np.random.default_rng([seed, split_code, index])`, so a track depends only on (seed, split, index,
+duration, sample_rate), never on how many other tracks there are. Same config -> bit-identical files. The
+mixture is the float32 sum `((vocals + drums) + bass) + other` of the stored stems, and no stem and no
+mixture sample exceeds 0.9 in magnitude.
+
+Why the accompaniment, room and level spread (format 2, project issue 14): the separators see raw
+magnitudes, so what they learn transfers to a real song only if the corpus covers its level, its dense
+distorted-guitar spectra in the voice band and its reverberant vocals; `benchmarks/bench_realism.py`
+measures the transfer on the real MUSDB18 track.
 """
 
 from __future__ import annotations
@@ -30,17 +43,20 @@ from pathlib import Path
 
 import numpy as np
 from jaxtyping import Float
-from scipy import signal
+from scipy import ndimage, signal
 from scipy.io import wavfile
 from tqdm.auto import tqdm
 
 from .config import CorpusConfig, fingerprint, to_dict
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = (
+    2  # 2: distorted guitars, accompaniment EQ, room reverb, wider vocal/loudness ranges, limiter
+)
 STEMS = ("vocals", "drums", "bass", "other")
 MARKER = ".complete"
 SPLITS = {"train": 0, "test": 1}
-VOCAL_LEVEL_DB = (-6.0, 3.0)  # vocal / accompaniment RMS over the whole track
+VOCAL_LEVEL_DB = (-9.0, 4.0)  # vocal / accompaniment RMS over the whole track
+LOUDNESS_DBFS = (-30.0, -6.0)  # mixture RMS target before the peak limit (quiet mixes to mastered)
 PEAK = 0.9
 MIN_SAMPLE_RATE = 8000
 DEFAULT_CONFIG = (
@@ -204,23 +220,36 @@ def synthesize_track(
     sr = cfg.sample_rate
     n = int(round(cfg.duration * sr))
     rng = np.random.default_rng([cfg.seed, SPLITS[split], index])
-    plan_rng, voc_rng, drum_rng, bass_rng, other_rng, mix_rng = rng.spawn(6)
+    plan_rng, voc_rng, drum_rng, bass_rng, other_rng, mix_rng, gtr_rng, room_rng, eq_rng = (
+        rng.spawn(9)
+    )
 
     plan = _song_plan(plan_rng, cfg.duration)
     vocals, voice_params = _render_vocals(voc_rng, plan, n, sr)
+    guitar, guitar_params = _render_guitar(gtr_rng, plan, n, sr)
     raw = {
         "vocals": vocals,
         "drums": _render_drums(drum_rng, plan, n, sr),
         "bass": _render_bass(bass_rng, plan, n, sr),
         "other": _render_other(other_rng, plan, n, sr),
     }
-    stems, levels = _mix(mix_rng, raw)
+    if guitar is not None:  # the guitar sits in "other", as in MUSDB18
+        other = raw["other"]
+        raw["other"] = other + guitar / max(_rms(guitar), 1e-12) * _rms(other) * 10 ** (
+            guitar_params["guitar_level_db"] / 20
+        )
+    raw, eq_params = _tone_eq(eq_rng, raw, sr)
+    raw, room_params = _room(room_rng, raw, sr)
+    stems, levels = _mix(mix_rng, raw, sr)
     params = {
         "name": _track_name(split, index),
         "split": split,
         "index": index,
         **plan["public"],
         **voice_params,
+        **guitar_params,
+        **eq_params,
+        **room_params,
         **levels,
     }
     return stems, params
@@ -775,16 +804,144 @@ def _render_drums(rng: np.random.Generator, plan: dict, n: int, sr: int) -> np.n
     return out
 
 
+_GUITAR_STYLES = ("chug", "sustain", "offbeat", "riff")
+
+
+def _render_guitar(
+    rng: np.random.Generator, plan: dict, n: int, sr: int
+) -> tuple[np.ndarray | None, dict]:
+    """A distorted electric guitar (or none), `(n_samples,)` or None, and its parameters.
+
+    Power chords (root, fifth, octave, each string slightly detuned) on the chord roots in E2..D#3, a
+    bright string tone driven through tanh saturation (dense intermodulation partials across the voice
+    band), then a guitar-cabinet band limit (high-pass ~90 Hz, low-pass 2.2-4 kHz). Styles: palm-muted
+    eighths ("chug"), one sustained chord per chord change ("sustain"), off-beat stabs, a syncopated riff.
+    """
+    if rng.random() >= 0.6:
+        return None, {"guitar": None, "guitar_level_db": None}
+    style = _GUITAR_STYLES[int(rng.integers(len(_GUITAR_STYLES)))]
+    drive = float(rng.uniform(3.0, 12.0))
+    cutoff = min(float(rng.uniform(2200.0, 4000.0)), 0.4 * sr)
+    level_db = float(rng.uniform(-4.0, 6.0))  # relative to the rest of "other"
+    mute = float(rng.uniform(0.06, 0.15))  # palm-mute decay (s)
+    sos = np.concatenate(
+        [
+            signal.butter(2, 90.0, btype="highpass", fs=sr, output="sos"),
+            signal.butter(2, cutoff, btype="lowpass", fs=sr, output="sos"),
+        ]
+    )
+    chords = _chords(plan)
+    pattern = {
+        "chug": "x.x.x.x.x.x.x.x.",
+        "sustain": None,
+        "offbeat": "..x...x...x...x.",
+        "riff": "x..x..x.x..x..x.",
+    }[style]
+    if pattern is None:
+        hits = [(t, 0) for t, _, _, _ in chords]
+        ends = [t + span for t, span, _, _ in chords]
+    else:
+        hits = _steps(plan, pattern)
+        ends = [h[0] for h in hits[1:]] + [plan["duration"] + 1.0]
+    out = np.zeros(n)
+    cache: dict = {}
+    for (t, _), nxt in zip(hits, ends, strict=True):
+        _, _, root, _ = _chord_at(chords, t)
+        m = 40 + (root - 4) % 12
+        length = min(nxt - t, 2.5) if pattern is None else min(nxt - t, 0.6)
+        key = (m, round(length, 3))
+        if key not in cache:
+            x = sum(
+                _tone(
+                    _midi_hz(m + iv) * (1 + 0.002 * d),
+                    length,
+                    sr,
+                    slope=0.8,
+                    decay=(mute if style == "chug" else 1.5),
+                    decay_slope=0.3,
+                    attack=0.003,
+                    release=0.03,
+                    inharm=1e-4,
+                    max_partials=20,
+                )
+                for iv, d in ((0, 0.0), (7, 0.7), (12, -0.5))
+            )
+            x = np.tanh(drive * x / max(float(np.abs(x).max()), 1e-12))
+            cache[key] = signal.sosfilt(sos, x)
+        _place(out, t, sr, cache[key], float(rng.uniform(0.8, 1.0)))
+    params = {
+        "guitar": style,
+        "guitar_level_db": round(level_db, 3),
+        "guitar_drive": round(drive, 3),
+    }
+    return out, params
+
+
+def _tone_eq(
+    rng: np.random.Generator, raw: dict[str, np.ndarray], sr: int
+) -> tuple[dict[str, np.ndarray], dict]:
+    """Per-song mixing EQ of the accompaniment stems: a low shelf (below ~300 Hz) and a high shelf
+    (above ~2 kHz), each -6..+6 dB, so the accompaniment's long-term spectrum varies from song to song
+    as real productions do (dark to bright, thin to boomy); the vocals are left as synthesised."""
+    lo_sos = signal.butter(2, 300.0, btype="lowpass", fs=sr, output="sos")
+    hi_sos = signal.butter(2, 2000.0, btype="highpass", fs=sr, output="sos")
+    out, params = dict(raw), {}
+    for name in ("drums", "bass", "other"):
+        low_db, high_db = float(rng.uniform(-6.0, 6.0)), float(rng.uniform(-6.0, 6.0))
+        x = raw[name]
+        out[name] = (
+            x
+            + (10 ** (low_db / 20) - 1) * signal.sosfilt(lo_sos, x)
+            + (10 ** (high_db / 20) - 1) * signal.sosfilt(hi_sos, x)
+        )
+        params[name] = [round(low_db, 2), round(high_db, 2)]
+    return out, {"eq_low_high_db": params}
+
+
+def _room(
+    rng: np.random.Generator, raw: dict[str, np.ndarray], sr: int
+) -> tuple[dict[str, np.ndarray], dict]:
+    """Light reverb: one room (pre-delayed, low-passed, exponentially decaying noise impulse response of
+    RT60 0.2-0.8 s) added to the vocals, drums and other at per-stem wet levels; the bass stays dry."""
+    rt60 = float(rng.uniform(0.2, 0.8))
+    pre = int(rng.uniform(0.005, 0.03) * sr)
+    t = np.arange(int(rt60 * sr)) / sr
+    damp = signal.butter(1, min(float(rng.uniform(2000.0, 5000.0)), 0.4 * sr), fs=sr, output="sos")
+    ir = signal.sosfilt(damp, rng.standard_normal(t.size)) * np.exp(-6.91 * t / rt60)
+    ir = np.concatenate([np.zeros(pre), ir / np.sqrt(np.sum(ir**2))])
+    wet_db = {
+        "vocals": float(rng.uniform(-18.0, -8.0)),
+        "drums": float(rng.uniform(-24.0, -12.0)),
+        "other": float(rng.uniform(-20.0, -10.0)),
+    }
+    out = dict(raw)
+    for name, db in wet_db.items():
+        x = raw[name]
+        out[name] = x + 10 ** (db / 20) * signal.fftconvolve(x, ir)[: x.size]
+    params = {
+        "rt60_s": round(rt60, 3),
+        "reverb_wet_db": {k: round(v, 2) for k, v in wet_db.items()},
+    }
+    return out, params
+
+
 # ------------------------------------------------------------------------------------------- mix
 
 
 def _mix(
-    rng: np.random.Generator, raw: dict[str, np.ndarray]
+    rng: np.random.Generator, raw: dict[str, np.ndarray], sr: int
 ) -> tuple[dict[str, np.ndarray], dict]:
-    """Balance the stems, set the vocal level, scale jointly; float32 stems plus their exact sum."""
+    """Balance the stems, set the vocal level and the loudness, limit the peaks; float32 stems plus
+    their exact sum.
+
+    Loudness: the mixture is scaled to an RMS drawn from LOUDNESS_DBFS, then a peak limiter (one smooth
+    gain envelope applied to every stem, so the mixture stays their sum) holds it under PEAK, as a
+    mastering limiter does; loud targets therefore come out dense and compressed, quiet ones untouched.
+    The vocals are then rescaled so the recorded vocal-to-accompaniment level holds exactly.
+    """
     rel_db = {"drums": rng.uniform(-3, 3), "bass": rng.uniform(-4, 2), "other": rng.uniform(-3, 3)}
     vocal_db = float(rng.uniform(*VOCAL_LEVEL_DB))
-    loud_db = float(rng.uniform(-22.0, -16.0))
+    loud_db = float(rng.uniform(*LOUDNESS_DBFS))
     stems = {}
     for name in ("drums", "bass", "other"):
         x = raw[name]
@@ -794,17 +951,41 @@ def _mix(
     stems["vocals"] = v / max(_rms(v), 1e-12) * _rms(acc) * 10 ** (vocal_db / 20)
     mix = stems["vocals"] + acc
     gain = 10 ** (loud_db / 20) / max(_rms(mix), 1e-12)
+    env = _limiter_gain(gain * mix, sr, 0.97 * PEAK)
+    stems = {name: gain * env * x for name, x in stems.items()}
+    acc = stems["drums"] + stems["bass"] + stems["other"]
+    stems["vocals"] *= _rms(acc) * 10 ** (vocal_db / 20) / max(_rms(stems["vocals"]), 1e-12)
+    mix = stems["vocals"] + acc
     peak = max(np.abs(mix).max(), *(np.abs(s).max() for s in stems.values()))
-    gain = min(gain, PEAK * (1 - 1e-4) / max(peak, 1e-12))
-    out = {name: (stems[name] * gain).astype(np.float32) for name in STEMS}
+    guard = min(1.0, PEAK * (1 - 1e-4) / max(peak, 1e-12))
+    out = {name: (stems[name] * guard).astype(np.float32) for name in STEMS}
     out = {"mixture": ((out["vocals"] + out["drums"]) + out["bass"]) + out["other"], **out}
     levels = {
         "vocal_level_db": round(vocal_db, 4),
         "stem_level_db": {k: round(float(v), 3) for k, v in rel_db.items()},
+        "loudness_target_dbfs": round(loud_db, 3),
+        "limiter_max_reduction_db": round(
+            max(0.0, -20 * math.log10(max(float(env.min()), 1e-12))), 3
+        ),
         "mixture_rms_dbfs": round(20 * math.log10(max(_rms(out["mixture"]), 1e-12)), 3),
-        "gain_db": round(20 * math.log10(gain), 3),
+        "gain_db": round(20 * math.log10(gain * guard), 3),
     }
     return out, levels
+
+
+def _limiter_gain(x: np.ndarray, sr: int, limit: float) -> np.ndarray:
+    """A smooth gain envelope `(n,)` in (0, 1] with |x * gain| <= limit everywhere.
+
+    The needed gain min(1, limit / |x|) is min-filtered and then averaged over the same centred 21 ms
+    window: every averaged value is a mean of minima over windows that contain its own sample, so it
+    never exceeds the needed gain there (no overshoot), and it moves smoothly (no clicks).
+    """
+    need = np.minimum(1.0, limit / np.maximum(np.abs(x), 1e-12))
+    if need.min() >= 1.0:
+        return np.ones_like(x)
+    size = int(0.021 * sr) | 1
+    low = ndimage.minimum_filter1d(need, size, mode="nearest")
+    return np.minimum(ndimage.uniform_filter1d(low, size, mode="nearest"), need)
 
 
 def _rms(x: np.ndarray) -> float:

@@ -11,23 +11,27 @@ by one of four methods:
   network's layers and fitted on the model's output x ⊙ m(x), as the authors did: the x ⊙ m term itself
   has no place in the product.
 - "student": C itself fitted by the same loss, optimiser and loop (the authors' baseline).
-- "lstsq": closed-form (ridge) least squares, C^T = (X^T X + ridge tr(X^T X)/N I)^-1 X^T Y.
+- "lstsq": closed-form least squares, C^T = (X^T X + ridge I)^-1 X^T Y, by default with a ridge at
+  float32 rounding level on the per-bin-scaled normal equations (exact maps are recovered to ~1e-5).
 - "jacobian": the mean over frames of the exact Jacobian dy/dx, plus how far the per-frame Jacobians
   spread around it (`local_spread`); for `dae_sf` also its split into the mask and mask-Jacobian parts.
 
+This module holds `MappingFit`, the NCA product and loss, the two iterative single fits and
+`fit_mapping` (input checks, then one record builder per method family). The closed forms ("lstsq",
+"jacobian", `jacobian_stream`) live in `ncajax.closed_forms`, `predict`/`relative_l1` and the shared input
+checks in `ncajax.fit_common`; all three public helpers are importable from here too.
+
 The single fit of each method is written once as a pure function and `jax.vmap`-ed for K fits (x with a
 leading K axis, params optionally too). Compiled programs are cached at module level by their static
-settings, so repeated calls with the same shapes do not retrace. Every program runs at full float32
-matmul precision (`jax.default_matmul_precision("highest")`; GPUs would otherwise use TF32).
+settings (`ncajax.programs`), so repeated calls with the same shapes do not retrace. Every program runs at
+full float32 matmul precision (`jax.default_matmul_precision("highest")`; GPUs would otherwise use TF32).
 """
 
 from __future__ import annotations
 
-import collections
 import dataclasses
-import functools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -35,20 +39,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.scipy.linalg import cho_factor, cho_solve
 from jaxtyping import Array, Float
 
-from . import models
+from . import closed_forms, fit_common, models, programs
+from .closed_forms import jacobian_stream
+from .config import METHODS
+from .fit_common import HIGHEST, predict, relative_l1
 
-METHODS = ("nca", "student", "lstsq", "jacobian")
+__all__ = ["BIAS_AXES", "CONVERGENCE_TOL", "CONVERGENCE_WINDOW", "INITS", "METHODS", "MappingFit",
+           "fit_mapping", "jacobian_stream", "nca_loss", "nca_matrix", "predict", "relative_l1"]
+
 INITS = ("xavier_normal", "uniform", "abs_xavier", "zeros")
 BIAS_AXES = ("output", "input")
 CONVERGENCE_WINDOW = 0.1  # fraction of the steps whose loss must be flat for `converged`
 CONVERGENCE_TOL = 5e-3  # relative change of the mean loss between the two halves of that window
-
-# Number of times each method's program has been traced (a test hook: same shapes -> no retrace).
-_TRACES: collections.Counter = collections.Counter()
-_HIGHEST = jax.lax.Precision.HIGHEST
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,7 +62,8 @@ class MappingFit:
     matrix: `(nb_bins, nb_bins)` or `(K, nb_bins, nb_bins)`, y ≈ x @ matrix.T.
     losses: the loss before each of the `steps` updates, `(steps,)` or `(K, steps)`; iterative methods
         only (None otherwise). The loss is the L1 error summed over bins and frames divided by nb_frames.
-    fidelity: relative L1 error sum|y - x C^T| / sum|y| on the fitted frames; float or `(K,)`.
+    rel_l1_error: relative L1 error sum|y - x C^T| / sum|y| on the fitted frames (lower is better);
+        float or `(K,)`.
     converged: iterative methods only: the mean loss of the first and second half of the last 10 % of
         steps differ by at most 0.5 % (CONVERGENCE_TOL) relative; bool or `(K,)` (None otherwise).
     parts: extra matrices by name (jacobian on dae_sf: "mask", "mask_jacobian"); empty dict otherwise.
@@ -67,7 +72,7 @@ class MappingFit:
 
     matrix: np.ndarray
     losses: np.ndarray | None
-    fidelity: float | np.ndarray
+    rel_l1_error: float | np.ndarray
     converged: bool | np.ndarray | None
     parts: dict[str, np.ndarray]
     local_spread: float | np.ndarray | None
@@ -105,7 +110,7 @@ class MappingFit:
             "init": self.init,
             "bias_axis": self.bias_axis,
             "ridge": self.ridge,
-            "fidelity": plain(self.fidelity),
+            "rel_l1_error": plain(self.rel_l1_error),
             "final_loss": plain(final_loss),
             "converged": plain(self.converged),
             "local_spread": plain(self.local_spread),
@@ -113,33 +118,14 @@ class MappingFit:
 
 
 # --------------------------------------------------------------------------------------------------
-# Public helpers
-
-
-def predict(
-    matrix: Float[Array, "*k nb_bins nb_bins"], x: Float[Array, "*k nb_frames nb_bins"]
-) -> Float[Array, "*k nb_frames nb_bins"]:
-    """Frames mapped by C: `x @ matrix.T`, batched over any leading K axes."""
-    return jnp.matmul(x, jnp.swapaxes(matrix, -1, -2), precision=_HIGHEST)
-
-
-def relative_l1(
-    y: Float[Array, "*k nb_frames nb_bins"], y_hat: Float[Array, "*k nb_frames nb_bins"]
-) -> Float[Array, "*k"]:
-    """Relative L1 error sum|y - y_hat| / sum|y| over the last two axes (frames, bins)."""
-    y, y_hat = jnp.asarray(y), jnp.asarray(y_hat)
-    axes = (-2, -1) if y.ndim >= 2 else None
-    err = jnp.sum(jnp.abs(y - y_hat), axis=axes)
-    ref = jnp.sum(jnp.abs(y), axis=axes)
-    # a silent target: 0 when the prediction is silent too, else inf (never NaN)
-    return jnp.where(ref > 0, err / jnp.where(ref > 0, ref, 1.0), jnp.where(err > 0, jnp.inf, 0.0))
+# Public helpers (predict, relative_l1: ncajax.fit_common; jacobian_stream: ncajax.closed_forms)
 
 
 def nca_matrix(
     ps: Sequence[Float[Array, "in in"]],
     layers: Sequence[tuple[Float[Array, "in out"], Float[Array, " out"]]],
     *,
-    bias_axis: str = "output",
+    bias_axis: str = "input",
 ) -> Float[Array, "nb_bins nb_bins"]:
     """The NCA product C = W~_L ... W~_1, W~_l = relu((W_l + bias) P_l^T) ⊙ W_l, W_l = kernel.T.
 
@@ -151,8 +137,8 @@ def nca_matrix(
     for p, (kernel, bias) in zip(ps, layers, strict=True):
         w = kernel.T
         a = w + (bias[:, None] if bias_axis == "output" else bias[None, :])
-        w_tilde = jax.nn.relu(jnp.matmul(a, p.T, precision=_HIGHEST)) * w
-        c = w_tilde if c is None else jnp.matmul(w_tilde, c, precision=_HIGHEST)
+        w_tilde = jax.nn.relu(jnp.matmul(a, p.T, precision=HIGHEST)) * w
+        c = w_tilde if c is None else jnp.matmul(w_tilde, c, precision=HIGHEST)
     return c
 
 
@@ -162,7 +148,7 @@ def nca_loss(
     target: Float[Array, "nb_frames nb_bins"],
     layers: Sequence[tuple[Float[Array, "in out"], Float[Array, " out"]]],
     *,
-    bias_axis: str = "output",
+    bias_axis: str = "input",
 ) -> Float[Array, ""]:
     """The NCA objective: sum |target - x C^T| (the authors' torch.norm p=1) divided by nb_frames.
 
@@ -170,39 +156,6 @@ def nca_loss(
     are invariant to a constant loss scale apart from its epsilon, so the trajectory is the authors'.
     """
     return _l1(x, target, nca_matrix(ps, layers, bias_axis=bias_axis))
-
-
-def per_frame_jacobians(
-    model: Any, params: Any, x: Float[Array, "nb_frames nb_bins"], *, chunk_size: int = 256
-) -> Float[Array, "nb_frames nb_bins nb_bins"]:
-    """All per-frame Jacobians dy_t/dx_t (small inputs only: this holds nb_frames x N^2 numbers)."""
-    return jacobian_stream(model, params, x, fn=_identity, chunk_size=chunk_size)
-
-
-def jacobian_stream(
-    model: Any,
-    params: Any,
-    x: Float[Array, "nb_frames nb_bins"],
-    *,
-    fn: Callable[[jax.Array], Any],
-    chunk_size: int = 256,
-) -> Any:
-    """fn(J_t) for every frame, J_t = dy_t/dx_t `(N, N)`, computed chunk by chunk (memory bounded).
-
-    `model`/`params` as in `fit_mapping` (a callable with params=None works). `fn` maps one Jacobian to a
-    pytree of arrays (typically scalars); the result stacks them along a leading nb_frames axis. Only
-    chunk_size Jacobians exist at a time. Pass the same `fn` object to reuse the compiled program.
-    """
-    apply, model_key = _resolve_model(model, params)
-    x = _check_frames(x, model, name="x")
-    if x.ndim != 2:
-        raise ValueError(
-            f"jacobian_stream takes one set of frames (nb_frames, nb_bins), got {x.shape}"
-        )
-    _check_chunk(chunk_size)
-    program = _cached(_build_stream, (model_key, fn, chunk_size), apply=apply, fn=fn)
-    with jax.default_matmul_precision("highest"):
-        return program(params, jnp.asarray(x))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -220,8 +173,8 @@ def fit_mapping(
     seed: int | Sequence[int] = 0,
     target: Float[Array, "*k nb_frames nb_bins"] | None = None,
     init: str = "xavier_normal",
-    bias_axis: str = "output",
-    ridge: float = 1e-3,
+    bias_axis: str = "input",
+    ridge: float | None = None,
     chunk_size: int = 256,
     params_axis: int | None = None,
 ) -> MappingFit:
@@ -235,8 +188,12 @@ def fit_mapping(
         None: the same params for all K fits.
     target: frames the mapping must reproduce, shaped like x; default: the model's output on x.
     method: "nca" | "student" (Adam, `steps` full-batch steps at `learning_rate`, in one `lax.scan`),
-        "lstsq" (closed form, relative `ridge`; 0 -> minimum-norm least squares) or "jacobian"
-        (mean exact Jacobian, `chunk_size` frames at a time; memory ~ K * chunk_size * N^2 floats).
+        "lstsq" (closed form, see `ridge`) or "jacobian" (mean exact Jacobian, `chunk_size` frames at a
+        time; memory ~ K * chunk_size * N^2 floats).
+    ridge: "lstsq" only. None (default): the least Tikhonov term mu on the Jacobi-scaled normal equations
+        that keeps float32 stable (N * eps, grown tenfold on a Cholesky breakdown; `MappingFit.ridge`
+        records it, a tuple when K fits differ); 0: minimum-norm least squares (SVD); > 0: a fixed ridge
+        relative to the mean bin energy. Details and accuracy: `ncajax.closed_forms.lstsq`.
     init: starting point of the iterative methods.
         "xavier_normal" (authors', default): entries ~ N(0, 2 / (fan_in + fan_out)), untruncated as in
             PyTorch's xavier_normal_ (jax's own xavier_normal truncates). Gates whose argument starts
@@ -245,87 +202,89 @@ def fit_mapping(
             W_l + b_l 1^T (student: every entry of C is 1 / N).
         "abs_xavier": |xavier_normal|, a non-negative random start that keeps more gates open.
         "zeros": student only (an all-zero P shuts every gate and NCA could not move).
-    seed: key of the random init (`jax.random.key(seed)`, layer l uses `fold_in(key, l)`). For K fits
-        every fit uses this same seed, so fit k equals the single fit with that seed; pass a sequence of
-        K ints to give each fit its own seed.
-    bias_axis: "output" (bias per output unit, default) or "input" (the authors' PyTorch broadcast,
-        b[j] added to column j; square layers only).
+    seed: key of the random init (`jax.random.key(seed)`, layer l uses `fold_in(key, l)`). K fits all
+        use it (fit k equals the single fit with that seed) unless it is a sequence of K ints, one a fit.
+    bias_axis: "input" (default: the authors' PyTorch `W + b` broadcast, b[j] added to column j; square
+        layers only) or "output" (a named variant: b[i] added to row i, per output unit; any shape).
     """
     _check_options(method, steps, learning_rate, init, bias_axis, ridge, chunk_size, params_axis)
-    apply, model_key = _resolve_model(model, params)
-    x = _check_frames(x, model, name="x")
-    batched = x.ndim == 3
-    n_fits = x.shape[0] if batched else None
-    if params_axis is not None:
-        if not batched:
-            raise ValueError("params_axis=0 needs x with a leading K axis (K, nb_frames, nb_bins)")
-        if params is None:
-            raise ValueError("params_axis=0 needs params with a leading K axis; params is None")
-        for leaf in jax.tree_util.tree_leaves(params):
-            if jnp.ndim(leaf) == 0 or jnp.shape(leaf)[0] != n_fits:
-                raise ValueError(
-                    f"params_axis=0 but a params leaf has shape {jnp.shape(leaf)}, not a leading axis "
-                    f"of K={n_fits} (x.shape[0]); stack K params or pass params_axis=None"
-                )
-    p_axis = params_axis if batched else None
-    x = jnp.asarray(x)
-
+    apply = fit_common.resolve_model(model, params)
+    x = fit_common.check_fit_frames(x, model, params, params_axis)
+    p_axis = params_axis if x.ndim == 3 else None
     with jax.default_matmul_precision("highest"):
-        if target is None:
-            target = _cached(_build_outputs, (model_key, batched, p_axis), apply=apply)(params, x)
-        else:
-            target = _check_frames(target, None, name="target", negative_ok=True)
-            if target.shape != x.shape:
-                raise ValueError(f"target shape {target.shape} differs from x shape {x.shape}")
-            target = jnp.asarray(target, x.dtype)
-
-        record = dict(method=method, steps=None, learning_rate=None, seed=None, init=None)
-        losses = converged = local_spread = None
-        parts: dict[str, np.ndarray] = {}
+        target = fit_common.model_target(apply, params, x, target, p_axis)
         if method in ("nca", "student"):
-            keys, seed_record = _keys(seed, n_fits)
-            lr = jnp.asarray(learning_rate, x.dtype)
-            record.update(
-                steps=steps, learning_rate=float(learning_rate), seed=seed_record, init=init
-            )
-            if method == "nca":
-                layers = _nca_layers(model, params, x.shape[-1], bias_axis)
-                statics = ("nca", batched, p_axis, steps, init, bias_axis)
-                program = _cached(_build_nca, statics)
-                matrix, losses, fidelity = program(x, target, layers, keys, lr)
-                record["bias_axis"] = bias_axis
-            else:
-                program = _cached(_build_student, ("student", batched, steps, init))
-                matrix, losses, fidelity = program(x, target, keys, lr)
-            losses = np.asarray(losses)
-            converged = _converged(losses)
+            options = dict(steps=steps, learning_rate=learning_rate, seed=seed, init=init)
+            fields = _fit_iterative(method, model, params, x, target, p_axis, bias_axis, **options)
         elif method == "lstsq":
-            if not np.any(np.asarray(x)):
-                raise ValueError("x is all zeros: least squares has nothing to fit")
-            program = _cached(_build_lstsq, ("lstsq", batched, ridge == 0))
-            matrix, fidelity = program(x, target, jnp.asarray(ridge, x.dtype))
-            record["ridge"] = float(ridge)
+            fields = _fit_lstsq(x, target, ridge)
         else:
-            is_sf = isinstance(model, models.SkipFilterDAE)
-            statics = ("jacobian", model_key, batched, p_axis, min(chunk_size, x.shape[-2]), is_sf)
-            program = _cached(_build_jacobian, statics, model=model, apply=apply)
-            matrix, spread, fidelity, raw_parts = program(x, target, params)
-            local_spread = _scalar(spread)
-            parts = {k: np.asarray(v) for k, v in raw_parts.items()}
-
-    return MappingFit(
-        matrix=np.asarray(matrix),
-        losses=losses,
-        fidelity=_scalar(fidelity),
-        converged=converged,
-        parts=parts,
-        local_spread=local_spread,
-        **record,
-    )
+            fields = _fit_jacobian(model, apply, params, x, target, p_axis, chunk_size)
+    return MappingFit(**fields)
 
 
 # --------------------------------------------------------------------------------------------------
-# Single fits (pure functions of arrays), vmapped by the program builders below
+# One record builder per method family: the MappingFit fields of its fit(s)
+
+
+def _record(method: str, matrix, rel_err, **fields) -> dict[str, Any]:
+    """MappingFit fields: matrix and error as NumPy; the others None ({} for parts) unless given."""
+    record = dict(losses=None, converged=None, parts={}, local_spread=None, steps=None,
+                  learning_rate=None, seed=None, init=None)
+    record.update(fields)
+    return dict(method=method, matrix=np.asarray(matrix), rel_l1_error=_scalar(rel_err), **record)
+
+
+def _fit_iterative(method, model, params, x, target, p_axis, bias_axis, *, steps, learning_rate,
+                   seed, init) -> dict[str, Any]:
+    """The "nca" or "student" fit(s): `steps` Adam steps from `init` in one program."""
+    batched = x.ndim == 3
+    keys, seed_record = _keys(seed, x.shape[0] if batched else None)
+    lr = jnp.asarray(learning_rate, x.dtype)
+    if method == "nca":
+        layers = _nca_layers(model, params, x.shape[-1], bias_axis)
+        program = programs.program(
+            _nca_single, (0, 0, p_axis, 0, None), batched=batched,
+            steps=steps, init=init, bias_axis=bias_axis,
+        )
+        matrix, losses, rel_err = program(x, target, layers, keys, lr)
+    else:
+        program = programs.program(
+            _student_single, (0, 0, 0, None), batched=batched, steps=steps, init=init
+        )
+        matrix, losses, rel_err = program(x, target, keys, lr)
+    losses = np.asarray(losses)
+    return _record(
+        method, matrix, rel_err, losses=losses, converged=_converged(losses), steps=steps,
+        learning_rate=float(learning_rate), seed=seed_record, init=init,
+        bias_axis=bias_axis if method == "nca" else None,
+    )
+
+
+def _fit_lstsq(x, target, ridge) -> dict[str, Any]:
+    """The "lstsq" fit(s); ridge recorded as given, else the mu used (a tuple if fits differ)."""
+    matrix, rel_err, used = closed_forms.lstsq(x, target, ridge)
+    used = np.atleast_1d(np.asarray(used, np.float64))
+    if ridge is not None:
+        record = float(ridge)
+    elif np.all(used == used[0]):
+        record = float(used[0])
+    else:
+        record = tuple(float(u) for u in used)
+    return _record("lstsq", matrix, rel_err, ridge=record)
+
+
+def _fit_jacobian(model, apply, params, x, target, p_axis, chunk_size) -> dict[str, Any]:
+    """The "jacobian" fit(s): the mean Jacobian, its local spread and (dae_sf) its parts."""
+    matrix, spread, rel_err, parts = closed_forms.mean_jacobian(
+        model, apply, params, x, target, p_axis=p_axis, chunk_size=chunk_size
+    )
+    parts = {k: np.asarray(v) for k, v in parts.items()}
+    return _record("jacobian", matrix, rel_err, local_spread=_scalar(spread), parts=parts)
+
+
+# --------------------------------------------------------------------------------------------------
+# Iterative single fits (pure functions of arrays), jitted and vmapped by `ncajax.programs`
 
 
 def _l1(x, target, c):
@@ -376,215 +335,6 @@ def _student_single(x, target, key, lr, *, steps, init):
     return c, losses, relative_l1(target, predict(c, x))
 
 
-def _lstsq_single(x, target, ridge, *, exact):
-    n = x.shape[-1]
-    if exact:
-        ct = jnp.linalg.lstsq(x, target)[0]
-    else:
-        gram = jnp.matmul(x.T, x, precision=_HIGHEST)
-        rhs = jnp.matmul(x.T, target, precision=_HIGHEST)
-        a = gram + ridge * jnp.trace(gram) / n * jnp.eye(n, dtype=x.dtype)
-        # Jacobi scaling (exactly equivalent) and one step of iterative refinement keep float32 accurate.
-        d = jnp.sqrt(jnp.diag(a))
-        a_s = a / d[:, None] / d[None, :]
-        rhs_s = rhs / d[:, None]
-        factor = cho_factor(a_s, lower=True)
-        z = cho_solve(factor, rhs_s)
-        z = z + cho_solve(factor, rhs_s - jnp.matmul(a_s, z, precision=_HIGHEST))
-        ct = z / d[:, None]
-    c = ct.T
-    return c, relative_l1(target, predict(c, x))
-
-
-def _chunks(x, chunk: int):
-    """x `(T, N)` padded to whole chunks: `(n_chunks, chunk, N)` and 0/1 weights `(n_chunks, chunk)`."""
-    t = x.shape[0]
-    n_chunks = -(-t // chunk)
-    pad = n_chunks * chunk - t
-    xp = jnp.pad(x, ((0, pad), (0, 0))).reshape(n_chunks, chunk, x.shape[1])
-    w = (jnp.arange(n_chunks * chunk) < t).astype(x.dtype).reshape(n_chunks, chunk)
-    return xp, w
-
-
-def _jacobian_single(x, target, params, *, frame_jac, chunk):
-    """Mean Jacobian, relative spread and part sums, streaming chunks (Chan's parallel variance)."""
-    t, n = x.shape
-    xs, ws = _chunks(x, chunk)
-    frame_jacs = jax.vmap(frame_jac, in_axes=(None, 0))
-
-    def body(carry, inputs):
-        count, mean, m2, part_sums = carry
-        xc, wc = inputs
-        jac, parts = frame_jacs(params, xc)
-        nb = jnp.sum(wc)
-        mean_b = jnp.einsum("t,tij->ij", wc, jac) / nb
-        m2_b = jnp.sum(wc * jnp.sum((jac - mean_b) ** 2, axis=(1, 2)))
-        total = count + nb
-        delta = mean_b - mean
-        mean = mean + delta * (nb / total)
-        m2 = m2 + m2_b + jnp.sum(delta**2) * count * nb / total
-        part_sums = jax.tree_util.tree_map(
-            lambda s, p: s + jnp.tensordot(wc, p, axes=1), part_sums, parts
-        )
-        return (total, mean, m2, part_sums), None
-
-    _, parts0 = jax.eval_shape(frame_jacs, params, xs[0])
-    part_sums0 = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape[1:], s.dtype), parts0)
-    zero = jnp.zeros((), x.dtype)
-    init = (zero, jnp.zeros((n, n), x.dtype), zero, part_sums0)
-    (_, jbar, m2, part_sums), _ = jax.lax.scan(body, init, (xs, ws))
-    dev, norm = jnp.sqrt(jnp.maximum(m2 / t, 0.0)), jnp.linalg.norm(jbar)
-    spread = jnp.where(norm > 0, dev / jnp.where(norm > 0, norm, 1.0), jnp.where(dev > 0, jnp.inf, 0.0))
-    parts = {}
-    if part_sums:
-        parts = {
-            "mask": jnp.diag(part_sums["mask"] / t),
-            "mask_jacobian": part_sums["mask_jacobian"] / t,
-        }
-    return jbar, spread, relative_l1(target, predict(jbar, x)), parts
-
-
-# --------------------------------------------------------------------------------------------------
-# Program builders (jitted, cached by static settings)
-
-
-def _cached(builder, statics: tuple, **closure):
-    """The jitted program `builder(statics, **closure)`, built once per `statics` (LRU of 64)."""
-    items = tuple(sorted(closure.items()))
-    try:
-        hash((statics, items))
-    except TypeError:  # an unhashable callable: compile without caching
-        return builder(statics, **closure)
-    return _program_cache(builder, statics, items)
-
-
-@functools.lru_cache(maxsize=64)
-def _program_cache(builder, statics, closure_items):
-    return builder(statics, **dict(closure_items))
-
-
-_CPU_GROUP_BYTES = 8 * 2**20
-
-
-def _over_fits(single, in_axes):
-    """K independent fits of `single` in one program: `jax.vmap` on accelerators; on CPU `lax.map` over
-    groups of fits whose working set (~4 N^2 + 3 F N floats each) fits in ~8 MB of cache.
-
-    vmapping all K fits at once on CPU multiplies the elementwise memory traffic (Adam, ReLU gates) by K
-    and falls out of cache: 8 vmapped fits ran at 0.80x the throughput of 8 sequential ones, grouped fits at
-    1.0x (benchmarks/RESULTS.md). Every group is still vmapped and the whole loop is one jitted program.
-    """
-    vmapped = jax.vmap(single, in_axes=in_axes)
-
-    def fit(*args):
-        x = args[0]
-        n_fits, n_frames, n_bins = x.shape
-        if jax.default_backend() != "cpu":
-            return vmapped(*args)
-        per_fit = (4 * n_bins * n_bins + 3 * n_frames * n_bins) * x.dtype.itemsize
-        group = max(1, _CPU_GROUP_BYTES // per_fit)
-        if group >= n_fits:
-            return vmapped(*args)
-        mapped = [a for a, ax in zip(args, in_axes, strict=True) if ax == 0]
-
-        def body(ms):
-            it = iter(ms)
-            return single(*[next(it) if ax == 0 else a for a, ax in zip(args, in_axes, strict=True)])
-
-        # batch_size=1 would vmap a size-1 axis (extra transposes around every dot): plain map then.
-        return jax.lax.map(body, mapped, batch_size=None if group == 1 else group)
-
-    return fit
-
-
-def _build_nca(statics):
-    method, batched, p_axis, steps, init, bias_axis = statics
-    single = functools.partial(_nca_single, steps=steps, init=init, bias_axis=bias_axis)
-    fit = _over_fits(single, (0, 0, p_axis, 0, None)) if batched else single
-
-    def program(x, target, layers, keys, lr):
-        _TRACES[method] += 1
-        return fit(x, target, layers, keys, lr)
-
-    return jax.jit(program)
-
-
-def _build_student(statics):
-    method, batched, steps, init = statics
-    single = functools.partial(_student_single, steps=steps, init=init)
-    fit = _over_fits(single, (0, 0, 0, None)) if batched else single
-
-    def program(x, target, keys, lr):
-        _TRACES[method] += 1
-        return fit(x, target, keys, lr)
-
-    return jax.jit(program)
-
-
-def _build_lstsq(statics):
-    method, batched, exact = statics
-    single = functools.partial(_lstsq_single, exact=exact)
-    fit = _over_fits(single, (0, 0, None)) if batched else single
-
-    def program(x, target, ridge):
-        _TRACES[method] += 1
-        return fit(x, target, ridge)
-
-    return jax.jit(program)
-
-
-def _build_jacobian(statics, *, model, apply):
-    method, _, batched, p_axis, chunk, is_sf = statics
-    if is_sf:
-
-        def mask(params, v):
-            return model.apply(params, v[None], method="mask")[0]
-
-        def frame_jac(params, v):
-            m = mask(params, v)
-            jm = jax.jacfwd(mask, argnums=1)(params, v)
-            part = v[:, None] * jm
-            return jnp.diag(m) + part, {"mask": m, "mask_jacobian": part}
-
-    else:
-
-        def frame_jac(params, v):
-            return jax.jacfwd(lambda u: apply(params, u[None])[0])(v), {}
-
-    single = functools.partial(_jacobian_single, frame_jac=frame_jac, chunk=chunk)
-    fit = jax.vmap(single, in_axes=(0, 0, p_axis)) if batched else single
-
-    def program(x, target, params):
-        _TRACES[method] += 1
-        return fit(x, target, params)
-
-    return jax.jit(program)
-
-
-def _build_outputs(statics, *, apply):
-    _, batched, p_axis = statics
-    fit = jax.vmap(apply, in_axes=(p_axis, 0)) if batched else apply
-    return jax.jit(fit)
-
-
-def _build_stream(statics, *, apply, fn):
-    _, _, chunk = statics
-
-    def program(params, x):
-        _TRACES["jacobian_stream"] += 1
-        t = x.shape[0]
-        xs, _ = _chunks(x, min(chunk, t))
-        jac = jax.vmap(jax.jacfwd(lambda u: apply(params, u[None])[0]))
-        out = jax.lax.map(lambda xc: jax.vmap(fn)(jac(xc)), xs)
-        return jax.tree_util.tree_map(lambda a: a.reshape((-1,) + a.shape[2:])[:t], out)
-
-    return jax.jit(program)
-
-
-def _identity(j):
-    return j
-
-
 # --------------------------------------------------------------------------------------------------
 # Input checks and bookkeeping
 
@@ -606,66 +356,16 @@ def _check_options(method, steps, learning_rate, init, bias_axis, ridge, chunk_s
             )
     if bias_axis not in BIAS_AXES:
         raise ValueError(f"unknown bias_axis {bias_axis!r}; choose one of {BIAS_AXES}")
-    if not (np.isfinite(ridge) and ridge >= 0):
-        raise ValueError(f"ridge must be a non-negative number, got {ridge!r}")
-    _check_chunk(chunk_size)
+    if ridge is not None and not (
+        isinstance(ridge, (int, float, np.integer, np.floating))
+        and not isinstance(ridge, bool)
+        and np.isfinite(ridge)
+        and ridge >= 0
+    ):
+        raise ValueError(f"ridge must be None (automatic) or a non-negative number, got {ridge!r}")
+    fit_common.check_chunk(chunk_size)
     if params_axis not in (None, 0):
         raise ValueError(f"params_axis must be 0 or None, got {params_axis!r}")
-
-
-def _check_chunk(chunk_size):
-    if not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
-
-
-def _resolve_model(model, params):
-    """(apply(params, frames) -> frames, hashable cache key) for a flax module or a bare callable."""
-    if isinstance(model, nn.Module):
-        if params is None:
-            raise ValueError(
-                f"{type(model).__name__} is a flax module and needs its params "
-                "(model.init(...) or a restored checkpoint); params=None is for bare callables"
-            )
-        return model.apply, model
-    if not callable(model):
-        raise ValueError(f"model must be a flax module or a callable, got {type(model).__name__}")
-    if params is not None:
-        raise ValueError(
-            "params were given for a bare callable; pass params=None (close over them) or a flax module"
-        )
-    return _CallableApply(model), model
-
-
-@dataclasses.dataclass(frozen=True)
-class _CallableApply:
-    """A bare callable f(frames) in the module calling convention apply(params, frames)."""
-
-    f: Callable
-
-    def __call__(self, params, x):
-        return self.f(x)
-
-
-def _check_frames(x, model, *, name: str, negative_ok: bool = False) -> np.ndarray:
-    arr = np.asarray(x)
-    if arr.ndim not in (2, 3):
-        raise ValueError(
-            f"{name} must be (nb_frames, nb_bins) or (K, nb_frames, nb_bins), got shape {arr.shape}"
-        )
-    if not np.issubdtype(arr.dtype, np.floating):
-        arr = arr.astype(np.float32)
-    if arr.shape[-2] < 1:
-        raise ValueError(f"{name} has no frames (shape {arr.shape})")
-    n_bins = getattr(model, "n_bins", None)
-    if n_bins is not None and arr.shape[-1] != n_bins:
-        raise ValueError(f"{name} has {arr.shape[-1]} bins but the model takes n_bins={n_bins}")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} contains NaN or Inf; clean the features before fitting")
-    if not negative_ok and np.any(arr < 0):
-        raise ValueError(
-            f"{name} has negative values (min {arr.min():.3g}); pass magnitude frames |STFT| >= 0"
-        )
-    return arr
 
 
 def _nca_layers(model, params, n_bins: int, bias_axis: str):
@@ -682,13 +382,9 @@ def _nca_layers(model, params, n_bins: int, bias_axis: str):
     for i, (kernel, bias) in enumerate(layers):
         n_in, n_out = kernel.shape[-2:]
         if n_in != prev:
-            raise ValueError(
-                f"dense layer {i} takes {n_in} inputs but the previous stage gives {prev}"
-            )
+            raise ValueError(f"dense layer {i} takes {n_in} inputs but the previous stage gives {prev}")
         if bias.shape[-1] != n_out:
-            raise ValueError(
-                f"dense layer {i}: bias {bias.shape} does not match kernel {kernel.shape}"
-            )
+            raise ValueError(f"dense layer {i}: bias {bias.shape} does not match kernel {kernel.shape}")
         if bias_axis == "input" and n_in != n_out:
             raise ValueError(
                 f"bias_axis='input' adds b[j] to column j (the authors' PyTorch broadcast), which needs "

@@ -160,26 +160,30 @@ def _finished(run_dir: Path, name: str):
 
 def fit_all(data: Data, train_dir: str | Path, out_dir: str | Path, *, cfg=None,
             model_names: tuple[str, ...] = MODEL_NAMES, progress: bool = True) -> dict:
-    """The mapping stage on the checkpoints of the training stage (see `ncajax.mappings`)."""
+    """The mapping stage on the checkpoints of the training stage: fitted on the training songs, judged
+    on the test songs (see `ncajax.mappings`)."""
     from . import mappings
     from .runs import read_json
 
     separators = load_separators(train_dir, model_names)
     provenance = {name: read_json(Path(train_dir) / name / "config.json") for name in model_names}
-    return mappings.run_stage(separators, data.test, data.stft, out_dir, cfg or mappings.MappingConfig(),
-                              provenance=provenance, progress=progress)
+    return mappings.run_stage(separators, data.train, data.test, data.stft, out_dir,
+                              cfg or mappings.MappingConfig(), provenance=provenance, progress=progress)
 
 
 def evaluate_all(data: Data, train_dir: str | Path, out_dir: str | Path, *,
                  model_names: tuple[str, ...] = MODEL_NAMES, with_bss: bool = True,
-                 progress: bool = True) -> dict:
+                 real_root: str | Path | None = None, progress: bool = True) -> dict:
     """Separation quality of every model and seed on the test tracks, next to the mixture and the
-    oracle IRM (museval SDR/SIR/SAR, median over frames then tracks, and magnitude SDR)."""
+    oracle IRM (museval SDR/SIR/SAR, median over frames then tracks, and magnitude SDR); with
+    `real_root` (a MUSDB18 folder, e.g. the real sample track) the same on every track there, whole,
+    under result["real"]: how what the models learned carries over to real music."""
     from . import evaluate, runs
     from .train import predict
 
     config = {"models": list(model_names), "stft": to_dict(data.stft), "with_bss": with_bss,
               "tracks": [r.name for r in data.refs["test"]],
+              "real_root": None if real_root is None else str(Path(real_root).resolve()),
               "train": {n: runs.read_json(Path(train_dir) / n / "config.json") for n in model_names}}
     if (done := runs.finished_result(out_dir, config)) is not None:
         return done
@@ -195,6 +199,11 @@ def evaluate_all(data: Data, train_dir: str | Path, out_dir: str | Path, *,
     tracks = [sources.load_track(ref, data.stft.sample_rate) for ref in data.refs["test"]]
     t0 = time.perf_counter()
     result = evaluate.evaluate_tracks(predictors, tracks, data.stft, with_bss=with_bss, progress=progress)
+    if real_root is not None:
+        real = [sources.load_track(ref, data.stft.sample_rate) for ref in sources.all_tracks(real_root)]
+        result["real"] = evaluate.evaluate_tracks(predictors, real, data.stft, with_bss=with_bss,
+                                                  progress=progress)
+        result["real"]["tracks"] = [t.name for t in real]
     result["wall_s"] = time.perf_counter() - t0
     runs.finish(out_dir, result)
     return result

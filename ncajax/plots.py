@@ -27,7 +27,7 @@ from jaxtyping import ArrayLike, Float
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from . import analysis, runs
+from . import analysis, runs, stats, verdict
 from .config import MODEL_NAMES
 
 __all__ = [
@@ -47,7 +47,8 @@ __all__ = [
     "spectrograms",
     "linearity",
     "separation_quality",
-    "per_track_structure",
+    "direction_intervals",
+    "heldout_error",
     "make_all",
 ]
 
@@ -65,6 +66,7 @@ ROW_QUANTILE = 0.95
 SETTING_ORDER = (
     "nca_authors",
     "nca_converged",
+    "nca_output_bias",
     "nca_uniform",
     "student_authors",
     "student_converged",
@@ -74,7 +76,10 @@ SETTING_ORDER = (
 SETTING_LABELS = {
     "nca_authors": "NCA (authors)",
     "nca_converged": "NCA (converged)",
+    "nca_output_bias": "NCA (output-unit bias)",
     "nca_uniform": "NCA (uniform init)",
+    "per_bin_gain": "per-bin gain",
+    "zero": "zero",
     "student_authors": "student (authors)",
     "student_converged": "student (converged)",
     "lstsq": "least squares",
@@ -339,7 +344,7 @@ def mapping_matrices(
     run_dir: str | Path,
     out_dir: str | Path,
     *,
-    settings: Sequence[str] = ("nca_authors", "nca_converged", "nca_uniform"),
+    settings: Sequence[str] = ("nca_authors", "nca_converged", "nca_output_bias", "nca_uniform"),
     seed: int = 0,
     zoom_hz: float = 1000.0,
     dynamic_range_db: float = 60.0,
@@ -435,56 +440,56 @@ STRUCTURE_PANELS = (
 )
 
 
-def _metric_table(records: list[dict]) -> dict[tuple[str, str], list[dict]]:
-    """(model, column) -> per-seed metric dicts, columns = settings and dae_sf's Jacobian parts."""
-    table: dict[tuple[str, str], list[dict]] = {}
+def _metric_table(records: list[dict]) -> dict[tuple[str, str], dict[str, list]]:
+    """(model, column) -> {metric: (n_seeds, n_songs) table}, columns = settings and dae_sf's
+    Jacobian parts."""
+    table: dict[tuple[str, str], dict[str, list]] = {}
     for r in records:
         if r.get("kind") != "pooled" or not r.get("metrics"):
             continue
         table[(r["model"], r["setting"])] = r["metrics"]
-        for part, rows in (r.get("part_metrics") or {}).items():
-            table[(r["model"], f"{r['setting']}:{part}")] = rows
+        for part, metrics in (r.get("part_metrics") or {}).items():
+            table[(r["model"], f"{r['setting']}:{part}")] = metrics
     return table
 
 
 def _errorbar_groups(
     ax,
     groups: Sequence[str],
-    series: Mapping[str, Mapping[str, Sequence[float]]],
+    series: Mapping[str, Mapping[str, Any]],
     colours: Mapping[str, str],
 ) -> None:
-    """Per group (x) and series (hue): seed points, mean and 95 % CI (Student t) as an error bar."""
+    """Per group (x) and series (hue): per-seed points (mean over songs), the mean and its 95 %
+    seed x song bootstrap interval as an error bar. A value is a `(n_seeds, n_songs)` table or a
+    list of per-seed numbers (one song)."""
     n = max(len(series), 1)
     width = 0.7
     for k, (name, per_group) in enumerate(series.items()):
         offset = (k - (n - 1) / 2) * width / n
         for g, group in enumerate(groups):
-            vals = np.asarray([v for v in per_group.get(group, []) if v is not None], np.float64)
-            vals = vals[np.isfinite(vals)]
-            if vals.size == 0:
+            vals = per_group.get(group)
+            if vals is None:
                 continue
-            s = analysis.summarise(vals)
+            arr = np.asarray([np.nan if v is None else v for v in vals] if np.ndim(vals) == 1 else vals,
+                             np.float64)
+            arr = arr.reshape(arr.shape[0], -1)
+            arr = arr[np.all(np.isfinite(arr), axis=1)]
+            if arr.size == 0:
+                continue
+            iv = stats.seed_song_bootstrap(arr)
             x = g + offset
-            ax.errorbar(
-                [x],
-                [s["mean"]],
-                yerr=[[s["mean"] - s["lo"]], [s["hi"] - s["mean"]]],
-                fmt="o",
-                color=colours.get(name, "k"),
-                capsize=3,
-                ms=5,
-                label=name if g == 0 or name not in ax.get_legend_handles_labels()[1] else None,
-            )
-            ax.plot(
-                np.full(vals.size, x), vals, ".", color=colours.get(name, "k"), alpha=0.35, ms=4
-            )
+            ax.errorbar([x], [iv["mean"]], yerr=[[iv["mean"] - iv["lo"]], [iv["hi"] - iv["mean"]]],
+                        fmt="o", color=colours.get(name, "k"), capsize=3, ms=5,
+                        label=name if name not in ax.get_legend_handles_labels()[1] else None)
+            per_seed = arr.mean(axis=1)
+            ax.plot(np.full(per_seed.size, x), per_seed, ".", color=colours.get(name, "k"), alpha=0.35, ms=4)
     ax.set_xticks(range(len(groups)))
     ax.set_xlim(-0.6, len(groups) - 0.4)
 
 
 def structure_metrics(run_dir: str | Path, out_dir: str | Path) -> list[Path]:
-    """Per estimator (x) and model (colour): the structure metrics of the pooled fits, mean and 95 %
-    confidence interval over seeds (points: the seeds). Figure `structure_metrics`."""
+    """Per estimator (x) and model (colour): the structure metrics of the fits, mean and 95 % seed x
+    song bootstrap interval (dots: seeds, averaged over songs). Figure `structure_metrics`."""
     table = _metric_table(load_mapping_records(Path(run_dir) / "mappings"))
     if not table:
         return []
@@ -493,26 +498,96 @@ def structure_metrics(run_dir: str | Path, out_dir: str | Path) -> list[Path]:
     cols = settings + [c for c in PART_KEYS if any((m, c) in table for m in models)]
     fig = Figure(figsize=(max(9.0, 1.0 * len(cols) * 2), 7.5), layout="constrained")
     axes = fig.subplots(2, 2, squeeze=False).ravel()
+    sample = next(iter(table.values()))
     for ax, (key, fallback, title) in zip(axes, STRUCTURE_PANELS, strict=True):
-        sample = next(iter(table.values()))[0]
         name = key if key in sample else fallback
         if name is None or name not in sample:
             ax.set_axis_off()
             continue
-        series = {
-            m: {c: [row.get(name) for row in table[(m, c)]] for c in cols if (m, c) in table}
-            for m in models
-        }
+        series = {m: {c: table[(m, c)].get(name) for c in cols if (m, c) in table} for m in models}
         _errorbar_groups(ax, cols, series, MODEL_COLOURS)
         ax.set_xticklabels([_label(c) for c in cols], rotation=35, ha="right", fontsize=8)
         ax.set_title(title if name == key else f"{title} (unweighted)", fontsize=10)
+        ax.set_ylabel("octaves" if "octaves" in name else "share of squared weights (0–1)", fontsize=8)
         if "ratio" in name or "energy" in name:
             ax.set_ylim(-0.03, 1.05)
             ax.axhline(1.0, color="0.6", lw=0.8, ls=":")
         ax.grid(axis="y", alpha=0.3)
     axes[0].legend(fontsize=8)
-    fig.suptitle("Structure of the mapping matrices (mean and 95 % CI over seeds; dots: seeds)")
+    fig.suptitle("Structure of the mapping matrices (mean and 95 % seed × song bootstrap interval; dots: seeds)")
     return save_figure(fig, out_dir, "structure_metrics")
+
+
+def _conclusion(records: list[dict]) -> dict:
+    by_key = {(r["model"], r["setting"], r["kind"]): r for r in records}
+    settings = _settings(r["setting"] for r in records if r.get("kind") == "pooled")
+    return verdict.conclusion(by_key, settings)
+
+
+def direction_intervals(run_dir: str | Path, out_dir: str | Path) -> list[Path]:
+    """Figure `direction_intervals`: per estimator (rows), the 95 % seed x song bootstrap interval of
+    DAE − dae_sf on the primary metric for each DAE; filled markers where the estimator counts
+    (informative and converged), hollow where it does not. Right of 0: the DAE is more diagonal."""
+    records = load_mapping_records(Path(run_dir) / "mappings")
+    concl = _conclusion(records)
+    rows = [(s, v) for s, v in concl["settings"].items() if v.get("intervals")]
+    if not rows:
+        return []
+    fig = Figure(figsize=(8.0, 0.55 * len(rows) + 1.8), layout="constrained")
+    ax = fig.subplots()
+    for i, (_, v) in enumerate(rows):
+        for k, dae in enumerate(verdict.DAE_MODELS):
+            iv = v["intervals"].get(dae)
+            if iv is None:
+                continue
+            y = i + (k - 0.5) * 0.25
+            c = MODEL_COLOURS.get(dae, "k")
+            ax.errorbar([iv["mean"]], [y], xerr=[[iv["mean"] - iv["lo"]], [iv["hi"] - iv["mean"]]], fmt="o",
+                        color=c, mfc=c if v["counts"] else "white", capsize=3,
+                        label=f"{dae} − dae_sf" if i == 0 else None)
+    ax.axvline(0.0, color="0.3", lw=0.9)
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels([_label(s) + (" (primary)" if s == concl["overall"]["primary_estimator"] else "")
+                        for s, _ in rows], fontsize=9)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"{concl['overall']['primary_metric'].replace('_', ' ')}: DAE − dae_sf (difference of ratios)")
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    ax.set_title(f"Verdict: {concl['overall']['verdict']} (filled: the estimator counts; hollow: it does not)",
+                 fontsize=10)
+    return save_figure(fig, out_dir, "direction_intervals")
+
+
+def heldout_error(run_dir: str | Path, out_dir: str | Path) -> list[Path]:
+    """Figure `heldout_error`: per estimator (x) and model (colour), the relative L1 error on the
+    unseen test songs (mean and 95 % seed x song interval), with each model's per-bin-gain baseline
+    (dashed) and the zero predictor (1, dotted)."""
+    records = load_mapping_records(Path(run_dir) / "mappings")
+    pooled = [r for r in records if r.get("kind") == "pooled" and r.get("rel_l1_heldout")]
+    if not pooled:
+        return []
+    models = _models(r["model"] for r in pooled)
+    settings = _settings(r["setting"] for r in pooled)
+    fig = Figure(figsize=(max(8.0, 1.3 * len(settings) + 3), 4.8), layout="constrained")
+    axes = fig.subplots(1, 2, squeeze=False)[0]
+    for ax, key, title in ((axes[0], "rel_l1_heldout", "raw x ↦ Cx"),
+                           (axes[1], "rel_l1_heldout_clipped", "prediction clipped at 0")):
+        series = {m: {s: (_record(records, m, s) or {}).get(key) for s in settings} for m in models}
+        _errorbar_groups(ax, settings, series, MODEL_COLOURS)
+        for m in models:
+            gain = _record(records, m, "per_bin_gain", "baseline")
+            if gain and gain.get(key):
+                ax.axhline(float(np.mean(gain[key])), color=MODEL_COLOURS.get(m, "k"), ls="--", lw=0.9,
+                           label=f"per-bin gain ({m})")
+        ax.axhline(1.0, color="0.4", ls=":", lw=1.0, label="zero predictor")
+        ax.set_xticklabels([_label(s) for s in settings], rotation=35, ha="right", fontsize=8)
+        ax.set_ylabel("relative L1 error on unseen songs (lower is better)", fontsize=8)
+        ax.set_title(title, fontsize=10)
+        ax.set_ylim(bottom=0)
+        ax.grid(axis="y", alpha=0.3)
+    axes[1].legend(fontsize=7, loc="best")
+    fig.suptitle("Does the mapping describe the model on unseen songs? (95 % seed × song intervals)")
+    return save_figure(fig, out_dir, "heldout_error")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -843,8 +918,8 @@ def linearity(run_dir: str | Path, out_dir: str | Path) -> list[Path]:
                 pos.append(i)
                 cols.append(MODEL_COLOURS.get(m, "0.5"))
             mean_jac = _record(records, m, "jacobian")
-            if mean_jac and mean_jac.get("metrics") and name in mean_jac["metrics"][0]:
-                ys = [row[name] for row in mean_jac["metrics"]]
+            if mean_jac and name in (mean_jac.get("metrics") or {}):
+                ys = np.asarray(mean_jac["metrics"][name], np.float64).mean(axis=1)
                 ax.plot(
                     np.full(len(ys), i),
                     ys,
@@ -867,9 +942,9 @@ def linearity(run_dir: str | Path, out_dir: str | Path) -> list[Path]:
     axes[0].legend(fontsize=8, loc="lower left")
     fid = {
         "per-frame J(x_t) x_t": {
-            m: [s["fidelity_per_frame_linear"] for s in facts[m]] for m in models
+            m: [s["rel_l1_per_frame_linear"] for s in facts[m]] for m in models
         },
-        "mean Jacobian": {m: [s["fidelity_mean_jacobian"] for s in facts[m]] for m in models},
+        "mean Jacobian": {m: [s["rel_l1_mean_jacobian"] for s in facts[m]] for m in models},
     }
     _errorbar_groups(
         axes[4], models, fid, {"per-frame J(x_t) x_t": "#9467bd", "mean Jacobian": "k"}
@@ -987,49 +1062,6 @@ def separation_quality(run_dir: str | Path, out_dir: str | Path) -> list[Path]:
 
 
 # --------------------------------------------------------------------------------------------------
-# per-track structure
-
-
-def per_track_structure(
-    run_dir: str | Path, out_dir: str | Path, *, metric: str = "weighted_diagonal_energy_ratio"
-) -> list[Path]:
-    """Figure `per_track_structure`: `metric` of the matrix fitted on one test track (seed 0),
-    one panel per setting, colour = model; dashed: the pooled fit of seed 0."""
-    records = load_mapping_records(Path(run_dir) / "mappings")
-    rows = [
-        r
-        for r in records
-        if r.get("kind") == "per_track" and r.get("metrics") and metric in r["metrics"][0]
-    ]
-    if not rows:
-        return []
-    settings = _settings(r["setting"] for r in rows)
-    fig = Figure(figsize=(4.2 * len(settings), 3.6), layout="constrained")
-    axes = fig.subplots(1, len(settings), squeeze=False, sharey=True)[0]
-    for ax, setting in zip(axes, settings, strict=True):
-        these = [r for r in rows if r["setting"] == setting]
-        tracks = list(dict.fromkeys(t for r in these for t in r.get("tracks", [])))
-        order = _models(r["model"] for r in these)
-        for r in sorted(these, key=lambda r: order.index(r["model"])):
-            c = MODEL_COLOURS.get(r["model"], "k")
-            names = r.get("tracks") or [str(i) for i in range(len(r["metrics"]))]
-            shift = (order.index(r["model"]) - (len(order) - 1) / 2) * 0.12
-            xs = [(tracks.index(t) if t in tracks else i) + shift for i, t in enumerate(names)]
-            ax.plot(xs, [row[metric] for row in r["metrics"]], "o", color=c, label=r["model"])
-            pooled = _record(records, r["model"], setting)
-            if pooled and pooled.get("metrics") and metric in pooled["metrics"][0]:
-                ax.axhline(pooled["metrics"][0][metric], color=c, ls="--", lw=0.9)
-        ax.set_xticks(range(len(tracks)))
-        ax.set_xticklabels(tracks, rotation=35, ha="right", fontsize=8)
-        ax.set_title(_label(setting), fontsize=10)
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel(metric.replace("_", " "))
-    axes[0].legend(fontsize=8)
-    fig.suptitle(f"Per-track fits: {metric.replace('_', ' ')} (dashed: pooled fit, seed 0)")
-    return save_figure(fig, out_dir, "per_track_structure")
-
-
-# --------------------------------------------------------------------------------------------------
 
 
 def make_all(
@@ -1049,13 +1081,14 @@ def make_all(
             f"run directory {run_dir} does not exist: run experiments/reproduce.py"
         )
     written: list[Path] = []
+    written += direction_intervals(run_dir, out_dir)
+    written += heldout_error(run_dir, out_dir)
     written += mapping_matrices(run_dir, out_dir)
     written += estimator_matrices(run_dir, out_dir)
     written += structure_metrics(run_dir, out_dir)
     written += loss_curves(run_dir, out_dir)
     written += linearity(run_dir, out_dir)
     written += separation_quality(run_dir, out_dir)
-    written += per_track_structure(run_dir, out_dir)
     if with_spectrograms:
         written += spectrograms(run_dir, out_dir, data=data, cache_root=cache_root)
     return written

@@ -2,26 +2,33 @@
 
 Run it as::
 
-    python -m ncajax.separate RUN_DIR song.flac [--out DIR] [--seed-index 0] [--chunk 4096] [--keep-rate]
+    python -m ncajax.separate RUN_DIR song.flac [--out DIR] [--seed-index 0] [--chunk 4096] [--model-rate]
     ncajax-separate runs/default/train/dae_sf song.wav
 
 RUN_DIR is a training run directory (see `ncajax.train.train_model`), i.e. one trained model such as
 `runs/default/train/dae_sf`, not the study directory `runs/default` above it. The input (wav, flac,
 ogg, mp3, ...; anything the installed libsndfile reads, MP3 needs libsndfile >= 1.1 as bundled with
-soundfile >= 0.12; mono or multi-channel, any sample rate) is averaged to mono and resampled
-to the model's sample rate. The model estimates the vocal magnitude frame by frame; the vocal waveform
-is its inverse STFT with the mixture phase and the accompaniment is the mixture minus the vocals, so
-the two estimates sum exactly to the (resampled) mixture. Written as 32-bit float wav (no clipping):
-`<OUT>/<stem>_vocals.wav` and `<OUT>/<stem>_accompaniment.wav`, at the model's rate, or with
-`--keep-rate` at the input's rate (the vocals are resampled back and the accompaniment is the mono
-input minus them, so the pair still sums to the mono input; content above the model's Nyquist
-frequency, which the model never hears, lands in the accompaniment). Existing outputs are replaced;
+soundfile >= 0.12; mono or multi-channel, any sample rate) comes back at its own sample rate and
+channel count: stereo in, stereo out.
+
+Each channel is separated on its own (the models are mono and frame-wise; no mid/side downmix, so a
+vocal panned off-centre stays where it was and out-of-phase channels cannot cancel): the channel is
+resampled to the model's rate, the model estimates the vocal magnitude frame by frame, the vocal
+waveform is its inverse STFT with the channel's mixture phase, and it is resampled back to the input's
+rate and trimmed/padded to the input's length. The accompaniment is the input channel minus those
+vocals, so vocals + accompaniment equal the input, channel by channel, up to float32 rounding. Content
+above the model's Nyquist frequency (4 kHz for the `fast` preset), which the model never hears, lands
+in the accompaniment. With `--model-rate` the outputs are written at the model's rate instead (each
+channel resampled to it; the pair sums to that resampled input). The old `--keep-rate` flag is still
+accepted and does nothing: keeping the input's rate is now the default. Written as 32-bit float wav
+(no clipping): `<OUT>/<stem>_vocals.wav` and `<OUT>/<stem>_accompaniment.wav`. Existing outputs are replaced;
 files get the usual permissions (0o666 & ~umask). All output paths are worked out before anything is
 separated: two inputs that would write the same file (same stem, same output folder, e.g.
 `tone.flac tone.mp3` or `a/song.wav b/song.wav --out D`) are refused and nothing is written.
 
 Exit codes: 0 success; 2 bad input (missing/unreadable/empty/non-finite audio, not a run directory,
-clashing output names, bad option), reported as one line on stderr naming the file and the problem.
+clashing output names, bad option), reported as one line on stderr naming the file and the problem
+(`ncajax.cli`; `--debug` or NCAJAX_DEBUG=1 shows the traceback instead).
 """
 
 from __future__ import annotations
@@ -55,8 +62,11 @@ class _MixtureOnly:
     accompaniment: np.ndarray
 
 
-def read_audio(path: str | os.PathLike) -> tuple[Float[np.ndarray, " n_samples"], int]:
-    """Mono float32 samples `(n_samples,)` (channel mean) and the sample rate of an audio file.
+def read_audio(
+    path: str | os.PathLike, *, mono: bool = True
+) -> tuple[Float[np.ndarray, " n_samples"] | Float[np.ndarray, "n_samples n_channels"], int]:
+    """Float32 samples and the sample rate of an audio file: mono `(n_samples,)` (channel mean), or
+    with `mono=False` every channel, `(n_samples, n_channels)`.
 
     Raises FileNotFoundError (missing) or InputError (a folder, not audio, zero samples, NaN/Inf),
     each naming the file.
@@ -75,10 +85,11 @@ def read_audio(path: str | os.PathLike) -> tuple[Float[np.ndarray, " n_samples"]
         ) from err
     if data.shape[0] == 0:
         raise InputError(f"{path}: holds no samples (zero-length audio)")
-    mono = data.mean(axis=1, dtype=np.float32)
-    if not np.all(np.isfinite(mono)):
+    if not np.all(np.isfinite(data)):
         raise InputError(f"{path}: contains NaN or Inf samples; re-create the file")
-    return np.ascontiguousarray(mono), int(rate)
+    if not mono:
+        return np.ascontiguousarray(data), int(rate)
+    return np.ascontiguousarray(data.mean(axis=1, dtype=np.float32)), int(rate)
 
 
 def _resample(x: np.ndarray, orig: int, target: int) -> np.ndarray:
@@ -96,11 +107,13 @@ def separate_file(
     out: str | os.PathLike | None = None,
     seed_index: int = 0,
     chunk: int = 4096,
-    keep_rate: bool = False,
+    model_rate: bool = False,
 ) -> dict[str, Path]:
     """Separate the audio file `path` with `trained` (an `ncajax.train.Trained`).
 
-    Returns `{"vocals": path, "accompaniment": path}` of the written wav files (see module docstring).
+    Writes the input's sample rate and channel count (each channel separated on its own), or with
+    `model_rate=True` the model's rate. Returns `{"vocals": path, "accompaniment": path}` of the
+    written wav files (see module docstring).
     """
     from . import evaluate, train
 
@@ -108,25 +121,32 @@ def separate_file(
     if chunk < 1:
         raise InputError(f"--chunk must be a positive number of frames, got {chunk}")
     path = Path(path)
-    mono, rate = read_audio(path)
+    audio, rate = read_audio(path, mono=False)  # (n_samples, n_channels)
     cfg = trained.stft
-    mixture = _resample(mono, rate, cfg.sample_rate)
-    if mixture.size == 0:
-        raise InputError(f"{path}: too short to resample to {cfg.sample_rate} Hz")
-    zeros = np.zeros_like(mixture)
-    track = _MixtureOnly(path.stem, cfg.sample_rate, mixture, zeros, zeros)
     params = trained.seed_params(seed_index)
 
     def predict_fn(x):
         return train.predict(trained.model, params, x, chunk=chunk)
 
-    sep = evaluate.separate_track(predict_fn, track, cfg, batch_size=chunk, name=str(path))
-    vocals, accompaniment, out_rate = sep["vocals"], sep["accompaniment"], cfg.sample_rate
-    if keep_rate and rate != cfg.sample_rate:
-        vocals = _resample(vocals, cfg.sample_rate, rate)
-        vocals = np.pad(vocals, (0, max(0, len(mono) - len(vocals))))[: len(mono)]
-        accompaniment = (mono - vocals).astype(np.float32)
-        out_rate = rate
+    vocals, accompaniment = [], []
+    for c in range(audio.shape[1]):  # each channel on its own (module docstring)
+        channel = audio[:, c]
+        mixture = _resample(channel, rate, cfg.sample_rate)
+        if mixture.size == 0:
+            raise InputError(f"{path}: too short to resample to {cfg.sample_rate} Hz")
+        zeros = np.zeros_like(mixture)
+        track = _MixtureOnly(path.stem, cfg.sample_rate, mixture, zeros, zeros)
+        name = str(path) if audio.shape[1] == 1 else f"{path} (channel {c})"
+        sep = evaluate.separate_track(predict_fn, track, cfg, batch_size=chunk, name=name)
+        v, a = sep["vocals"], sep["accompaniment"]
+        if not model_rate:
+            v = _resample(v, cfg.sample_rate, rate)
+            v = np.pad(v, (0, max(0, len(channel) - len(v))))[: len(channel)]
+            a = channel - v
+        vocals.append(v.astype(np.float32))
+        accompaniment.append(a.astype(np.float32))
+    vocals, accompaniment = np.stack(vocals, axis=1), np.stack(accompaniment, axis=1)
+    out_rate = cfg.sample_rate if model_rate else rate
     written = output_paths(path, out=out)
     written["vocals"].parent.mkdir(parents=True, exist_ok=True)
     for target, signal in (("vocals", vocals), ("accompaniment", accompaniment)):
@@ -233,15 +253,31 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed-index", type=int, default=0, help="which seed of the run (default 0)")
     p.add_argument("--chunk", type=_positive_int, default=4096,
                    help="STFT frames per model call (default 4096; lower it to save memory)")
-    p.add_argument("--keep-rate", action="store_true",
-                   help="write at the input's sample rate instead of the model's")
+    p.add_argument("--model-rate", action="store_true",
+                   help="write at the model's sample rate instead of the input's (default: the "
+                        "input's rate and channel count)")
+    p.add_argument("--keep-rate", action="store_true", help=argparse.SUPPRESS)  # now the default
     return p
 
 
+PROG = "ncajax-separate"
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point; returns the exit code (2 for bad input, with a one-line message)."""
+    """Command-line entry point; returns the exit code (2 for bad input, with a one-line message).
+
+    Errors go through `ncajax.cli.run`: one `ncajax-separate: error: ...` line, or with `--debug` /
+    NCAJAX_DEBUG=1 the traceback.
+    """
+    from . import cli
+
+    debug = cli.debug_requested(sys.argv[1:] if argv is None else argv)
+    return cli.run(lambda args: _main(args, debug=debug), argv, prog=PROG)
+
+
+def _main(argv: list[str], *, debug: bool = False) -> int:
     args = _parser().parse_args(argv)
-    prog = "ncajax-separate"
+    prog = PROG
     from . import train
 
     try:
@@ -250,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
         trained = train.load_trained(args.run_dir)
         _check_seed_index(trained, args.seed_index)
     except (FileNotFoundError, ValueError) as err:
+        if debug:
+            raise
         print(f"{prog}: error: {' '.join(str(err).split())}", file=sys.stderr)
         return EXIT_USAGE
     status = 0
@@ -257,9 +295,11 @@ def main(argv: list[str] | None = None) -> int:
         try:
             written = separate_file(
                 trained, audio, out=args.out, seed_index=args.seed_index, chunk=args.chunk,
-                keep_rate=args.keep_rate,
+                model_rate=args.model_rate,
             )
         except (FileNotFoundError, InputError) as err:
+            if debug:
+                raise
             print(f"{prog}: error: {' '.join(str(err).split())}", file=sys.stderr)
             status = EXIT_USAGE
             continue

@@ -212,6 +212,26 @@ def dataset_splits(
     }
 
 
+def all_tracks(root: str | os.PathLike, *, is_wav: bool | None = None) -> list[TrackRef]:
+    """Every track of a MUSDB18 (stems) or HQ-layout (wav) folder, whole, from all its subsets, sorted
+    by name: for scoring real music a model was not trained on."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"real-music root {str(root)!r} is not a folder: pass a MUSDB18 root holding train/ or test/"
+        )
+    layout = _detect_layout(root.resolve())
+    if layout is None:
+        raise ValueError(_layout_error(root))
+    wav = layout == "wav" if is_wav is None else is_wav
+    if wav:
+        refs = _wav_tracks(root / "train") + _wav_tracks(root / "test")
+    else:
+        train, valid, test = _stem_subsets(root.resolve())
+        refs = train + valid + test
+    return sorted({r.name: r for r in refs}.values(), key=lambda r: r.name)
+
+
 def _layout_error(root: Path) -> str:
     empty = not any(root.iterdir())
     what = "is empty" if empty else "is in neither dataset layout"
@@ -294,7 +314,9 @@ def _time_split(refs: list[TrackRef]) -> dict[str, list[TrackRef]]:
         duration = track_duration(ref)
         for split, (lo, hi) in TIME_SPLIT.items():
             stop = None if hi >= 1.0 else hi * duration
-            out[split].append(dataclasses.replace(ref, start=lo * duration, stop=stop))
+            # the piece's name says which part it is, so fit and held-out songs never read alike
+            name = f"{ref.name} [{round(lo * 100)}-{round(hi * 100)}%]"
+            out[split].append(dataclasses.replace(ref, name=name, start=lo * duration, stop=stop))
     return out
 
 

@@ -229,7 +229,7 @@ def test_vmap_and_jit_equal_loop():
 
 
 # ---------------------------------------------------------------------------------------------------
-# fidelity
+# relative L1 error
 
 
 def test_relative_l1_closed_forms():
@@ -240,18 +240,6 @@ def test_relative_l1_closed_forms():
     y_hat = jnp.array([[1.0, 0.0], [0.0, 0.0], [0.0, 0.0]])
     close(an.relative_l1(y, y_hat, axis=-1), [0.5, 0.0, 1.0])
     close(an.relative_l1(y, y_hat), 3.0 / 4.0)
-
-
-def test_fidelity_closed_forms_and_stack():
-    x = np.abs(np.random.default_rng(4).normal(size=(9, N))) + 0.1
-    close(an.fidelity(np.eye(N), x, x), 0.0)
-    close(an.fidelity(2 * np.eye(N), x, x), 1.0)
-    close(an.fidelity(np.zeros((N, N)), x, x), 1.0)
-    Cs = np.stack([np.eye(N), 2 * np.eye(N), 0.5 * np.eye(N)])
-    close(an.fidelity(Cs, x, x), [0.0, 1.0, 0.5])
-    xs = np.stack([x, x, 2 * x])
-    close(an.fidelity(Cs, xs, xs), [0.0, 1.0, 0.5])
-    close(jax.jit(an.fidelity)(Cs, x, x), [0.0, 1.0, 0.5])
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from ncajax import corpus
 from ncajax.config import CorpusConfig, fingerprint, to_dict
 from ncajax.corpus import (
     FORMAT_VERSION,
+    LOUDNESS_DBFS,
     MARKER,
     PEAK,
     STEMS,
@@ -209,3 +210,93 @@ def test_bad_inputs_are_rejected(tmp_path):
     with pytest.raises(ValueError, match="split"):
         synthesize_track(TINY, "valid", 0)
     assert os.listdir(tmp_path) == ["file"]
+
+
+# ------------------------------------------------------------------ realism (project issue 14)
+
+FAST = CorpusConfig(seed=0, n_train=10, n_test=1, duration=4.0, sample_rate=8000)
+
+
+@pytest.fixture(scope="module")
+def fast_tracks():
+    return [synthesize_track(FAST, "train", i) for i in range(FAST.n_train)]
+
+
+def _band_power(x, sr, lo, hi):
+    spec = np.abs(np.fft.rfft(x)) ** 2
+    freqs = np.fft.rfftfreq(x.size, 1 / sr)
+    return spec[(freqs >= lo) & (freqs < hi)].sum() / spec.sum()
+
+
+def test_loudness_and_vocal_level_spread_like_real_mixes(fast_tracks):
+    """Mixture RMS spans quiet to mastered-loud (the models see raw magnitudes, so the level range
+    is what lets them separate real songs at their own level); the limiter holds every peak."""
+    rms_db, vocal_db, limited = [], [], []
+    for stems, params in fast_tracks:
+        mix = stems["mixture"].astype(np.float64)
+        rms = 20 * np.log10(np.sqrt(np.mean(mix**2)))
+        assert rms == pytest.approx(params["mixture_rms_dbfs"], abs=1e-3)
+        assert LOUDNESS_DBFS[0] - 0.01 <= rms <= LOUDNESS_DBFS[1] + 0.01
+        assert params["mixture_rms_dbfs"] <= params["loudness_target_dbfs"] + 1e-3
+        assert max(np.abs(x).max() for x in stems.values()) <= PEAK
+        acc = sum(stems[s].astype(np.float64) for s in ("drums", "bass", "other"))
+        level = 10 * np.log10(np.mean(stems["vocals"].astype(np.float64) ** 2) / np.mean(acc**2))
+        assert level == pytest.approx(params["vocal_level_db"], abs=0.01)  # exact after limiting
+        rms_db.append(rms)
+        vocal_db.append(level)
+        limited.append(params["limiter_max_reduction_db"] > 1.0)
+    assert max(rms_db) - min(rms_db) > 8.0
+    assert max(vocal_db) - min(vocal_db) > 5.0
+    assert any(limited) and not all(limited)
+
+
+def test_limiter_gain_never_overshoots_and_is_smooth():
+    sr = 8000
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(sr) * np.where(np.arange(sr) % 2000 < 200, 8.0, 1.0)
+    g = corpus._limiter_gain(x, sr, 2.0)
+    assert np.all(g <= 1.0) and np.all(g > 0)
+    assert np.abs(x * g).max() <= 2.0 + 1e-12
+    assert np.abs(np.diff(g)).max() < 0.05  # a ~20 ms envelope, not sample-wise clipping
+    np.testing.assert_array_equal(corpus._limiter_gain(0.05 * x, sr, 2.0), np.ones(sr))
+
+
+def test_vocals_have_formants_and_high_frequency_noise(fast_tracks):
+    """Source-filter voice: energy above 2 kHz (upper formants, aspiration, consonants) is present
+    but far below the low band, as in real singing."""
+    for stems, _ in fast_tracks:
+        v = stems["vocals"].astype(np.float64)
+        high = _band_power(v, FAST.sample_rate, 2000, 4000)
+        assert 1e-4 < high < 0.3
+
+
+def test_guitars_are_distorted_and_fill_the_voice_band(fast_tracks):
+    styles = [params["guitar"] for _, params in fast_tracks]
+    assert any(s is not None for s in styles) and any(s is None for s in styles)
+    plan = corpus._song_plan(np.random.default_rng(1), 4.0)
+    for seed in range(20):
+        guitar, params = corpus._render_guitar(np.random.default_rng(seed), plan, 32000, 8000)
+        if guitar is not None:
+            break
+    assert guitar is not None and params["guitar"] in corpus._GUITAR_STYLES
+    # Saturation spreads power-chord energy over the voice band (a clean low E chord would not).
+    assert _band_power(guitar, 8000, 500, 3000) > 0.1
+    assert _band_power(guitar, 8000, 3500, 4000) < 0.05  # the cabinet rolls off the top
+
+
+def test_room_reverb_leaves_a_decaying_tail_and_a_dry_bass():
+    sr = 8000
+    burst = np.zeros(sr)
+    burst[:400] = np.random.default_rng(0).standard_normal(400)
+    raw = {name: burst.copy() for name in STEMS}
+    wet, params = corpus._room(np.random.default_rng(2), raw, sr)
+    np.testing.assert_array_equal(wet["bass"], burst)
+    head = int(0.005 * sr)  # inside the pre-delay: dry only
+    np.testing.assert_allclose(wet["vocals"][:head], burst[:head], rtol=0, atol=1e-9)
+    tail = wet["vocals"][400:]
+    assert np.abs(tail).max() > 1e-3  # reverberation after the dry sound ends
+    early = np.sqrt(np.mean(tail[:400] ** 2))
+    late = np.sqrt(
+        np.mean(tail[int(params["rt60_s"] * sr) - 400 : int(params["rt60_s"] * sr)] ** 2)
+    )
+    assert late < 0.1 * early  # decays (~60 dB over RT60)

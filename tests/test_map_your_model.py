@@ -60,7 +60,7 @@ def test_callable_api_equals_module_api(example, method):
     via_module = nca.fit_mapping(model, params, x, method=method)
     via_callable = nca.fit_mapping(lambda v: model.apply(params, v), None, x, method=method)
     np.testing.assert_allclose(via_callable.matrix, via_module.matrix, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(via_callable.fidelity, via_module.fidelity, rtol=1e-5)
+    np.testing.assert_allclose(via_callable.rel_l1_error, via_module.rel_l1_error, rtol=1e-5)
     if method == "jacobian":
         np.testing.assert_allclose(via_callable.local_spread, via_module.local_spread, rtol=1e-5)
 
@@ -105,19 +105,37 @@ def test_main_tiny_corpus(example, tmp_path, monkeypatch):
 
     for model_name, settings in summary["models"].items():
         for setting, row in settings.items():
-            assert np.isfinite(row["fidelity_fit"]) and np.isfinite(row["fidelity_heldout"]), (
+            assert np.isfinite(row["rel_l1_fit"]) and np.isfinite(row["rel_l1_heldout"]), (
                 model_name, setting)
             assert (out / ("mappings" if model_name == "gelu_mask" else "callable/mappings")
                     / "matrices" / f"{model_name}__{setting}.npz").exists()
-    # the stored lstsq matrix of the callable reproduces its recorded fidelity on the stage's fit frames
-    cfg = example.mapping_configs(
-        example.parse(["--fit-frames", "64", "--settings", "one-per-method"]), 2)[1]
-    assert cfg.heldout_tracks == 1
+    # the stored lstsq matrix of the callable reproduces its recorded relative L1 errors: on the stage's
+    # fit frames (training songs) and on each held-out test song
+    module_cfg, cfg = example.mapping_configs(
+        example.parse(["--fit-frames", "64", "--settings", "one-per-method"]))
     assert {s.method for s in cfg.settings} == {"student", "lstsq", "jacobian"}
+    assert {s.method for s in module_cfg.settings} == set(nca.METHODS)
+    assert cfg.n_fit_frames == module_cfg.n_fit_frames == 64 and cfg.heldout_frames_per_song == 64
     data = pipeline.prepare_data(
         corpus_cfg=CorpusConfig(sample_rate=8000, n_train=3, n_test=2, duration=2.0), progress=False)
-    x = mappings.select_frames(data.test, cfg)["fit"]
+    frames = mappings.select_frames(data.train, data.test, cfg)
+    assert set(frames["fit_songs"]) <= set(data.train.track_names)
+    assert frames["heldout_songs"] == list(data.test.track_names) == called["heldout_songs"]
     matrix = np.load(out / "callable" / "mappings" / "matrices" / "spectral_subtraction__lstsq.npz")["matrix"][0]
-    y = np.asarray(example.spectral_subtraction(x), np.float64)
-    fid = np.abs(y - x @ matrix.T).sum() / np.abs(y).sum()
-    assert fid == pytest.approx(summary["models"]["spectral_subtraction"]["lstsq"]["fidelity_fit"], rel=1e-4)
+
+    def rel_l1(x):
+        y = np.asarray(example.spectral_subtraction(x), np.float64)
+        return np.abs(y - x @ matrix.T).sum() / np.abs(y).sum()
+
+    row = summary["models"]["spectral_subtraction"]["lstsq"]
+    assert rel_l1(frames["fit"]) == pytest.approx(row["rel_l1_fit"], rel=1e-4)
+    held = [rel_l1(x) for x in frames["heldout"]]
+    rec = next(r for r in called["records"] if r["model"] == "spectral_subtraction" and r["setting"] == "lstsq")
+    np.testing.assert_allclose(rec["rel_l1_heldout"][0], held, rtol=1e-4)
+    assert row["rel_l1_heldout"] == pytest.approx(np.mean(held), rel=1e-4)
+    # both baselines are there for both models, per seed and test song
+    for stage, model_name, n_seeds in ((module, "gelu_mask", 1), (called, "spectral_subtraction", 1)):
+        base = {r["setting"]: r for r in stage["records"] if r["kind"] == "baseline" and r["model"] == model_name}
+        assert set(base) == {"zero", "per_bin_gain"}
+        assert np.shape(base["per_bin_gain"]["rel_l1_heldout"]) == (n_seeds, 2)
+        np.testing.assert_allclose(base["zero"]["rel_l1_heldout"], 1.0)

@@ -1,4 +1,9 @@
-"""The mapping stage: every setting for every separator, held-out fidelity, resume, callables."""
+"""The mapping stage: fitted on frames pooled over the training songs, judged per unseen test song.
+
+References are independent of the stage: direct `nca.fit_mapping` calls on the same frames and init
+seed, NumPy recomputations of the held-out errors, a per-bin `np.linalg.lstsq` loop for the per-bin
+gain baseline and `analysis.weighted_diagonal_energy_ratio` with each song's own input energy.
+"""
 
 import json
 
@@ -7,129 +12,367 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ncajax import mappings, models, nca, runs
+from ncajax import analysis, mappings, models, nca, runs
 from ncajax.config import STFTConfig
 
 N = 16
 STFT = STFTConfig(sample_rate=8000, n_fft=30, win_length=30, hop_length=15)  # N = 16
 
 
-class TinyTest:
-    """A test-split stand-in: 4 tracks of 40 frames, magnitudes >= 0."""
+class TinyCache:
+    """A feature-cache stand-in: songs of the given frame counts, magnitudes >= 0, every row unique."""
 
-    def __init__(self):
-        rng = np.random.default_rng(0)
-        self.mixture = rng.random((160, N)).astype(np.float32)
-        self.track_names = [f"t{i}" for i in range(4)]
-        self.offsets = np.array([0, 40, 80, 120, 160])
+    def __init__(self, seed, lengths, prefix):
+        rng = np.random.default_rng(seed)
+        self.offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        self.mixture = rng.random((int(self.offsets[-1]), N)).astype(np.float32)
+        self.track_names = [f"{prefix}{i}" for i in range(len(lengths))]
+
+
+def _train():
+    return TinyCache(0, [40, 40, 40, 40, 40], "train")
+
+
+def _test():
+    return TinyCache(1, [30, 30, 30], "test")
 
 
 SETTINGS = (
-    mappings.FitSetting("nca_fast", "nca", 30, 1e-2, "uniform"),
-    mappings.FitSetting("student_fast", "student", 30, 1e-2),
+    mappings.FitSetting("nca_fast", "nca", 30, 1e-2, "xavier_normal", "input"),
+    mappings.FitSetting("student_fast", "student", 30, 1e-2, "xavier_normal"),
     mappings.FitSetting("lstsq", "lstsq"),
     mappings.FitSetting("jacobian", "jacobian"),
 )
-CFG = mappings.MappingConfig(settings=SETTINGS, per_track_settings=("lstsq",), n_fit_frames=64,
-                             n_heldout_frames=32, frames_per_track=20, heldout_tracks=1,
-                             jacobian_frames=16)
+# seed 3: the init keys of seed s are 3 + s, distinguishable from a fit that ignores cfg.seed
+CFG = mappings.MappingConfig(settings=SETTINGS, n_fit_frames=64, heldout_frames_per_song=20,
+                             jacobian_frames=16, linearity_frames=16, linearity_seeds=1, seed=3)
+MODELS = ("dae", "dae_sf")
+S = 2
 
 
-def _dae_sf_separator(n_seeds=2):
-    model = models.build("dae_sf", N)
+def _separator(name, n_seeds=S):
+    model = models.build(name, N)
     params = jax.vmap(lambda k: models.init_params(model, k))(
         jax.random.split(jax.random.key(0), n_seeds))
-    params = jax.tree.map(lambda a: a + 0.05, params)  # open masks
+    params = jax.tree.map(lambda a: a + 0.05, params)  # open the ReLU gates
     return mappings.Separator(model, params, n_seeds)
 
 
-def test_select_frames_holds_out_last_tracks_and_is_deterministic():
-    cache = TinyTest()
-    a, b = mappings.select_frames(cache, CFG), mappings.select_frames(cache, CFG)
+def _rows(a):
+    return {tuple(r) for r in np.asarray(a)}
+
+
+def _rel_l1(y, y_hat):
+    y, y_hat = np.asarray(y, np.float64), np.asarray(y_hat, np.float64)
+    return np.abs(y - y_hat).sum() / np.abs(y).sum()
+
+
+# ------------------------------------------------------------------------------------------------
+# select_frames
+
+
+def test_select_frames_fit_from_train_and_heldout_per_test_song():
+    train = _train()
+    test = TinyCache(1, [30, 0, 12, 30], "test")  # an empty song and one shorter than 20 frames
+    a = mappings.select_frames(train, test, CFG)
+    b = mappings.select_frames(_train(), TinyCache(1, [30, 0, 12, 30], "test"), CFG)
+    # deterministic: a pure function of cfg.seed and the caches
     np.testing.assert_array_equal(a["fit"], b["fit"])
-    assert list(a["heldout_tracks"]) == ["t3"] and list(a["fit_tracks"]) == ["t0", "t1", "t2"]
-    held_rows = {tuple(r) for r in cache.mixture[120:160]}
-    assert all(tuple(r) in held_rows for r in a["heldout"])
-    assert not any(tuple(r) in held_rows for r in a["fit"])
-    assert a["per_track"].shape == (3, 20, N)
+    for x, y in zip(a["heldout"], b["heldout"], strict=True):
+        np.testing.assert_array_equal(x, y)
+
+    # fit frames: n_fit_frames distinct rows of the training split, none of the test split
+    assert a["fit"].shape == (64, N)
+    train_index = {tuple(r): i for i, r in enumerate(train.mixture)}
+    assert all(tuple(r) in train_index for r in a["fit"])
+    assert not _rows(a["fit"]) & _rows(test.mixture)
+    assert len(_rows(a["fit"])) == 64
+    songs = {train.track_names[np.searchsorted(train.offsets, train_index[tuple(r)], side="right") - 1]
+             for r in a["fit"]}
+    assert sorted(a["fit_songs"]) == sorted(songs)
+
+    # held-out frames: per non-empty test song, only from that song, min(20, length) distinct rows
+    assert a["heldout_songs"] == ["test0", "test2", "test3"]
+    for x, name, want in zip(a["heldout"], a["heldout_songs"], (20, 12, 20), strict=True):
+        i = test.track_names.index(name)
+        song = _rows(test.mixture[test.offsets[i]:test.offsets[i + 1]])
+        assert x.shape == (want, N) and len(_rows(x)) == want
+        assert _rows(x) <= song
+    # a different seed draws different frames
+    other = mappings.select_frames(train, test, mappings.MappingConfig(settings=SETTINGS, n_fit_frames=64,
+                                                                       heldout_frames_per_song=20, seed=4))
+    assert _rows(other["fit"]) != _rows(a["fit"])
 
 
-def test_stage_writes_every_fit_and_matches_direct_fits(tmp_path):
-    sep = _dae_sf_separator()
-    result = mappings.run_stage({"dae_sf": sep}, TinyTest(), STFT, tmp_path, CFG, progress=False)
-    kinds = {(r["setting"], r["kind"]) for r in result["records"]}
-    assert kinds == {(s.name, "pooled") for s in SETTINGS} | {("lstsq", "per_track"), ("-", "model")}
-    frames = mappings.select_frames(TinyTest(), CFG)
-    stored = np.load(tmp_path / "matrices" / "dae_sf__lstsq.npz")["matrix"]
-    for s in range(2):  # each seed's matrix equals a direct single fit on the same frames
-        f = nca.fit_mapping(sep.model, jax.tree.map(lambda a, s=s: a[s], sep.params), frames["fit"],
-                            method="lstsq")
-        np.testing.assert_allclose(stored[s], f.matrix, rtol=1e-4, atol=1e-5)
-    rec = next(r for r in result["records"] if r["setting"] == "lstsq" and r["kind"] == "pooled")
-    y_held = np.asarray(sep.model.apply(jax.tree.map(lambda a: a[0], sep.params), frames["heldout"]))
-    expected = np.abs(y_held - frames["heldout"] @ stored[0].T).sum() / np.abs(y_held).sum()
-    np.testing.assert_allclose(rec["fidelity_heldout"][0], expected, rtol=1e-4)
-    assert len(rec["metrics"]) == 2 and 0 <= rec["metrics"][0]["weighted_diagonal_energy_ratio"] <= 1
-    jac = next(r for r in result["records"] if r["setting"] == "jacobian" and r["kind"] == "pooled")
+def test_select_frames_takes_everything_from_small_splits_and_rejects_empty_ones():
+    train, test = TinyCache(0, [10, 5], "a"), TinyCache(1, [6], "b")
+    cfg = mappings.MappingConfig(settings=SETTINGS, n_fit_frames=100, heldout_frames_per_song=100)
+    f = mappings.select_frames(train, test, cfg)
+    np.testing.assert_array_equal(f["fit"], train.mixture)  # all 15, in order
+    np.testing.assert_array_equal(f["heldout"][0], test.mixture)
+    assert f["fit_songs"] == ["a0", "a1"] and f["heldout_songs"] == ["b0"]
+    with pytest.raises(ValueError, match="test split has no frames"):
+        mappings.select_frames(train, TinyCache(1, [0, 0], "b"), cfg)
+    with pytest.raises(ValueError, match="fewer than 2 frames"):
+        mappings.select_frames(TinyCache(0, [1], "a"), test, cfg)
+
+
+# ------------------------------------------------------------------------------------------------
+# per_bin_gain
+
+
+def test_per_bin_gain_equals_a_per_bin_least_squares_loop():
+    rng = np.random.default_rng(5)
+    x = rng.random((3, 50, 7)).astype(np.float32)
+    x[1, :, 4] = 0.0  # a bin silent on every frame of fit 1 -> gain 0
+    y = (x * rng.random(7) + 0.3 * rng.random((3, 50, 7))).astype(np.float32)
+    got = np.asarray(mappings.per_bin_gain(x, y))
+    assert got.shape == (3, 7)
+    for k in range(3):
+        for i in range(7):
+            xi = x[k, :, i:i + 1].astype(np.float64)
+            want = 0.0 if not xi.any() else np.linalg.lstsq(xi, y[k, :, i].astype(np.float64), rcond=None)[0][0]
+            assert got[k, i] == pytest.approx(want, rel=1e-5, abs=1e-7), (k, i)
+    np.testing.assert_allclose(np.asarray(mappings.per_bin_gain(x[0], y[0])), got[0], rtol=1e-6)
+    with pytest.raises(ValueError, match="one shape"):
+        mappings.per_bin_gain(x[0], y[0, :, :6])
+
+
+# ------------------------------------------------------------------------------------------------
+# the stage
+
+
+@pytest.fixture(scope="module")
+def stage(tmp_path_factory):
+    out = tmp_path_factory.mktemp("stage")
+    seps = {name: _separator(name) for name in MODELS}
+    result = mappings.run_stage(seps, _train(), _test(), STFT, out, CFG, progress=False)
+    return {"out": out, "seps": seps, "result": result,
+            "frames": mappings.select_frames(_train(), _test(), CFG)}
+
+
+def _record(result, model, setting):
+    (rec,) = [r for r in result["records"] if r["model"] == model and r["setting"] == setting]
+    return rec
+
+
+def _teacher(sep, s, x):
+    return np.asarray(sep.model.apply(sep.seed_params(s), jnp.asarray(x)), np.float64)
+
+
+def test_stage_records_every_model_setting_and_both_baselines(stage):
+    result = stage["result"]
+    keys = [(r["model"], r["setting"], r["kind"]) for r in result["records"]]
+    want = set()
+    for m in MODELS:
+        want |= {(m, "zero", "baseline"), (m, "per_bin_gain", "baseline"), (m, "-", "model")}
+        want |= {(m, s.name, "pooled") for s in SETTINGS}
+    assert len(keys) == len(set(keys)) and set(keys) == want
+    assert result["fit_songs"] == stage["frames"]["fit_songs"]
+    assert result["heldout_songs"] == ["test0", "test1", "test2"]
+    assert result["n_fit_frames"] == 64 and result["heldout_frames"] == [20, 20, 20]
+    for r in result["records"]:
+        if r["kind"] in ("baseline", "pooled"):
+            for key in ("rel_l1_heldout", "rel_l1_heldout_clipped"):
+                assert np.shape(r[key]) == (S, 3), (r["model"], r["setting"], key)
+        if r["kind"] == "pooled":
+            assert {k: np.shape(v) for k, v in r["metrics"].items()} == {k: (S, 3) for k in r["metrics"]}
+            assert (stage["out"] / "matrices" / f"{r['model']}__{r['setting']}.npz").exists()
+    for m in MODELS:  # linearity for the first linearity_seeds (1) seeds only, dead units for every seed
+        model_rec = _record(result, m, "-")
+        assert len(model_rec["linearity"]) == 1 and len(model_rec["dead_units"]) == S
+    jac = _record(result, "dae_sf", "jacobian")
     assert set(jac["part_metrics"]) == {"mask", "mask_jacobian"}
-    assert np.load(tmp_path / "matrices" / "dae_sf__nca_fast.npz")["losses"].shape == (2, 30)
-    model_rec = next(r for r in result["records"] if r["kind"] == "model")
-    assert len(model_rec["dead_units"]) == 2 and len(model_rec["linearity"]) == 2
-    assert runs.is_finished(tmp_path)
+    assert np.load(stage["out"] / "matrices" / "dae_sf__nca_fast.npz")["losses"].shape == (S, 30)
+    assert runs.is_finished(stage["out"])
+    assert json.loads((stage["out"] / "result.json").read_text())["records"] == json.loads(
+        json.dumps(result["records"]))
+
+
+@pytest.mark.parametrize("model_name", MODELS)
+@pytest.mark.parametrize("setting", SETTINGS, ids=lambda s: s.name)
+def test_stage_matrix_equals_a_direct_fit_with_seed_cfg_seed_plus_s(stage, model_name, setting):
+    sep = stage["seps"][model_name]
+    x = stage["frames"]["fit"]
+    if setting.method == "jacobian":
+        x = x[:CFG.jacobian_frames]
+    stored = np.load(stage["out"] / "matrices" / f"{model_name}__{setting.name}.npz")["matrix"]
+    assert stored.shape == (S, N, N)
+    rec = _record(stage["result"], model_name, setting.name)
+    iterative = setting.method in ("nca", "student")
+    assert rec["fit_seeds"] == ([CFG.seed + s for s in range(S)] if iterative else None)
+    for s in range(S):
+        direct = nca.fit_mapping(sep.model, sep.seed_params(s), x, method=setting.method,
+                                 seed=CFG.seed + s, **setting.kwargs())
+        np.testing.assert_allclose(stored[s], direct.matrix, rtol=1e-4, atol=1e-5)
+        assert rec["rel_l1_fit"][s] == pytest.approx(float(direct.rel_l1_error), rel=1e-4, abs=1e-6)
+        if iterative:  # the seed matters: the default seed 0 is another fit
+            other = nca.fit_mapping(sep.model, sep.seed_params(s), x, method=setting.method, seed=0,
+                                    **setting.kwargs())
+            assert not np.allclose(stored[s], other.matrix, rtol=1e-4, atol=1e-5)
+            assert rec["converged"][s] == bool(direct.converged)
+        if setting.method == "jacobian":
+            assert rec["local_spread"][s] == pytest.approx(float(direct.local_spread), rel=1e-4)
+
+
+@pytest.mark.parametrize("model_name", MODELS)
+@pytest.mark.parametrize("setting", [s.name for s in SETTINGS])
+def test_heldout_errors_per_seed_and_song_match_numpy(stage, model_name, setting):
+    sep = stage["seps"][model_name]
+    matrix = np.load(stage["out"] / "matrices" / f"{model_name}__{setting}.npz")["matrix"].astype(np.float64)
+    rec = _record(stage["result"], model_name, setting)
+    for s in range(S):
+        for t, x in enumerate(stage["frames"]["heldout"]):
+            y = _teacher(sep, s, x)
+            y_hat = np.asarray(x, np.float64) @ matrix[s].T
+            assert rec["rel_l1_heldout"][s][t] == pytest.approx(_rel_l1(y, y_hat), rel=1e-4), (s, t)
+            assert rec["rel_l1_heldout_clipped"][s][t] == pytest.approx(
+                _rel_l1(y, np.maximum(y_hat, 0.0)), rel=1e-4), (s, t)
+            assert rec["rel_l1_heldout_clipped"][s][t] <= rec["rel_l1_heldout"][s][t] + 1e-6  # y >= 0
+
+
+@pytest.mark.parametrize("model_name", MODELS)
+def test_baselines_per_bin_gain_and_zero(stage, model_name):
+    sep = stage["seps"][model_name]
+    x = np.asarray(stage["frames"]["fit"], np.float64)
+    gain = np.load(stage["out"] / "matrices" / f"{model_name}__per_bin_gain.npz")["gain"]
+    assert gain.shape == (S, N)
+    rec, zero = _record(stage["result"], model_name, "per_bin_gain"), _record(stage["result"], model_name, "zero")
+    for s in range(S):
+        y = _teacher(sep, s, x)
+        want = np.array([np.linalg.lstsq(x[:, i:i + 1], y[:, i], rcond=None)[0][0] for i in range(N)])
+        np.testing.assert_allclose(gain[s], want, rtol=1e-4, atol=1e-6)
+        assert rec["rel_l1_fit"][s] == pytest.approx(_rel_l1(y, x * want), rel=1e-4)
+        for t, xt in enumerate(stage["frames"]["heldout"]):
+            yt, xt = _teacher(sep, s, xt), np.asarray(xt, np.float64)
+            assert rec["rel_l1_heldout"][s][t] == pytest.approx(_rel_l1(yt, xt * want), rel=1e-4)
+            assert rec["rel_l1_heldout_clipped"][s][t] == pytest.approx(_rel_l1(yt, np.maximum(xt * want, 0)),
+                                                                        rel=1e-4)
+    np.testing.assert_allclose(zero["rel_l1_heldout"], np.ones((S, 3)))
+    np.testing.assert_allclose(zero["rel_l1_heldout_clipped"], np.ones((S, 3)))
+    assert zero["rel_l1_fit"] == [1.0] * S
+
+
+@pytest.mark.parametrize("setting", ["nca_fast", "lstsq"])
+def test_weighted_metric_uses_each_songs_input_energy(stage, setting):
+    matrix = np.load(stage["out"] / "matrices" / f"dae_sf__{setting}.npz")["matrix"]
+    rec = _record(stage["result"], "dae_sf", setting)
+    weighted, plain = rec["metrics"]["weighted_diagonal_energy_ratio"], rec["metrics"]["diagonal_energy_ratio"]
+    for s in range(S):
+        c = matrix[s].astype(np.float64)
+        for t, x in enumerate(stage["frames"]["heldout"]):
+            energy = (np.asarray(x, np.float64) ** 2).mean(axis=0)
+            want = float(analysis.weighted_diagonal_energy_ratio(jnp.asarray(matrix[s]), jnp.asarray(energy)))
+            assert weighted[s][t] == pytest.approx(want, rel=1e-5), (s, t)
+            numpy_want = (np.diag(c) ** 2 * energy).sum() / (c ** 2 * energy[None, :]).sum()
+            assert weighted[s][t] == pytest.approx(numpy_want, rel=1e-4), (s, t)
+            assert plain[s][t] == pytest.approx((np.diag(c) ** 2).sum() / (c ** 2).sum(), rel=1e-4)
+    saved = np.load(stage["out"] / "frames.npz")
+    np.testing.assert_allclose(
+        saved["heldout_input_energy"],
+        np.stack([(np.asarray(x, np.float64) ** 2).mean(axis=0) for x in stage["frames"]["heldout"]]),
+        rtol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------
+# resume, callables, linearity, validation
 
 
 def test_stage_resumes_without_refitting(tmp_path, monkeypatch):
-    sep = _dae_sf_separator(1)
-    cfg = mappings.MappingConfig(settings=SETTINGS[2:], per_track_settings=(), n_fit_frames=64,
-                                 n_heldout_frames=32, heldout_tracks=1, jacobian_frames=16)
-    first = mappings.run_stage({"dae_sf": sep}, TinyTest(), STFT, tmp_path, cfg, progress=False)
-    # an interruption after the first fit: drop result.json and all but one metrics line
+    sep = _separator("dae_sf", 1)
+    cfg = mappings.MappingConfig(settings=SETTINGS[2:], n_fit_frames=64, heldout_frames_per_song=20,
+                                 jacobian_frames=16, linearity_frames=16, linearity_seeds=1)
+    first = mappings.run_stage({"dae_sf": sep}, _train(), _test(), STFT, tmp_path, cfg, progress=False)
+    assert [(r["setting"], r["kind"]) for r in first["records"]] == [
+        ("zero", "baseline"), ("per_bin_gain", "baseline"), ("lstsq", "pooled"), ("jacobian", "pooled"),
+        ("-", "model")]
+    # an interruption after the lstsq fit: drop result.json and the last two metrics lines
     (tmp_path / "result.json").unlink()
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
-    (tmp_path / "metrics.jsonl").write_text(lines[0] + "\n")
-    calls = []
-    real = mappings._fit
-    monkeypatch.setattr(mappings, "_fit", lambda *a, **k: calls.append(a[1].name) or real(*a, **k))
-    again = mappings.run_stage({"dae_sf": sep}, TinyTest(), STFT, tmp_path, cfg, progress=False)
-    assert calls == ["jacobian"]  # lstsq was done already
-    assert json.dumps(first["records"][0], sort_keys=True) == json.dumps(again["records"][0], sort_keys=True)
+    (tmp_path / "metrics.jsonl").write_text("\n".join(lines[:3]) + "\n")
+    calls, lin = [], []
+    real_fit, real_lin = mappings._fit, mappings.linearity
+    monkeypatch.setattr(mappings, "_fit", lambda *a, **k: calls.append(a[1].name) or real_fit(*a, **k))
+    monkeypatch.setattr(mappings, "linearity", lambda *a, **k: lin.append(1) or real_lin(*a, **k))
+    again = mappings.run_stage({"dae_sf": sep}, _train(), _test(), STFT, tmp_path, cfg, progress=False)
+    assert calls == ["jacobian"] and len(lin) == 1  # lstsq and the baselines were done already
+
+    def strip(r):
+        return json.dumps({k: v for k, v in r.items() if k != "wall_s"}, sort_keys=True)
+
+    assert [strip(r) for r in again["records"]] == [strip(r) for r in first["records"]]
+    calls.clear()
+    lin.clear()
+    third = mappings.run_stage({"dae_sf": sep}, _train(), _test(), STFT, tmp_path, cfg, progress=False)
+    assert calls == [] and lin == [] and third["records"] == json.loads(json.dumps(again["records"]))
 
 
 def test_callable_gets_not_applicable_nca(tmp_path):
     # a callable written for (nb_frames, nb_bins) batches only (axis=1), as fit_mapping calls it
-    sep = mappings.Separator(lambda x: jnp.maximum(x - 0.5 * x.mean(axis=1, keepdims=True), 0.0),
-                             None, 1)
-    result = mappings.run_stage({"f": sep}, TinyTest(), STFT, tmp_path, CFG, progress=False)
+    sep = mappings.Separator(lambda x: jnp.maximum(x - 0.5 * x.mean(axis=1, keepdims=True), 0.0), None, 1)
+    cfg = mappings.MappingConfig(settings=SETTINGS, n_fit_frames=32, heldout_frames_per_song=10,
+                                 jacobian_frames=16, linearity_frames=16)
+    result = mappings.run_stage({"f": sep}, _train(), _test(), STFT, tmp_path, cfg, progress=False)
     na = [r for r in result["records"] if r["kind"] == "not_applicable"]
     assert [r["setting"] for r in na] == ["nca_fast"] and "dense layers" in na[0]["not_applicable"]
+    assert "rel_l1_heldout" not in na[0]
     pooled = {r["setting"] for r in result["records"] if r["kind"] == "pooled"}
     assert pooled == {"student_fast", "lstsq", "jacobian"}
+    assert {r["setting"] for r in result["records"] if r["kind"] == "baseline"} == {"zero", "per_bin_gain"}
+    model_rec = next(r for r in result["records"] if r["kind"] == "model")
+    assert "dead_units" not in model_rec and len(model_rec["linearity"]) == 1
+
+
+def test_linearity_leaves_out_all_zero_jacobian_frames():
+    # f = relu(x - 0.5) elementwise: J(x_t) = diag(x_t > 0.5), all zero where every bin is below 0.5
+    rng = np.random.default_rng(2)
+    x = (0.6 + 0.4 * rng.random((12, N))).astype(np.float32)
+    x[:, ::2] *= 0.5  # even bins shut on every frame: J_t = diag of the odd bins
+    x[[0, 5, 9]] = 0.4 * rng.random((3, N))  # three frames with every unit shut
+    sep = mappings.Separator(lambda v: jnp.maximum(v - 0.5, 0.0), None, 1)
+    cfg = mappings.MappingConfig(settings=SETTINGS[2:], linearity_frames=12)
+    out = mappings.linearity(sep, x, cfg, 0)
+    assert out["zero_jacobian_frames"] == 3 and out["n_frames"] == 12
+    values = out["frame_metric_values"]
+    assert all(len(v) == 9 for v in values.values())
+    # every live frame's Jacobian is diagonal: ratio 1; a zero Jacobian would have scored 0
+    np.testing.assert_allclose(values["diagonal_energy_ratio"], 1.0, rtol=1e-6)
+    np.testing.assert_allclose(out["frame_metric_quantiles"]["diagonal_energy_ratio"], 1.0, rtol=1e-6)
+    np.testing.assert_allclose(out["frame_metric_quantiles"]["mean_coupling_distance"], 0.0, atol=1e-6)
+    # the mean Jacobian over all 12 frames is (9/12) diag(odd bins)
+    y = np.maximum(x - 0.5, 0.0)
+    mean_j = np.diag(np.where(np.arange(N) % 2 == 1, 9 / 12, 0.0))
+    assert out["rel_l1_mean_jacobian"] == pytest.approx(_rel_l1(y, x @ mean_j.T), rel=1e-4)
 
 
 def test_separator_checks_its_seed_axis():
-    sep = _dae_sf_separator(1)
+    sep = _separator("dae_sf", 1)
     with pytest.raises(ValueError, match="leading seed axis of n_seeds=3"):
         mappings.Separator(sep.model, sep.params, 3)
     with pytest.raises(ValueError, match="n_seeds=1"):
         mappings.Separator(lambda x: x, None, 2)
 
 
-def test_config_validation():
-    with pytest.raises(ValueError, match="unique"):
-        mappings.MappingConfig(settings=(SETTINGS[2], SETTINGS[2]), per_track_settings=())
-    with pytest.raises(ValueError, match="not among"):
-        mappings.MappingConfig(settings=SETTINGS[2:], per_track_settings=("nca_fast",))
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(settings=(SETTINGS[2], SETTINGS[2])), "unique"),
+    (dict(settings=(mappings.FitSetting("x", "svd"),)), "unknown method"),
+    (dict(settings=(mappings.FitSetting("x", "nca", 0, 1e-3),)), "steps >= 1"),
+    (dict(settings=(mappings.FitSetting("x", "student", 10, 0.0),)), "learning_rate > 0"),
+    (dict(n_fit_frames=1), "n_fit_frames must be >= 2"),
+    (dict(heldout_frames_per_song=1), "heldout_frames_per_song must be >= 2"),
+    (dict(jacobian_frames=0), "jacobian_frames must be >= 2"),
+    (dict(linearity_seeds=-1), "non-negative"),
+    (dict(seed=-1), "non-negative"),
+])
+def test_config_validation(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        mappings.MappingConfig(**{"settings": SETTINGS, **kwargs})
 
 
-def test_too_few_test_tracks_split_in_time():
-    cache = TinyTest()
-    cache.track_names, cache.offsets = ["only"], np.array([0, 40])
-    cfg = mappings.MappingConfig(settings=SETTINGS, per_track_settings=(), n_fit_frames=100,
-                                 n_heldout_frames=100, heldout_tracks=2)
-    f = mappings.select_frames(cache, cfg)
-    np.testing.assert_array_equal(f["fit"], cache.mixture[:28])  # all of the first 70 %
-    np.testing.assert_array_equal(f["heldout"], cache.mixture[28:40])
-    assert list(f["heldout_tracks"]) == ["only [70-100%]"]
-    cache.offsets = np.array([0, 2])
-    with pytest.raises(ValueError, match="too short to split in time"):
-        mappings.select_frames(cache, cfg)
+def test_default_settings_and_reexports():
+    names = [s.name for s in mappings.default_settings(100, 1e-3)]
+    assert names == ["nca_authors", "nca_converged", "student_converged", "lstsq", "jacobian"]
+    extra = mappings.default_settings(100, 1e-3, extra=True)
+    assert {"nca_output_bias", "nca_uniform", "student_authors"} <= {s.name for s in extra}
+    assert all(s.bias_axis == "input" for s in extra if s.method == "nca" and s.name != "nca_output_bias")
+    assert mappings.MappingConfig(settings=extra).settings == extra

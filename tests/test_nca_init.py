@@ -64,7 +64,7 @@ def test_uniform_init_reaches_representable_teachers(kind, n):
     np.testing.assert_allclose(model.apply(params, x), x @ c.T, rtol=1e-4, atol=1e-5)  # exact teacher
     fit = nca.fit_mapping(model, params, x, method="nca", init="uniform", steps=3000,
                           learning_rate=1e-3)
-    assert float(fit.fidelity) <= 0.01, (kind, float(fit.fidelity))
+    assert float(fit.rel_l1_error) <= 0.01, (kind, float(fit.rel_l1_error))
     xavier = nca.fit_mapping(model, params, x, method="nca", init="xavier_normal", steps=300,
                              learning_rate=1e-3, seed=3)
     again = nca.fit_mapping(model, params, x, method="nca", init="xavier_normal", steps=300,

@@ -1,34 +1,60 @@
-"""Figures from a tiny hand-written run directory: every figure whose inputs exist is written as PNG
-and PDF, missing inputs skip their figures, and the dB helpers and shared colour scales are
-exact."""
+"""Figures from a small hand-written run directory in the format of the pipeline's stages: every
+figure whose inputs exist is written as PNG and PDF, missing inputs skip their figures, a running
+mapping stage is read from metrics.jsonl, the verdict and held-out figures show the numbers of
+`ncajax.verdict` / `ncajax.stats`, and the dB helpers and shared colour scales are exact."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import shutil
+import zlib
 
 import numpy as np
 import pytest
+from matplotlib.colors import to_hex
 
-from ncajax import plots
+from ncajax import plots, verdict
 from ncajax.analysis import bin_frequencies
+from ncajax.config import PRIMARY_ESTIMATOR, FitSetting, MappingConfig, STFTConfig, to_dict
+from ncajax.stats import seed_song_bootstrap
 
 N_FFT, SR = 16, 8000
 N = N_FFT // 2 + 1  # 9 bins
-SEEDS = 2
-TRACKS = ["t0", "t1", "t2"]
+S, T = 3, 3  # seeds, held-out songs
+MODELS = ("dae", "dae_deep", "dae_sf")
+SETTINGS = (
+    FitSetting(PRIMARY_ESTIMATOR, "nca", 20, 1e-2, "xavier_normal", "input"),
+    FitSetting("student_converged", "student", 20, 1e-2),
+    FitSetting("lstsq", "lstsq"),
+    FitSetting("jacobian", "jacobian"),
+)
+ITERATIVE = {"nca", "student"}
+LEVELS = {"dae": 0.8, "dae_deep": 0.7, "dae_sf": 0.2}  # weighted diagonal ratio: the DAEs above
+FIT_ERR, GAIN_ERR = 0.2, 0.5
 METRIC_KEYS = (
     "diagonal_energy_ratio",
     "near_diagonal_energy",
+    "mean_coupling_distance",
+    "spread_mean",
+    "spread_median",
     "weighted_diagonal_energy_ratio",
     "weighted_near_diagonal_energy",
     "mean_coupling_distance_octaves",
-    "mean_coupling_distance",
 )
 
 
-def _metrics(rng, n):
-    return [{k: float(rng.uniform(0.1, 0.9)) for k in METRIC_KEYS} for _ in range(n)]
+def grid(level: float, key: str, jitter: float = 0.02) -> list[list[float]]:
+    """A deterministic (S, T) table around `level`."""
+    rng = np.random.default_rng(zlib.crc32(key.encode()))
+    return (level + jitter * rng.uniform(-1.0, 1.0, (S, T))).tolist()
+
+
+def _metrics(w: float, key: str) -> dict[str, list]:
+    out = {k: grid(0.5, f"{key}/{k}") for k in METRIC_KEYS}
+    out["weighted_diagonal_energy_ratio"] = grid(w, f"{key}/w")
+    return out
 
 
 def _write_json(path, obj):
@@ -38,94 +64,152 @@ def _write_json(path, obj):
 
 def _train(run, model, rng):
     d = run / "train" / model
-    _write_json(
-        d / "config.json",
-        {
-            "stft": {
-                "sample_rate": SR,
-                "n_fft": N_FFT,
-                "win_length": N_FFT,
-                "hop_length": 4,
-                "window": "hann",
-            },
-            "data": {},
-        },
-    )
+    stft = STFTConfig(sample_rate=SR, n_fft=N_FFT, win_length=N_FFT, hop_length=4)
+    _write_json(d / "config.json", {"stft": to_dict(stft), "data": {}})
     lines = [
         {
             "epoch": e,
-            "train_loss": rng.uniform(0.1, 1, SEEDS).tolist(),
-            "val_loss": rng.uniform(0.1, 1, SEEDS).tolist(),
+            "train_loss": rng.uniform(0.1, 1, S).tolist(),
+            "val_loss": rng.uniform(0.1, 1, S).tolist(),
         }
         for e in range(1, 4)
     ]
     (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    _write_json(d / "result.json", {"finished": True, "seeds": list(range(S))})
 
 
-def _mappings(run, rng, *, finished=True):
-    d = run / "mappings"
-    (d / "matrices").mkdir(parents=True)
-    (d / "per_track").mkdir()
-    np.savez(
-        d / "frames.npz",
-        fit_input_energy=rng.uniform(0, 1, N),
-        frequencies=bin_frequencies(N, sample_rate=SR, n_fft=N_FFT),
-    )
-    _write_json(d / "config.json", {"stft": {"sample_rate": SR, "n_fft": N_FFT}})
+def mapping_records(rng, *, heldout: dict | None = None) -> list[dict]:
+    """The records of a mapping stage (run_stage's order and fields); `heldout[(model, setting)]`
+    replaces a fit's held-out error table."""
+    heldout = heldout or {}
     records = []
-    for model in ("dae", "dae_sf"):
-        for setting in ("nca_authors", "lstsq", "jacobian"):
-            arrays = {"matrix": rng.normal(size=(SEEDS, N, N)).astype(np.float32)}
-            if setting == "nca_authors":
-                arrays["losses"] = np.exp(-np.linspace(0, 3, 20))[None].repeat(SEEDS, 0)
-            record = {
-                "model": model,
-                "setting": setting,
+    ones = [[1.0] * T for _ in range(S)]
+    for m in MODELS:
+        gain = grid(GAIN_ERR, f"{m}/gain")
+        records += [
+            {
+                "model": m,
+                "setting": "zero",
+                "kind": "baseline",
+                "method": "zero",
+                "rel_l1_fit": [1.0] * S,
+                "rel_l1_heldout": ones,
+                "rel_l1_heldout_clipped": ones,
+                "wall_s": 0.1,
+            },
+            {
+                "model": m,
+                "setting": "per_bin_gain",
+                "kind": "baseline",
+                "method": "per_bin_gain",
+                "rel_l1_fit": [0.5] * S,
+                "rel_l1_heldout": gain,
+                "rel_l1_heldout_clipped": gain,
+                "wall_s": 0.1,
+            },
+        ]
+        for s in SETTINGS:
+            it = s.method in ITERATIVE
+            key = f"{m}/{s.name}"
+            rec = {
+                "model": m,
+                "setting": s.name,
                 "kind": "pooled",
-                "metrics": _metrics(rng, SEEDS),
-                "fidelity_fit": [0.3] * SEEDS,
+                "method": s.method,
+                "settings": dataclasses.asdict(s),
+                "fit_seeds": list(range(S)) if it else None,
+                "rel_l1_fit": [0.15] * S,
+                "rel_l1_heldout": heldout.get((m, s.name), grid(FIT_ERR, key + "/err")),
+                "rel_l1_heldout_clipped": grid(FIT_ERR - 0.01, key + "/clip"),
+                "converged": [True] * S if it else [None] * S,
+                "final_loss": [0.01] * S if it else [None] * S,
+                "local_spread": [0.7] * S if s.method == "jacobian" else [None] * S,
+                "metrics": _metrics(LEVELS[m], key),
+                "wall_s": 1.0,
             }
-            if model == "dae_sf" and setting == "jacobian":
-                arrays["part_mask"] = np.stack([np.diag(rng.uniform(0, 1, N))] * SEEDS)
-                arrays["part_mask_jacobian"] = rng.normal(size=(SEEDS, N, N))
-                record["part_metrics"] = {
-                    "mask": _metrics(rng, SEEDS),
-                    "mask_jacobian": _metrics(rng, SEEDS),
+            if s.method == "jacobian" and m == "dae_sf":
+                rec["part_metrics"] = {
+                    "mask": _metrics(0.95, key + "/mask"),
+                    "mask_jacobian": _metrics(0.3, key + "/mj"),
                 }
-            np.savez(d / "matrices" / f"{model}__{setting}.npz", **arrays)
-            records.append(record)
-        np.savez(d / "per_track" / f"{model}__lstsq.npz", matrix=rng.normal(size=(3, N, N)))
+            records.append(rec)
         records.append(
             {
-                "model": model,
-                "setting": "lstsq",
-                "kind": "per_track",
-                "tracks": TRACKS,
-                "metrics": _metrics(rng, len(TRACKS)),
-            }
-        )
-        records.append(
-            {
-                "model": model,
+                "model": m,
                 "setting": "-",
                 "kind": "model",
+                "wall_s": 1.0,
+                "dead_units": [{"layer_0": 0.1, "output": 0.2, "overall": 0.15}] * S,
                 "linearity": [
                     {
-                        "frame_metric_values": {
-                            k: rng.uniform(0, 1, 30).tolist() for k in METRIC_KEYS[:4]
+                        "frame_metric_quantiles": {
+                            k: [0.1, 0.2, 0.3, 0.4, 0.5] for k in METRIC_KEYS[:3]
                         },
-                        "fidelity_per_frame_linear": 0.1,
-                        "fidelity_mean_jacobian": 0.5,
+                        "quantile_levels": [0.05, 0.25, 0.5, 0.75, 0.95],
+                        "frame_metric_values": {
+                            k: rng.uniform(0, 1, 30).tolist()
+                            for k in (
+                                "diagonal_energy_ratio",
+                                "weighted_diagonal_energy_ratio",
+                                "near_diagonal_energy",
+                                "mean_coupling_distance",
+                            )
+                        },
+                        "zero_jacobian_frames": 0,
+                        "n_frames": 30,
+                        "rel_l1_per_frame_linear": 0.1,
+                        "rel_l1_mean_jacobian": 0.5,
                         "local_spread": 1.2,
                     }
-                    for _ in range(SEEDS)
+                    for _ in range(2)
                 ],
             }
         )
+    return records
+
+
+def _mappings(run, rng, *, finished=True, records=None):
+    d = run / "mappings"
+    (d / "matrices").mkdir(parents=True)
+    records = records if records is not None else mapping_records(rng)
+    stft = STFTConfig(sample_rate=SR, n_fft=N_FFT, win_length=N_FFT, hop_length=4)
+    cfg = MappingConfig(settings=SETTINGS, n_fit_frames=32, heldout_frames_per_song=8)
+    _write_json(
+        d / "config.json",
+        {"mapping": cfg.to_json(), "stft": to_dict(stft), "models": list(MODELS), "inputs": {}},
+    )
+    songs = [f"t{i}" for i in range(T)]
+    np.savez(
+        d / "frames.npz",
+        fit_input_energy=rng.uniform(0, 1, N),
+        heldout_input_energy=rng.uniform(0, 1, (T, N)),
+        frequencies=bin_frequencies(N, sample_rate=SR, n_fft=N_FFT),
+        fit_songs=np.array(["a", "b"]),
+        heldout_songs=np.array(songs),
+    )
+    for m in sorted({r["model"] for r in records}):
+        np.savez(d / "matrices" / f"{m}__per_bin_gain.npz", gain=rng.uniform(0, 1, (S, N)))
+        for s in SETTINGS:
+            arrays = {"matrix": rng.normal(size=(S, N, N)).astype(np.float32)}
+            if s.method in ITERATIVE:
+                arrays["losses"] = np.exp(-np.linspace(0, 3, 20))[None].repeat(S, 0)
+            if s.method == "jacobian" and m == "dae_sf":
+                arrays["part_mask"] = np.stack([np.diag(rng.uniform(0, 1, N))] * S)
+                arrays["part_mask_jacobian"] = rng.normal(size=(S, N, N))
+            np.savez(d / "matrices" / f"{m}__{s.name}.npz", **arrays)
+    (d / "metrics.jsonl").write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
     if finished:
-        _write_json(d / "result.json", {"records": records})
-    else:
-        (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+        _write_json(
+            d / "result.json",
+            {
+                "records": records,
+                "fit_songs": ["a", "b"],
+                "heldout_songs": songs,
+                "n_fit_frames": 32,
+                "heldout_frames": [8] * T,
+                "wall_s": 1.0,
+            },
+        )
 
 
 def _evaluation(run):
@@ -133,23 +217,24 @@ def _evaluation(run):
         return {"mag_sdr": sdr, "vocals": {"SDR": sdr, "SIR": sdr + 5, "SAR": sdr + 2, "ISR": None}}
 
     summary = {"mixture": row(-2.0), "oracle_irm": row(12.0)}
-    summary.update({f"{m}/seed{s}": row(5.0 + s) for m in ("dae", "dae_sf") for s in range(SEEDS)})
+    summary.update({f"{m}/seed{s}": row(5.0 + s) for m in MODELS for s in range(S)})
     _write_json(run / "evaluation" / "result.json", {"summary": summary, "per_track": {}})
 
 
-@pytest.fixture
-def run_dir(tmp_path):
+def make_run(root, **mapping_kw):
     rng = np.random.default_rng(0)
-    run = tmp_path / "run"
-    for m in ("dae", "dae_sf"):
+    run = root / "run"
+    for m in MODELS:
         _train(run, m, rng)
-    _mappings(run, rng)
+    _mappings(run, rng, **mapping_kw)
     _evaluation(run)
     return run
 
 
 ALL_FIGURES = {
-    "mapping_matrices_nca_authors",
+    "direction_intervals",
+    "heldout_error",
+    f"mapping_matrices_{PRIMARY_ESTIMATOR}",
     "estimator_matrices",
     "estimator_matrices_zoom",
     "structure_metrics",
@@ -157,7 +242,6 @@ ALL_FIGURES = {
     "fit_loss_curves",
     "linearity",
     "separation_quality",
-    "per_track_structure",
 }
 
 
@@ -165,40 +249,193 @@ def _names(paths):
     return {p.stem for p in paths}
 
 
-def test_make_all_writes_png_and_pdf_of_every_figure(run_dir, tmp_path):
+@pytest.fixture
+def capture(monkeypatch):
+    """Figures handed to save_figure, by name, instead of files (fast; the figure is inspected)."""
+    figs = {}
+
+    def fake_save(fig, out_dir, name):
+        figs[name] = fig
+        return [out_dir / f"{name}.png", out_dir / f"{name}.pdf"]
+
+    monkeypatch.setattr(plots, "save_figure", fake_save)
+    return figs
+
+
+# --------------------------------------------------------------------------------------------------
+# make_all
+
+
+def test_make_all_writes_png_and_pdf_of_every_figure(tmp_path):
+    run = make_run(tmp_path)
     out = tmp_path / "figs"
-    paths = plots.make_all(run_dir, out)
-    # no checkpoints in the fake run: the spectrogram figure is skipped, everything else is drawn
+    paths = plots.make_all(run, out, with_spectrograms=False)
     assert _names(paths) == ALL_FIGURES
-    for name in ALL_FIGURES:
-        png, pdf = out / f"{name}.png", out / f"{name}.pdf"
-        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-        assert pdf.read_bytes()[:5] == b"%PDF-"
     assert sorted(paths) == sorted(out / f"{n}.{e}" for n in ALL_FIGURES for e in ("png", "pdf"))
+    for name in ALL_FIGURES:
+        assert (out / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (out / f"{name}.pdf").read_bytes()[:5] == b"%PDF-"
+    # no checkpoints in the fake run: the spectrogram figure has no inputs and is skipped
+    assert plots.spectrograms(run, out) == []
 
 
-def test_make_all_skips_figures_whose_inputs_are_missing(run_dir, tmp_path):
-    import shutil
-
-    shutil.rmtree(run_dir / "mappings")
-    assert _names(plots.make_all(run_dir, tmp_path / "a")) == {
+def test_make_all_skips_figures_whose_inputs_are_missing(tmp_path, capture):
+    run = make_run(tmp_path)
+    shutil.rmtree(run / "mappings")
+    assert _names(plots.make_all(run, tmp_path / "a", with_spectrograms=False)) == {
         "training_curves",
         "separation_quality",
     }
-    shutil.rmtree(run_dir / "evaluation")
-    assert _names(plots.make_all(run_dir, tmp_path / "b")) == {"training_curves"}
-    shutil.rmtree(run_dir / "train")
-    assert plots.make_all(run_dir, tmp_path / "c") == []
+    shutil.rmtree(run / "evaluation")
+    assert _names(plots.make_all(run, tmp_path / "b", with_spectrograms=False)) == {
+        "training_curves"
+    }
+    shutil.rmtree(run / "train")
+    assert plots.make_all(run, tmp_path / "c", with_spectrograms=False) == []
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        plots.make_all(run_dir / "nope", tmp_path / "d")
+        plots.make_all(run / "nope", tmp_path / "d")
 
 
-def test_records_are_read_from_metrics_jsonl_while_the_stage_runs(tmp_path):
+def test_records_are_read_from_metrics_jsonl_while_the_stage_runs(tmp_path, capture):
+    # the stage has done dae and dae_deep so far: no dae_sf, so no DAE − dae_sf interval yet
+    recs = [r for r in mapping_records(np.random.default_rng(1)) if r["model"] != "dae_sf"]
     run = tmp_path / "run"
-    _mappings(run, np.random.default_rng(1), finished=False)
-    records = plots.load_mapping_records(run / "mappings")
-    assert {(r["model"], r["kind"]) for r in records} >= {("dae", "pooled"), ("dae_sf", "model")}
+    _mappings(run, np.random.default_rng(1), finished=False, records=recs)
+    assert not (run / "mappings" / "result.json").exists()
+    assert plots.load_mapping_records(run / "mappings") == recs
+    assert plots.direction_intervals(run, tmp_path / "f") == []
+    assert _names(plots.heldout_error(run, tmp_path / "f")) == {"heldout_error"}
     assert _names(plots.structure_metrics(run, tmp_path / "f")) == {"structure_metrics"}
+    assert plots.load_mapping_records(tmp_path / "missing") == []
+
+
+# --------------------------------------------------------------------------------------------------
+# what the new figures show
+
+
+def _errorbars(ax):
+    """(x, y, (lo, hi) along the bar, marker face colour) of every error bar of ax."""
+    out = []
+    for c in ax.containers:
+        line, _, bars = c.lines
+        (seg,) = bars[0].get_segments()
+        out.append(
+            (
+                float(line.get_xdata()[0]),
+                float(line.get_ydata()[0]),
+                seg,
+                to_hex(line.get_markerfacecolor()),
+            )
+        )
+    return out
+
+
+def test_direction_intervals_show_the_verdicts_intervals(tmp_path, capture):
+    # student fits of dae no better than the per-bin gain: that estimator does not count
+    worse = {("dae", "student_converged"): grid(0.6, "dae/student/worse")}
+    run = make_run(tmp_path, records=mapping_records(np.random.default_rng(0), heldout=worse))
+    assert _names(plots.direction_intervals(run, tmp_path / "f")) == {"direction_intervals"}
+    (ax,) = capture["direction_intervals"].axes
+    records = plots.load_mapping_records(run / "mappings")
+    concl = verdict.conclusion(
+        {(r["model"], r["setting"], r["kind"]): r for r in records}, [s.name for s in SETTINGS]
+    )
+    assert concl["overall"]["verdict"] == "holds"
+    assert concl["settings"]["student_converged"]["counts"] is False
+    assert "Verdict: holds" in ax.get_title()
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert labels == [
+        "NCA (converged) (primary)",
+        "student (converged)",
+        "least squares",
+        "mean Jacobian",
+    ]
+    bars = _errorbars(ax)
+    assert len(bars) == len(SETTINGS) * len(verdict.DAE_MODELS)
+    for i, s in enumerate(SETTINGS):
+        v = concl["settings"][s.name]
+        for k, dae in enumerate(verdict.DAE_MODELS):
+            x, _, seg, face = bars[2 * i + k]
+            iv = v["intervals"][dae]
+            assert x == pytest.approx(iv["mean"]) and iv["lo"] > 0  # right of 0: DAE more diagonal
+            assert sorted(seg[:, 0]) == pytest.approx([iv["lo"], iv["hi"]])
+            filled = to_hex(plots.MODEL_COLOURS[dae])
+            assert face == (filled if v["counts"] else "#ffffff"), (s.name, dae)
+
+
+def test_heldout_error_shows_bootstrap_means_and_baselines(tmp_path, capture):
+    rng = np.random.default_rng(0)
+    table = grid(FIT_ERR, "nan-seed")
+    table[1] = [float("nan")] * T  # one seed with a non-finite error: left out
+    run = make_run(tmp_path, records=mapping_records(rng, heldout={("dae_sf", "lstsq"): table}))
+    plots.heldout_error(run, tmp_path / "f")
+    raw, clipped = capture["heldout_error"].axes
+    records = plots.load_mapping_records(run / "mappings")
+
+    def rec(m, s, kind="pooled"):
+        return next(r for r in records if (r["model"], r["setting"], r["kind"]) == (m, s, kind))
+
+    bars = _errorbars(raw)
+    assert len(bars) == len(MODELS) * len(SETTINGS)
+    # series per model, groups per setting (x = setting index + model offset)
+    for k, m in enumerate(MODELS):
+        for g, s in enumerate(SETTINGS):
+            x, y, seg, _ = bars[k * len(SETTINGS) + g]
+            arr = np.asarray(rec(m, s.name)["rel_l1_heldout"])
+            arr = arr[np.all(np.isfinite(arr), axis=1)]
+            iv = seed_song_bootstrap(arr)
+            assert round(x) == g
+            assert y == pytest.approx(iv["mean"])
+            assert sorted(seg[:, 1]) == pytest.approx([iv["lo"], iv["hi"]])
+    _, y, _, _ = _errorbars(clipped)[2 * len(SETTINGS) + 2]  # dae_sf, lstsq, clipped
+    assert y == pytest.approx(np.mean(rec("dae_sf", "lstsq")["rel_l1_heldout_clipped"]))
+    for ax in (raw, clipped):
+        lines = {ln.get_label(): ln for ln in ax.get_lines()}
+        for m in MODELS:
+            gain = lines[f"per-bin gain ({m})"]
+            assert gain.get_ydata()[0] == pytest.approx(
+                np.mean(rec(m, "per_bin_gain", "baseline")["rel_l1_heldout"])
+            )
+        assert lines["zero predictor"].get_ydata()[0] == 1.0
+
+
+def test_estimator_matrices_add_dae_sf_jacobian_parts(tmp_path, capture):
+    run = make_run(tmp_path)
+    assert _names(plots.estimator_matrices(run, tmp_path / "f")) == {
+        "estimator_matrices",
+        "estimator_matrices_zoom",
+    }
+    fig = capture["estimator_matrices"]
+    grid_axes = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"][: len(MODELS) * 6]
+    titles = [ax.get_title() for ax in grid_axes[:6]]
+    assert titles == [
+        "NCA (converged)",
+        "student (converged)",
+        "least squares",
+        "mean Jacobian",
+        "Jac. part diag(m)",
+        "Jac. part diag(x) dm/dx",
+    ]
+    assert sum(len(ax.images) for ax in grid_axes) == len(MODELS) * 4 + 2  # parts: dae_sf only
+    notes = [t.get_text() for ax in grid_axes for t in ax.texts]
+    assert notes == ["skip-filter models only"] * 4  # dae and dae_deep have no parts
+    with np.load(run / "mappings" / "matrices" / "dae_sf__jacobian.npz") as f:
+        part = f["part_mask"][0]
+    np.testing.assert_allclose(
+        grid_axes[2 * 6 + 4].images[0].get_array(), plots.log_magnitude_db(part)
+    )
+
+
+def test_fit_loss_curves_one_panel_per_iterative_setting(tmp_path, capture):
+    run = make_run(tmp_path)
+    assert _names(plots.loss_curves(run, tmp_path / "f")) == {"training_curves", "fit_loss_curves"}
+    axes = [ax for ax in capture["fit_loss_curves"].axes if ax.axison]
+    assert [ax.get_title() for ax in axes] == ["NCA (converged)", "student (converged)"]
+    assert all(len(ax.get_lines()) == len(MODELS) * S for ax in axes)
+
+
+# --------------------------------------------------------------------------------------------------
+# pure helpers
 
 
 def test_log_magnitude_db_known_values():

@@ -51,7 +51,8 @@ def numpy_separation(run_dir, mono8k: np.ndarray, seed_index: int) -> np.ndarray
     return features.istft(x * h, spec, STFT, len(mono8k))
 
 
-def test_stereo_wav_and_mono_flac(run_dir, tmp_path):
+def test_model_rate_matches_numpy_separation(run_dir, tmp_path):
+    """--model-rate: every channel at the model's rate equals an independent NumPy separation."""
     stereo = np.stack([tone(22050, 44100, 0), 0.5 * tone(22050, 44100, 1)], axis=1)  # 0.5 s
     sf.write(tmp_path / "song.wav", stereo, 44100, subtype="FLOAT")
     mono = tone(6615, 22050, 2)  # 0.3 s
@@ -59,41 +60,87 @@ def test_stereo_wav_and_mono_flac(run_dir, tmp_path):
     mono_read = sf.read(tmp_path / "voice.flac", dtype="float32")[0]
 
     assert separate.main([str(run_dir), str(tmp_path / "song.wav"), "--seed-index", "1",
-                          "--chunk", "7"]) == 0
+                          "--chunk", "7", "--model-rate"]) == 0
     out = tmp_path / "out"
-    assert separate.main([str(run_dir), str(tmp_path / "voice.flac"), "--out", str(out)]) == 0
+    assert separate.main([str(run_dir), str(tmp_path / "voice.flac"), "--out", str(out),
+                          "--model-rate"]) == 0
 
     cases = [
-        (tmp_path / "song", stereo.mean(axis=1), 44100, 1),
-        (out / "voice", mono_read, 22050, 0),
+        (tmp_path / "song", stereo, 44100, 1),
+        (out / "voice", mono_read[:, None], 22050, 0),
     ]
     for prefix, source, rate_in, seed in cases:
-        vocals, r1 = sf.read(f"{prefix}_vocals.wav", dtype="float32")
-        acc, r2 = sf.read(f"{prefix}_accompaniment.wav", dtype="float32")
+        vocals, r1 = sf.read(f"{prefix}_vocals.wav", dtype="float32", always_2d=True)
+        acc, r2 = sf.read(f"{prefix}_accompaniment.wav", dtype="float32", always_2d=True)
         assert r1 == r2 == STFT.sample_rate and vocals.shape == acc.shape
+        assert vocals.shape[1] == source.shape[1]  # channel count kept
         assert abs(len(vocals) / STFT.sample_rate - len(source) / rate_in) <= (
             STFT.hop_length / STFT.sample_rate
         )
-        mixture = librosa.resample(source, orig_sr=rate_in, target_sr=STFT.sample_rate)
-        np.testing.assert_allclose(vocals + acc, mixture, atol=1e-6)
-        expected = numpy_separation(run_dir, mixture, seed)
-        assert np.max(np.abs(expected)) > 1e-3  # the model does not output silence
-        np.testing.assert_allclose(vocals, expected, atol=1e-4)
+        for c in range(source.shape[1]):
+            mixture = librosa.resample(source[:, c], orig_sr=rate_in, target_sr=STFT.sample_rate)
+            np.testing.assert_allclose(vocals[:, c] + acc[:, c], mixture, atol=1e-6)
+            expected = numpy_separation(run_dir, mixture, seed)
+            assert np.max(np.abs(expected)) > 1e-3  # the model does not output silence
+            np.testing.assert_allclose(vocals[:, c], expected, atol=1e-4)
     # the two seeds are different models: seed selection matters
     other = numpy_separation(run_dir, librosa.resample(
-        stereo.mean(axis=1), orig_sr=44100, target_sr=STFT.sample_rate), 0)
-    assert np.max(np.abs(other - sf.read(tmp_path / "song_vocals.wav")[0])) > 1e-4
+        stereo[:, 0], orig_sr=44100, target_sr=STFT.sample_rate), 0)
+    assert np.max(np.abs(other - sf.read(tmp_path / "song_vocals.wav")[0][:, 0])) > 1e-4
 
 
-def test_keep_rate_sums_to_input(run_dir, tmp_path):
+def test_mono_input_rate_sums_to_input(run_dir, tmp_path):
     x = tone(11025, 44100, 3)
     sf.write(tmp_path / "a.wav", x, 44100, subtype="FLOAT")
-    assert separate.main([str(run_dir), str(tmp_path / "a.wav"), "--keep-rate"]) == 0
+    assert separate.main([str(run_dir), str(tmp_path / "a.wav")]) == 0  # the input's rate: default
     vocals, rate = sf.read(tmp_path / "a_vocals.wav", dtype="float32")
     acc, _ = sf.read(tmp_path / "a_accompaniment.wav", dtype="float32")
-    assert rate == 44100 and len(vocals) == len(acc) == len(x)
+    assert rate == 44100 and vocals.ndim == 1 and len(vocals) == len(acc) == len(x)
     np.testing.assert_allclose(vocals + acc, x, atol=1e-6)
     assert np.max(np.abs(vocals)) > 1e-3
+    # the old --keep-rate flag is still accepted (a no-op now) and gives the same files
+    assert separate.main([str(run_dir), str(tmp_path / "a.wav"), "--keep-rate",
+                          "--out", str(tmp_path / "k")]) == 0
+    np.testing.assert_array_equal(sf.read(tmp_path / "k" / "a_vocals.wav", dtype="float32")[0],
+                                  vocals)
+
+
+def test_stereo_44k_comes_back_stereo_44k(run_dir, tmp_path):
+    """Stereo 44.1 kHz in -> stereo 44.1 kHz out, same length, each pair summing to its channel;
+    each channel is separated as if it were a mono file on its own (the documented design)."""
+    n, rate = 30870, 44100  # 0.7 s
+    t = np.arange(n) / rate
+    left = tone(n, rate, 10) + 0.1 * np.sin(2 * np.pi * 6000 * t)  # 6 kHz: above the model's Nyquist
+    right = 0.4 * tone(n, rate, 11) + 0.2 * np.sin(2 * np.pi * 220 * t)
+    stereo = np.stack([left, right], axis=1).astype(np.float32)
+    sf.write(tmp_path / "mix.wav", stereo, rate, subtype="FLOAT")
+    for c, name in enumerate(("L", "R")):
+        sf.write(tmp_path / f"{name}.wav", stereo[:, c], rate, subtype="FLOAT")
+    assert separate.main([str(run_dir), str(tmp_path / "mix.wav"), str(tmp_path / "L.wav"),
+                          str(tmp_path / "R.wav"), "--out", str(tmp_path / "out")]) == 0
+
+    info_in = sf.info(tmp_path / "mix.wav")
+    vocals, r1 = sf.read(tmp_path / "out" / "mix_vocals.wav", dtype="float32", always_2d=True)
+    acc, r2 = sf.read(tmp_path / "out" / "mix_accompaniment.wav", dtype="float32", always_2d=True)
+    for target in ("vocals", "accompaniment"):
+        info = sf.info(tmp_path / "out" / f"mix_{target}.wav")
+        assert (info.samplerate, info.channels, info.frames) == (
+            info_in.samplerate, info_in.channels, info_in.frames) == (rate, 2, n)
+    assert r1 == r2 == rate and vocals.shape == acc.shape == stereo.shape
+    np.testing.assert_allclose(vocals + acc, stereo, atol=1e-6)
+    assert np.max(np.abs(vocals)) > 1e-3 and np.max(np.abs(acc)) > 1e-3
+    assert np.max(np.abs(vocals[:, 0] - vocals[:, 1])) > 1e-3  # the channels stay distinct
+    for c, name in enumerate(("L", "R")):
+        alone = sf.read(tmp_path / "out" / f"{name}_vocals.wav", dtype="float32")[0]
+        np.testing.assert_allclose(vocals[:, c], alone, atol=1e-6)
+    # the vocals are the model-rate estimate resampled back: nothing above 4 kHz, so the 6 kHz
+    # partial of the left channel is all in the accompaniment
+    spec = np.abs(np.fft.rfft(vocals[:, 0]))
+    freqs = np.fft.rfftfreq(n, 1 / rate)
+    assert spec[freqs > 4500].max() < 1e-2 * spec.max()
+    acc_spec = np.abs(np.fft.rfft(acc[:, 0]))
+    k6 = np.argmin(np.abs(freqs - 6000))
+    assert acc_spec[k6] > 0.9 * np.abs(np.fft.rfft(stereo[:, 0]))[k6]
 
 
 @pytest.mark.parametrize(
@@ -143,7 +190,7 @@ def test_module_help_runs():
     out = subprocess.run([sys.executable, "-m", "ncajax.separate", "--help"],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert "--seed-index" in out.stdout and "--keep-rate" in out.stdout
+    assert "--seed-index" in out.stdout and "--model-rate" in out.stdout
 
 
 def one_error_line(capsys) -> str:

@@ -89,8 +89,8 @@ def test_time_split_without_test_folder(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="ncajax.sources"):
         splits = dataset_splits(root, is_wav=True)
     assert "split in time" in caplog.text
-    for k in ("train", "valid", "test"):
-        assert [r.name for r in splits[k]] == ["train00", "train01"]
+    for k, piece in (("train", "[0-60%]"), ("valid", "[60-70%]"), ("test", "[70-100%]")):
+        assert [r.name for r in splits[k]] == [f"train00 {piece}", f"train01 {piece}"]
     dur = 1000 / 16000
     ref_train, ref_valid, ref_test = splits["train"][0], splits["valid"][0], splits["test"][0]
     assert (ref_train.start, ref_train.stop) == (0.0, pytest.approx(0.6 * dur))
@@ -245,7 +245,8 @@ def test_no_ffmpeg_fails_early_with_fix(tmp_path, monkeypatch):
 def test_musdb_sample_track(musdb_sample_root):
     splits = dataset_splits(musdb_sample_root)
     name = "Music Delta - 80s Rock"
-    assert all([r.name for r in v] == [name] for v in splits.values())
+    pieces = {"train": "[0-60%]", "valid": "[60-70%]", "test": "[70-100%]"}
+    assert all([r.name for r in v] == [f"{name} {pieces[k]}"] for k, v in splits.items())
     assert all(r.kind == "stem" for v in splits.values() for r in v)
     total = 300032
     parts = {k: load_track(v[0], 44100) for k, v in splits.items()}

@@ -1,0 +1,134 @@
+"""The whole study as one call: data -> training -> mapping fits -> evaluation -> figures -> report, on one
+corpus (`run_study`) or on several corpus seeds with a summary of the verdict across them (`run_corpora`).
+
+Every stage writes into its own directory under the study's and is skipped when its outputs exist for
+the same config, so calling again after an interruption continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from . import pipeline, runs, verdict
+from .config import (
+    FIT_LEARNING_RATE,
+    FIT_STEPS,
+    CorpusConfig,
+    MappingConfig,
+    TrainConfig,
+    default_settings,
+    preset,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyOptions:
+    """What `run_study` runs. Defaults: the embedded corpus at the fast preset, 10 seeds per model."""
+
+    musdb_root: str | None = None
+    is_wav: bool = False
+    preset: str = "fast"
+    seeds: int = 10
+    epochs: int = TrainConfig.max_epochs
+    fit_steps: int = FIT_STEPS
+    fit_lr: float = FIT_LEARNING_RATE
+    fit_frames: int = 1024
+    heldout_frames: int = 256
+    extra_settings: bool = False
+    with_bss: bool = True
+    corpus_seed: int = 0
+    corpus_tracks: tuple[int, int] | None = None
+    corpus_seconds: float | None = None
+    real_test: str | None = None  # a MUSDB18 root scored as real music (every track, whole)
+
+    def __post_init__(self):
+        if self.seeds < 2:
+            raise ValueError(f"seeds must be >= 2 (the verdict's intervals resample seeds), got {self.seeds}")
+        if self.corpus_seed < 0:
+            raise ValueError(f"corpus_seed must be a non-negative integer, got {self.corpus_seed}")
+        preset(self.preset)
+
+    def corpus_config(self) -> CorpusConfig | None:
+        if self.musdb_root is not None:
+            return None
+        kw: dict = {"sample_rate": preset(self.preset).sample_rate, "seed": self.corpus_seed}
+        if self.corpus_tracks:
+            kw.update(n_train=self.corpus_tracks[0], n_test=self.corpus_tracks[1])
+        if self.corpus_seconds:
+            kw["duration"] = self.corpus_seconds
+        return CorpusConfig(**kw)
+
+    def mapping_config(self) -> MappingConfig:
+        return MappingConfig(settings=default_settings(self.fit_steps, self.fit_lr, extra=self.extra_settings),
+                             n_fit_frames=self.fit_frames, heldout_frames_per_song=self.heldout_frames)
+
+
+def run_study(out: str | Path, opts: StudyOptions = StudyOptions(), *,
+              log: Callable[[str], None] = print) -> dict:
+    """Every stage of the study into `out`; returns the wall time of each stage (also timings.json)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    t_all = time.perf_counter()
+
+    def stage(name, fn):
+        log(f"== {name} ==")
+        t0 = time.perf_counter()
+        value = fn()
+        timings[name] = round(time.perf_counter() - t0, 2)
+        log(f"   {name}: {timings[name]:.1f} s")
+        return value
+
+    data = stage("data", lambda: pipeline.prepare_data(
+        musdb_root=opts.musdb_root, is_wav=opts.is_wav or None, preset_name=opts.preset,
+        corpus_cfg=opts.corpus_config()))
+    timings.update({f"data.{k}": round(v, 2) for k, v in data.timings.items()})
+    train_cfg = TrainConfig(max_epochs=opts.epochs, n_seeds=opts.seeds)
+    stage("train", lambda: pipeline.train_all(data, out / "train", train_cfg=train_cfg))
+    stage("mappings", lambda: pipeline.fit_all(data, out / "train", out / "mappings", cfg=opts.mapping_config()))
+    stage("evaluate", lambda: pipeline.evaluate_all(data, out / "train", out / "evaluation",
+                                                    with_bss=opts.with_bss, real_root=opts.real_test))
+    from . import plots, report
+
+    stage("figures", lambda: plots.make_all(out, out / "figures", data=data))
+    stage("report", lambda: report.write_report(out, out / "REPORT.md", timings=timings))
+    timings["total"] = round(time.perf_counter() - t_all, 2)
+    runs.write_json(out / "timings.json", timings)
+    return timings
+
+
+def corpus_dir(out: str | Path, seed: int) -> Path:
+    return Path(out) / f"corpus-{seed}"
+
+
+def run_corpora(out: str | Path, opts: StudyOptions, n_corpora: int, *,
+                log: Callable[[str], None] = print) -> dict:
+    """The study on corpus seeds opts.corpus_seed ... + n_corpora - 1, each in `out/corpus-<seed>/`,
+    then `out/across_corpora.json` (how often each direction holds, `verdict.across_corpora`) and
+    `out/REPORT.md`: the first corpus's report with the across-corpora section."""
+    if n_corpora < 1:
+        raise ValueError(f"--corpora must be >= 1, got {n_corpora}")
+    if opts.musdb_root is not None:
+        raise ValueError("--corpora runs the embedded corpus on several seeds; it cannot be combined with --musdb-root")
+    out = Path(out)
+    conclusions, timings = {}, {}
+    for k in range(n_corpora):
+        seed = opts.corpus_seed + k
+        log(f"==== corpus seed {seed} ({k + 1} of {n_corpora}) ====")
+        d = corpus_dir(out, seed)
+        timings[d.name] = run_study(d, dataclasses.replace(opts, corpus_seed=seed), log=log)
+        conclusions[d.name] = runs.read_json(d / "conclusion.json")
+    summary = verdict.across_corpora(conclusions)
+    runs.write_json(out / "across_corpora.json", summary)
+    from . import report
+
+    first = corpus_dir(out, opts.corpus_seed)
+    report.write_report(first, first / "REPORT.md", timings=timings[first.name], corpora=summary)
+    report.write_report(first, out / "REPORT.md", timings=timings[first.name], corpora=summary)
+    runs.write_json(out / "timings.json", timings)
+    log(json.dumps(summary["verdict_counts"]))
+    return summary

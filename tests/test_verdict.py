@@ -1,0 +1,125 @@
+"""The verdict rules on hand-built mapping records: direction, informative gate, convergence, corpora."""
+
+import numpy as np
+import pytest
+
+from ncajax import verdict
+from ncajax.config import PRIMARY_ESTIMATOR, PRIMARY_METRIC
+
+S, T = 10, 6
+MODELS = ("dae", "dae_deep", "dae_sf")
+
+
+def _table(mean, spread=0.01, seed=0):
+    rng = np.random.default_rng(seed)
+    return (mean + spread * rng.normal(size=(S, T))).tolist()
+
+
+def _records(diag: dict, *, err=0.5, gain_err=0.7, converged=True, setting=PRIMARY_ESTIMATOR,
+             method="nca", err_by_model=None):
+    """Records of one setting for the three models: diag = {model: mean of the primary metric}."""
+    recs = {}
+    for i, m in enumerate(MODELS):
+        e = (err_by_model or {}).get(m, err)
+        recs[(m, setting, "pooled")] = {
+            "method": method,
+            "rel_l1_heldout": _table(e, seed=10 + i),
+            "rel_l1_heldout_clipped": _table(e - 0.05, seed=20 + i),
+            "converged": [converged] * S if method in ("nca", "student") else [None] * S,
+            "metrics": {PRIMARY_METRIC: _table(diag[m], seed=30 + i),
+                        "diagonal_energy_ratio": _table(diag[m], seed=40 + i)},
+        }
+        recs[(m, "per_bin_gain", "baseline")] = {"method": "per_bin_gain",
+                                                 "rel_l1_heldout": _table(gain_err, seed=50 + i)}
+    return recs
+
+
+def test_clear_dae_lead_holds():
+    recs = _records({"dae": 0.6, "dae_deep": 0.55, "dae_sf": 0.3})
+    c = verdict.conclusion(recs, [PRIMARY_ESTIMATOR])
+    assert c["overall"]["verdict"] == "holds" and c["overall"]["reason"] is None
+    v = c["settings"][PRIMARY_ESTIMATOR]
+    assert v["counts"] and v["ordering"] == "dae_more_diagonal" and v["role"] == "primary"
+    assert v["intervals"]["dae"]["mean"] == pytest.approx(0.3, abs=0.01)
+    assert all(i["informative"] for i in v["informative"].values())
+
+
+def test_clear_sf_lead_is_reversed_not_does_not_hold():
+    c = verdict.conclusion(_records({"dae": 0.2, "dae_deep": 0.25, "dae_sf": 0.6}), [PRIMARY_ESTIMATOR])
+    assert c["overall"]["verdict"] == "reversed"
+    assert c["settings"][PRIMARY_ESTIMATOR]["ordering"] == "sf_more_diagonal"
+
+
+def test_overlapping_intervals_are_undetermined():
+    recs = _records({"dae": 0.4, "dae_deep": 0.4, "dae_sf": 0.4})
+    c = verdict.conclusion(recs, [PRIMARY_ESTIMATOR])
+    assert c["overall"]["verdict"] == "undetermined"
+    assert "includes 0" in c["overall"]["reason"]
+
+
+def test_daes_on_opposite_sides_are_mixed_and_do_not_count():
+    c = verdict.conclusion(_records({"dae": 0.7, "dae_deep": 0.1, "dae_sf": 0.4}), [PRIMARY_ESTIMATOR])
+    v = c["settings"][PRIMARY_ESTIMATOR]
+    assert v["ordering"] == "mixed" and not v["counts"] and c["overall"]["verdict"] == "undetermined"
+
+
+def test_not_below_the_per_bin_gain_is_uninformative():
+    recs = _records({"dae": 0.6, "dae_deep": 0.55, "dae_sf": 0.3}, err_by_model={"dae_sf": 0.72})
+    c = verdict.conclusion(recs, [PRIMARY_ESTIMATOR])
+    v = c["settings"][PRIMARY_ESTIMATOR]
+    assert not v["informative"]["dae_sf"]["informative"] and v["informative"]["dae"]["informative"]
+    assert v["ordering"] == "dae_more_diagonal" and not v["counts"]
+    assert c["overall"]["verdict"] == "undetermined" and "dae_sf" in c["overall"]["reason"]
+
+
+def test_worse_than_silence_is_uninformative_even_below_a_bad_gain():
+    info = verdict.informative({"method": "nca", "rel_l1_heldout": _table(1.2)},
+                               {"rel_l1_heldout": _table(1.5)})
+    assert not info["informative"] and "zero predictor" in info["reason"]
+
+
+def test_fits_that_did_not_converge_do_not_count():
+    recs = _records({"dae": 0.6, "dae_deep": 0.55, "dae_sf": 0.3}, converged=False)
+    v = verdict.setting_verdict(recs, PRIMARY_ESTIMATOR)
+    assert not v["counts"] and "converged" in v["reason"] and v["converged"]["dae"] == (0, S)
+
+
+def test_the_mean_jacobian_is_not_gated_by_fit_error():
+    recs = _records({"dae": 0.6, "dae_deep": 0.55, "dae_sf": 0.3}, err=0.9, gain_err=0.5,
+                    setting="jacobian", method="jacobian")
+    v = verdict.setting_verdict(recs, "jacobian")
+    assert not v["informative"]["dae"]["informative"]  # reported...
+    assert v["counts"] and v["ordering"] == "dae_more_diagonal"  # ...but not gating
+    assert v["by_construction"] and "diag(m(x))" in v["by_construction"]
+
+
+def test_missing_model_and_missing_primary():
+    recs = _records({"dae": 0.6, "dae_deep": 0.55, "dae_sf": 0.3})
+    del recs[("dae_deep", PRIMARY_ESTIMATOR, "pooled")]
+    v = verdict.setting_verdict(recs, PRIMARY_ESTIMATOR)
+    assert not v["counts"] and "dae_deep" in v["reason"]
+    c = verdict.conclusion(_records({"dae": 0.6, "dae_deep": 0.5, "dae_sf": 0.3}, setting="lstsq",
+                                    method="lstsq"), ["lstsq"])
+    assert c["overall"]["verdict"] == "undetermined" and "not run" in c["overall"]["reason"]
+    assert c["overall"]["secondary_counting"] == {"lstsq": "dae_more_diagonal"}
+
+
+def test_non_finite_metric_is_undetermined_not_an_error():
+    recs = _records({"dae": 0.6, "dae_deep": 0.55, "dae_sf": 0.3})
+    recs[("dae", PRIMARY_ESTIMATOR, "pooled")]["metrics"][PRIMARY_METRIC][0][0] = float("nan")
+    v = verdict.setting_verdict(recs, PRIMARY_ESTIMATOR)
+    assert "dae" not in v["intervals"] and v["ordering"] == "undetermined" and not v["counts"]
+
+
+def test_across_corpora_counts_each_direction():
+    holds = verdict.conclusion(_records({"dae": 0.6, "dae_deep": 0.55, "dae_sf": 0.3}), [PRIMARY_ESTIMATOR])
+    rev = verdict.conclusion(_records({"dae": 0.2, "dae_deep": 0.25, "dae_sf": 0.6}), [PRIMARY_ESTIMATOR])
+    und = verdict.conclusion(_records({"dae": 0.4, "dae_deep": 0.4, "dae_sf": 0.4}), [PRIMARY_ESTIMATOR])
+    s = verdict.across_corpora({"corpus-0": holds, "corpus-1": rev, "corpus-2": und, "corpus-3": holds})
+    assert s["n_corpora"] == 4
+    assert s["verdict_counts"] == {"holds": 2, "reversed": 1, "undetermined": 1}
+    row = s["settings"][PRIMARY_ESTIMATOR]
+    assert row["counted"] == {"dae_more_diagonal": 2, "sf_more_diagonal": 1} and row["not_counted"] == 1
+    assert row["orderings"]["corpus-2"] == "undetermined"
+    with pytest.raises(ValueError, match="no corpus"):
+        verdict.across_corpora({})
