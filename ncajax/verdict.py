@@ -167,7 +167,7 @@ def across_corpora(conclusions: dict[str, dict]) -> dict:
     """
     if not conclusions:
         raise ValueError("no corpus conclusions to summarise")
-    settings = sorted({s for c in conclusions.values() for s in c["settings"]})
+    settings = list(dict.fromkeys(s for c in conclusions.values() for s in c["settings"]))  # the study's order
     per_setting = {}
     for s in settings:
         rows = {k: c["settings"].get(s) for k, c in conclusions.items()}
