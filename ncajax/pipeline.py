@@ -183,7 +183,7 @@ def evaluate_all(data: Data, train_dir: str | Path, out_dir: str | Path, *,
     excerpt the spectrogram figure draws (`save_spectrograms`), the only figure input that needs the
     models run."""
     from . import evaluate, runs
-    from .train import predict
+    from .models import predict
 
     config = {"models": list(model_names), "stft": to_dict(data.stft), "with_bss": with_bss,
               "tracks": [r.name for r in data.refs["test"]],
@@ -228,7 +228,7 @@ def save_spectrograms(data: Data, trained: dict, out_dir: str | Path, *, seed: i
     `train.Trained`}) on it (seed index `seed`) and dae_sf's mask, with the bin frequencies (Hz),
     the hop in seconds and the track's name."""
     from . import runs
-    from .train import predict
+    from .models import predict
 
     stft, cache = data.stft, data.test
     share = [float(np.sum(np.square(v, dtype=np.float64)) / max(np.sum(np.square(x, dtype=np.float64)), 1e-30))
