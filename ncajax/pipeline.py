@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from . import corpus, features, sources
 from .config import MODEL_NAMES, CorpusConfig, ModelConfig, STFTConfig, TrainConfig, preset, to_dict
 from .train import TrainResult, train_model
@@ -177,20 +179,24 @@ def evaluate_all(data: Data, train_dir: str | Path, out_dir: str | Path, *,
     """Separation quality of every model and seed on the test tracks, next to the mixture and the
     oracle IRM (museval SDR/SIR/SAR, median over frames then tracks, and magnitude SDR); with
     `real_root` (a MUSDB18 folder, e.g. the real sample track) the same on every track there, whole,
-    under result["real"]: how what the models learned carries over to real music."""
+    under result["real"]: how what the models learned carries over to real music. Also saves the
+    excerpt the spectrogram figure draws (`save_spectrograms`), the only figure input that needs the
+    models run."""
     from . import evaluate, runs
-    from .train import predict
+    from .models import predict
 
     config = {"models": list(model_names), "stft": to_dict(data.stft), "with_bss": with_bss,
               "tracks": [r.name for r in data.refs["test"]],
               "real_root": None if real_root is None else str(Path(real_root).resolve()),
               "train": {n: runs.read_json(Path(train_dir) / n / "config.json") for n in model_names}}
     if (done := runs.finished_result(out_dir, config)) is not None:
+        if not (Path(out_dir) / runs.SPECTROGRAMS_FILE).exists():  # evaluated before the excerpt was saved
+            save_spectrograms(data, _finished_all(train_dir, model_names), out_dir)
         return done
     runs.open_run(out_dir, config)
+    trained_all = _finished_all(train_dir, model_names)
     predictors = {}
-    for name in model_names:
-        trained = _finished(Path(train_dir) / name, name)
+    for name, trained in trained_all.items():
         for s in range(trained.train_cfg.n_seeds):
             params = trained.seed_params(s)
             predictors[f"{name}/seed{trained.train_cfg.seed + s}"] = (
@@ -205,5 +211,44 @@ def evaluate_all(data: Data, train_dir: str | Path, out_dir: str | Path, *,
                                                   progress=progress)
         result["real"]["tracks"] = [t.name for t in real]
     result["wall_s"] = time.perf_counter() - t0
+    save_spectrograms(data, trained_all, out_dir)
     runs.finish(out_dir, result)
     return result
+
+
+def _finished_all(train_dir: str | Path, model_names: tuple[str, ...]) -> dict:
+    return {name: _finished(Path(train_dir) / name, name) for name in model_names}
+
+
+def save_spectrograms(data: Data, trained: dict, out_dir: str | Path, *, seed: int = 0,
+                      max_seconds: float = 8.0) -> Path:
+    """The excerpt the spectrogram figure draws (`ncajax.plots.spectrograms`), saved as
+    `<out_dir>/spectrograms.npz`: the first `max_seconds` of the test track with the largest vocal
+    share of energy, its mixture and true vocal magnitudes, every model of `trained` ({name: a
+    `train.Trained`}) on it (seed index `seed`) and dae_sf's mask, with the bin frequencies (Hz),
+    the hop in seconds and the track's name."""
+    from . import runs
+    from .models import predict
+
+    stft, cache = data.stft, data.test
+    share = [float(np.sum(np.square(v, dtype=np.float64)) / max(np.sum(np.square(x, dtype=np.float64)), 1e-30))
+             for x, v in (cache.track(i) for i in range(len(cache.track_names)))]
+    track = int(np.argmax(share))
+    mix, voc = cache.track(track)
+    n_frames = min(len(mix), max(1, int(max_seconds * stft.sample_rate / stft.hop_length)))
+    x = np.asarray(mix[:n_frames], np.float32)
+    panels = {"mixture": x, "true vocals": np.asarray(voc[:n_frames], np.float32)}
+    extra = {}
+    for name, t in trained.items():
+        s = min(seed, t.train_cfg.n_seeds - 1)
+        params = t.seed_params(s)
+        panels[f"{name} estimate (seed {t.train_cfg.seed + s})"] = predict(t.model, params, x)
+        if name == "dae_sf" and hasattr(t.model, "mask"):
+            extra["mask"] = np.asarray(t.model.apply(params, x, method="mask"), np.float32)
+    path = Path(out_dir) / runs.SPECTROGRAMS_FILE
+    np.savez(path, panel_names=np.array(list(panels)),
+             panels=np.stack([np.asarray(p, np.float32) for p in panels.values()]),
+             frequencies=np.arange(stft.n_bins) * stft.sample_rate / stft.n_fft,
+             frame_seconds=np.float64(stft.hop_length / stft.sample_rate),
+             track=np.array(cache.track_names[track]), **extra)
+    return path

@@ -26,6 +26,10 @@ from typing import Any
 
 from .config import mismatch
 
+SPECTROGRAMS_FILE = "spectrograms.npz"
+"""In the evaluation stage's directory: the test excerpt the spectrogram figure draws (written by
+`ncajax.pipeline.evaluate_all`, read by `ncajax.plots.spectrograms`)."""
+
 PACKAGES = (
     "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy", "librosa", "musdb", "museval",
     "soundfile", "matplotlib",

@@ -115,7 +115,7 @@ def separate_file(
     `model_rate=True` the model's rate. Returns `{"vocals": path, "accompaniment": path}` of the
     written wav files (see module docstring).
     """
-    from . import evaluate, train
+    from . import evaluate, models
 
     _check_seed_index(trained, seed_index)
     if chunk < 1:
@@ -126,7 +126,7 @@ def separate_file(
     params = trained.seed_params(seed_index)
 
     def predict_fn(x):
-        return train.predict(trained.model, params, x, chunk=chunk)
+        return models.predict(trained.model, params, x, chunk=chunk)
 
     vocals, accompaniment = [], []
     for c in range(audio.shape[1]):  # each channel on its own (module docstring)

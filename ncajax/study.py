@@ -94,7 +94,7 @@ def run_study(out: str | Path, opts: StudyOptions = StudyOptions(), *,
                                                     with_bss=opts.with_bss, real_root=opts.real_test))
     from . import plots, report
 
-    stage("figures", lambda: plots.make_all(out, out / "figures", data=data))
+    stage("figures", lambda: plots.make_all(out, out / "figures"))
     stage("report", lambda: report.write_report(out, out / "REPORT.md", timings=timings))
     timings["total"] = round(time.perf_counter() - t_all, 2)
     runs.write_json(out / "timings.json", timings)

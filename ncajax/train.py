@@ -1,18 +1,15 @@
-"""Training of the separators: a pure, jitted `train_step`, S seeds vmapped in one program, data
-parallelism over devices with `jax.sharding`, validation, early stopping, Orbax checkpoints and resume.
+"""Training runs of the separators: `train_model` runs the epochs of `ncajax.trainer.Trainer` (S seeds
+vmapped in one program), validates, stops early, writes metrics and Orbax checkpoints and resumes from
+them; `load_trained` restores a run.
 
-The single-seed step is written once (`train_step`) and `jax.vmap`-ed over a leading seed axis; every leaf
-of a `TrainState` produced here carries that axis (S seeds = S independent models, one optimizer state each).
-Seed s of a run uses `jax.random.key(seed + s)` for its initial params and `FeatureCache.batch(step, B,
-seed + s)` for its data, so a run of S seeds equals S one-seed runs, and a run resumed from a checkpoint sees
-exactly the data an uninterrupted run would.
+A run resumed from a checkpoint sees exactly the data an uninterrupted run would: the minibatch of
+step t is a pure function of (seed, t).
 """
 
 from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,206 +18,15 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
-from flax import struct
-from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec as P
-from jaxtyping import Array, Float
 from tqdm.auto import tqdm
 
 from . import checkpoints, models, runs
 from .config import ModelConfig, STFTConfig, TrainConfig, from_dict, to_dict
 from .prefetch import Prefetch
+from .trainer import Trainer, TrainState, data_mesh, magnitude_sdr_of_mixture
 
-EPS = 1e-8
-VAL_CHUNK = 4096
-
-
-class TrainState(struct.PyTreeNode):
-    """Everything a run needs to continue bit-exactly: params, optimizer state, early-stopping state."""
-
-    step: jax.Array
-    params: Any
-    opt_state: Any
-    best_params: Any
-    best_val: jax.Array
-    bad_epochs: jax.Array
-
-
-def loss_fn(name: str) -> Callable[[Array, Array], Array]:
-    """Frame loss averaged over frames and bins: "mse", "l1", or "gkl" (generalised KL divergence)."""
-    if name == "mse":
-        return lambda y, y_hat: jnp.mean((y - y_hat) ** 2)
-    if name == "l1":
-        return lambda y, y_hat: jnp.mean(jnp.abs(y - y_hat))
-    if name == "gkl":
-        return lambda y, y_hat: jnp.mean(
-            y * (jnp.log(y + EPS) - jnp.log(y_hat + EPS)) - y + y_hat
-        )
-    raise ValueError(f"unknown loss {name!r}; choose 'mse', 'l1' or 'gkl'")
-
-
-def optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
-    return optax.adam(cfg.learning_rate)
-
-
-def init_state(model: nn.Module, tx: optax.GradientTransformation, key: jax.Array) -> TrainState:
-    """One seed's initial state."""
-    params = models.init_params(model, key)
-    return TrainState(
-        step=jnp.zeros((), jnp.int32),
-        params=params,
-        opt_state=tx.init(params),
-        best_params=params,
-        best_val=jnp.asarray(jnp.inf, jnp.float32),
-        bad_epochs=jnp.zeros((), jnp.int32),
-    )
-
-
-def init_states(model: nn.Module, tx: optax.GradientTransformation, seeds: list[int]) -> TrainState:
-    """Initial states of several seeds stacked on a leading axis."""
-    keys = jnp.stack([jax.random.key_data(jax.random.key(s)) for s in seeds])
-    return jax.vmap(lambda k: init_state(model, tx, jax.random.wrap_key_data(k)))(keys)
-
-
-def make_train_step(model: nn.Module, tx: optax.GradientTransformation, loss: str,
-                    patience: int | None = None):
-    """`train_step(state, batch) -> (state, metrics)` for ONE seed; batch = (x, y), each (B, nb_bins).
-
-    With `patience`, a seed whose early stopping has triggered (`bad_epochs >= patience`) keeps its
-    params: seeds trained side by side stop exactly where each would stop alone.
-    """
-    frame_loss = loss_fn(loss)
-
-    def train_step(state: TrainState, batch):
-        x, y = batch
-
-        def objective(params):
-            return frame_loss(y, model.apply(params, x))
-
-        value, grads = jax.value_and_grad(objective)(state.params)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        if patience is not None:
-            stopped = state.bad_epochs >= patience
-            updates = jax.tree.map(lambda u: jnp.where(stopped, jnp.zeros_like(u), u), updates)
-        params = optax.apply_updates(state.params, updates)
-        new = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
-        return new, {"loss": value}
-
-    return train_step
-
-
-def make_eval(model: nn.Module, loss: str):
-    """`evaluate(params, x, y) -> (loss_sum, err2_sum, ref2_sum)` for ONE seed on a chunk of frames."""
-    frame_loss = loss_fn(loss)
-
-    def evaluate(params, x, y):
-        y_hat = model.apply(params, x)
-        return (
-            frame_loss(y, y_hat) * x.shape[0],
-            jnp.sum((y - y_hat) ** 2),
-            jnp.sum(y**2),
-        )
-
-    return evaluate
-
-
-def update_best(state: TrainState, val: jax.Array, patience: int | None = None) -> TrainState:
-    """Keep the params with the lowest validation loss; count epochs without improvement (one seed).
-    A seed that has already stopped (`bad_epochs >= patience`) is left as it is."""
-    stopped = False if patience is None else state.bad_epochs >= patience
-    better = (val < state.best_val) & ~stopped
-    best_params = jax.tree.map(lambda new, old: jnp.where(better, new, old), state.params, state.best_params)
-    return state.replace(
-        best_params=best_params,
-        best_val=jnp.where(better, val, state.best_val),
-        bad_epochs=jnp.where(stopped, state.bad_epochs, jnp.where(better, 0, state.bad_epochs + 1)),
-    )
-
-
-def data_mesh(batch_size: int) -> jax.sharding.Mesh | None:
-    """A 1-D mesh over all devices for data parallelism, or None on one device."""
-    n = jax.device_count()
-    if n == 1:
-        return None
-    if batch_size % n:
-        raise ValueError(
-            f"batch_size {batch_size} must be divisible by the {n} devices for data-parallel training"
-        )
-    return jax.make_mesh((n,), ("data",))
-
-
-class Trainer:
-    """The jitted programs of one (model, train config, seeds, mesh): built once, reused every step."""
-
-    def __init__(self, model: nn.Module, cfg: TrainConfig, mesh: jax.sharding.Mesh | None = None):
-        self.model, self.cfg, self.mesh = model, cfg, mesh
-        self.tx = optimizer(cfg)
-        self.seeds = [cfg.seed + s for s in range(cfg.n_seeds)]
-        step = jax.vmap(make_train_step(model, self.tx, cfg.loss, cfg.patience))
-        evaluate = jax.vmap(make_eval(model, cfg.loss), in_axes=(0, None, None))
-        if mesh is None:
-            self.step = jax.jit(step, donate_argnums=0)
-            self.evaluate = jax.jit(evaluate)
-        else:
-            replicated = NamedSharding(mesh, P())
-            self.batch_sharding = NamedSharding(mesh, P(None, "data"))
-            self.step = jax.jit(step, donate_argnums=0, out_shardings=replicated)
-            self.evaluate = jax.jit(evaluate, out_shardings=replicated)
-            self.replicated = replicated
-        self.update_best = jax.jit(
-            jax.vmap(functools.partial(update_best, patience=cfg.patience)), donate_argnums=0
-        )
-
-    def init(self) -> TrainState:
-        state = init_states(self.model, self.tx, self.seeds)
-        # params and best_params start equal; give them separate buffers so the step can donate both.
-        state = state.replace(best_params=jax.tree.map(jnp.copy, state.best_params))
-        return self.place_state(state)
-
-    def place_state(self, state: TrainState) -> TrainState:
-        return state if self.mesh is None else jax.device_put(state, self.replicated)
-
-    def place_batch(self, batch):
-        """Shard the (S, B, nb_bins) batch over the mesh's data axis.
-
-        Every process computes the same global batch (a pure function of the step); with several
-        processes (`jax.distributed.initialize()`), each contributes the rows of its own devices.
-        """
-        if self.mesh is None:
-            return batch
-        if jax.process_count() == 1:
-            return jax.device_put(batch, self.batch_sharding)
-        rows = batch[0].shape[1] // jax.process_count()
-        lo = jax.process_index() * rows
-        return jax.tree.map(
-            lambda a: jax.make_array_from_process_local_data(
-                self.batch_sharding, a[:, lo : lo + rows], a.shape
-            ),
-            batch,
-        )
-
-    def abstract_state(self) -> TrainState:
-        return jax.eval_shape(lambda: init_states(self.model, self.tx, self.seeds))
-
-    def validate(self, params, cache) -> tuple[np.ndarray, np.ndarray]:
-        """Mean loss and magnitude SDR (dB) per seed over all frames of `cache`."""
-        loss = err = ref = 0.0
-        for start in range(0, cache.n_frames, VAL_CHUNK):
-            x = np.asarray(cache.mixture[start : start + VAL_CHUNK])
-            y = np.asarray(cache.vocals[start : start + VAL_CHUNK])
-            lsum, esum, rsum = self.evaluate(params, x, y)
-            loss, err, ref = loss + np.asarray(lsum), err + np.asarray(esum), ref + np.asarray(rsum)
-        return loss / cache.n_frames, 10 * np.log10(np.maximum(ref, 1e-30) / np.maximum(err, 1e-30))
-
-
-def magnitude_sdr_of_mixture(cache) -> float:
-    err = ref = 0.0
-    for start in range(0, cache.n_frames, VAL_CHUNK):
-        x = np.asarray(cache.mixture[start : start + VAL_CHUNK], np.float64)
-        y = np.asarray(cache.vocals[start : start + VAL_CHUNK], np.float64)
-        err, ref = err + np.sum((y - x) ** 2), ref + np.sum(y**2)
-    return float(10 * np.log10(max(ref, 1e-30) / max(err, 1e-30)))
+__all__ = ["TrainResult", "TrainState", "Trained", "Trainer", "load_params", "load_trained",
+           "run_config", "train_model"]
 
 
 def run_config(model_cfg: ModelConfig, train_cfg: TrainConfig, stft: STFTConfig, data: dict) -> dict:
@@ -283,99 +89,141 @@ def train_model(
     spe = train_cache.steps_per_epoch(train_cfg.batch_size)
     if train_cfg.max_steps_per_epoch is not None:
         spe = min(spe, train_cfg.max_steps_per_epoch)
+    loop = _Loop(trainer, Path(run_dir), config, spe)
+    desc = f"train {model_cfg.name} x{train_cfg.n_seeds} seeds"
+    _run_epochs(loop, train_cache, valid_cache, stop_after_epochs, progress, desc)
+    if loop.epoch < train_cfg.max_epochs and not loop.stopped_early:
+        return TrainResult(Path(run_dir), loop.state.best_params, {"finished": False, "epoch": loop.epoch})
 
-    def make_batch(step: int):
-        pairs = [train_cache.batch(step, train_cfg.batch_size, s) for s in trainer.seeds]
-        return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+    result = loop.test_result(test_cache)
+    runs.finish(run_dir, result)
+    if progress:
+        sdr, gain = np.asarray(result["test_mag_sdr_db"]), np.asarray(result["test_improvement_db"])
+        print(
+            f"[{model_cfg.name}] test magnitude SDR {np.round(sdr, 2).tolist()} dB per seed "
+            f"(mixture {result['test_mixture_mag_sdr_db']:.2f} dB, improvement "
+            f"{np.round(gain, 2).tolist()} dB)"
+        )
+    return TrainResult(Path(run_dir), loop.state.best_params, result)
 
-    mngr = checkpoints.manager(Path(run_dir) / "checkpoints")
-    bar = None
-    try:
-        start_epoch = mngr.latest_step() or 0
-        if start_epoch:
-            state = trainer.place_state(
-                checkpoints.restore(mngr, start_epoch, trainer.abstract_state(), config)
+
+@dataclass
+class _Loop:
+    """The epoch loop of one `train_model` call: where it writes and where it stands."""
+
+    trainer: Trainer
+    run_dir: Path
+    config: dict
+    spe: int  # steps per epoch
+    state: Any = None
+    epoch: int = 0
+    stopped_early: bool = False
+    elapsed0: float = 0.0  # wall time of earlier calls on this run
+    t0: float = 0.0
+
+    def elapsed(self) -> float:
+        return self.elapsed0 + time.perf_counter() - self.t0
+
+    def resume(self, mngr) -> None:
+        """Restore the latest checkpoint (or initialise) and drop the metrics of later epochs."""
+        start = self.epoch = mngr.latest_step() or 0
+        if start:
+            abstract = self.trainer.abstract_state()
+            self.state = self.trainer.place_state(
+                checkpoints.restore(mngr, start, abstract, self.config)
             )
         else:
-            state = trainer.init()
+            self.state = self.trainer.init()
         # records of epochs after the last checkpoint (a kill between the two writes) are redone
-        runs.truncate_metrics(run_dir, lambda r: r.get("epoch", 0) <= start_epoch)
-        history = runs.read_metrics(run_dir)
-        elapsed0 = history[-1]["elapsed_s"] if history else 0.0
-        t0 = time.perf_counter()
-        bar = tqdm(total=train_cfg.max_epochs * spe, initial=start_epoch * spe, disable=not progress,
-                   unit="step", desc=f"train {model_cfg.name} x{train_cfg.n_seeds} seeds",
-                   dynamic_ncols=True)
-        epoch = start_epoch
-        stopped_early = False
-        while epoch < train_cfg.max_epochs:
-            if stop_after_epochs is not None and epoch - start_epoch >= stop_after_epochs:
+        runs.truncate_metrics(self.run_dir, lambda r: r.get("epoch", 0) <= start)
+        history = runs.read_metrics(self.run_dir)
+        self.elapsed0 = history[-1]["elapsed_s"] if history else 0.0
+        self.t0 = time.perf_counter()
+
+    def train_epoch(self, train_cache, bar) -> np.ndarray:
+        """The steps of one epoch; returns the mean training loss per seed."""
+        losses = []
+        steps = range(self.epoch * self.spe, (self.epoch + 1) * self.spe)
+        for batch in Prefetch(functools.partial(self.trainer.make_batch, train_cache), steps, 4):
+            self.state, metrics = self.trainer.step(self.state, self.trainer.place_batch(batch))
+            losses.append(metrics["loss"])
+            bar.update(1)
+        train_loss = np.mean(np.stack([np.asarray(v) for v in losses]), axis=0)
+        if not np.all(np.isfinite(train_loss)):
+            raise FloatingPointError(
+                f"training loss became non-finite in epoch {self.epoch + 1} ({train_loss.tolist()}): "
+                f"lower the learning rate (now {self.trainer.cfg.learning_rate}) or check the features "
+                "for NaN/Inf. The last good checkpoint is kept in "
+                f"{self.run_dir / 'checkpoints'}."
+            )
+        return train_loss
+
+    def end_epoch(self, mngr, valid_cache, train_loss: np.ndarray) -> np.ndarray:
+        """Validate, keep the best params, record the epoch and checkpoint it; the validation loss."""
+        val_loss, val_sdr = self.trainer.validate(self.state.params, valid_cache)
+        self.state = self.trainer.update_best(self.state, jnp.asarray(val_loss, jnp.float32))
+        self.epoch += 1
+        record = {
+            "epoch": self.epoch,
+            "step": int(self.epoch * self.spe),
+            "train_loss": train_loss.tolist(),
+            "val_loss": val_loss.tolist(),
+            "val_mag_sdr_db": val_sdr.tolist(),
+            "best_val": np.asarray(self.state.best_val).tolist(),
+            "stopped": (np.asarray(self.state.bad_epochs) >= self.trainer.cfg.patience).tolist(),
+            "elapsed_s": self.elapsed(),
+        }
+        # metrics first: a kill before the checkpoint lands only repeats this epoch on resume
+        runs.append_metrics(self.run_dir, record)
+        metrics = {"val_loss": float(np.mean(val_loss))}
+        checkpoints.save(mngr, self.epoch, self.state, self.config, metrics=metrics)
+        return val_loss
+
+    def test_result(self, test_cache) -> dict:
+        """result.json of a finished run: the best params scored on the test frames."""
+        test_loss, test_sdr = self.trainer.validate(self.state.best_params, test_cache)
+        mixture_sdr = magnitude_sdr_of_mixture(test_cache)
+        return {
+            "finished": True,
+            "epochs": self.epoch,
+            "steps": int(self.epoch * self.spe),
+            "stopped_early": self.stopped_early,
+            "seeds": self.trainer.seeds,
+            "best_val_loss": np.asarray(self.state.best_val).tolist(),
+            "test_loss": test_loss.tolist(),
+            "test_mag_sdr_db": test_sdr.tolist(),
+            "test_mixture_mag_sdr_db": mixture_sdr,
+            "test_improvement_db": (test_sdr - mixture_sdr).tolist(),
+            "wall_s": self.elapsed(),
+        }
+
+
+def _run_epochs(loop: _Loop, train_cache, valid_cache, stop_after_epochs: int | None,
+                progress: bool, desc: str) -> None:
+    """Resume `loop` and train epochs until max_epochs, early stopping of every seed, or
+    `stop_after_epochs` epochs in this call."""
+    cfg = loop.trainer.cfg
+    mngr = checkpoints.manager(loop.run_dir / "checkpoints")
+    bar = None
+    try:
+        loop.resume(mngr)
+        start_epoch = loop.epoch
+        bar = tqdm(total=cfg.max_epochs * loop.spe, initial=start_epoch * loop.spe,
+                   disable=not progress, unit="step", desc=desc, dynamic_ncols=True)
+        while loop.epoch < cfg.max_epochs:
+            if stop_after_epochs is not None and loop.epoch - start_epoch >= stop_after_epochs:
                 break
-            if bool(np.all(np.asarray(state.bad_epochs) >= train_cfg.patience)):
-                stopped_early = True
+            if bool(np.all(np.asarray(loop.state.bad_epochs) >= cfg.patience)):
+                loop.stopped_early = True
                 break
-            losses = []
-            for batch in Prefetch(make_batch, range(epoch * spe, (epoch + 1) * spe), 4):
-                state, metrics = trainer.step(state, trainer.place_batch(batch))
-                losses.append(metrics["loss"])
-                bar.update(1)
-            train_loss = np.mean(np.stack([np.asarray(v) for v in losses]), axis=0)
-            if not np.all(np.isfinite(train_loss)):
-                raise FloatingPointError(
-                    f"training loss became non-finite in epoch {epoch + 1} ({train_loss.tolist()}): "
-                    f"lower the learning rate (now {train_cfg.learning_rate}) or check the features "
-                    "for NaN/Inf. The last good checkpoint is kept in "
-                    f"{Path(run_dir) / 'checkpoints'}."
-                )
-            val_loss, val_sdr = trainer.validate(state.params, valid_cache)
-            state = trainer.update_best(state, jnp.asarray(val_loss, jnp.float32))
-            epoch += 1
-            record = {
-                "epoch": epoch,
-                "step": int(epoch * spe),
-                "train_loss": train_loss.tolist(),
-                "val_loss": val_loss.tolist(),
-                "val_mag_sdr_db": val_sdr.tolist(),
-                "best_val": np.asarray(state.best_val).tolist(),
-                "stopped": (np.asarray(state.bad_epochs) >= train_cfg.patience).tolist(),
-                "elapsed_s": elapsed0 + time.perf_counter() - t0,
-            }
-            # metrics first: a kill before the checkpoint lands only repeats this epoch on resume
-            runs.append_metrics(run_dir, record)
-            checkpoints.save(mngr, epoch, state, config, metrics={"val_loss": float(np.mean(val_loss))})
+            train_loss = loop.train_epoch(train_cache, bar)
+            val_loss = loop.end_epoch(mngr, valid_cache, train_loss)
             bar.set_postfix(train=f"{np.mean(train_loss):.4g}", val=f"{np.mean(val_loss):.4g}",
                             refresh=False)
     finally:
         if bar is not None:
             bar.close()
         mngr.close()
-
-    if epoch < train_cfg.max_epochs and not stopped_early:
-        return TrainResult(Path(run_dir), state.best_params, {"finished": False, "epoch": epoch})
-
-    test_loss, test_sdr = trainer.validate(state.best_params, test_cache)
-    mixture_sdr = magnitude_sdr_of_mixture(test_cache)
-    result = {
-        "finished": True,
-        "epochs": epoch,
-        "steps": int(epoch * spe),
-        "stopped_early": stopped_early,
-        "seeds": trainer.seeds,
-        "best_val_loss": np.asarray(state.best_val).tolist(),
-        "test_loss": test_loss.tolist(),
-        "test_mag_sdr_db": test_sdr.tolist(),
-        "test_mixture_mag_sdr_db": mixture_sdr,
-        "test_improvement_db": (test_sdr - mixture_sdr).tolist(),
-        "wall_s": elapsed0 + time.perf_counter() - t0,
-    }
-    runs.finish(run_dir, result)
-    if progress:
-        print(
-            f"[{model_cfg.name}] test magnitude SDR {np.round(test_sdr, 2).tolist()} dB per seed "
-            f"(mixture {mixture_sdr:.2f} dB, improvement "
-            f"{np.round(test_sdr - mixture_sdr, 2).tolist()} dB)"
-        )
-    return TrainResult(Path(run_dir), state.best_params, result)
 
 
 @dataclass
@@ -447,16 +295,3 @@ def load_trained(run_dir: Path, *, expect: dict | None = None, model: nn.Module 
         config=config,
         result=result,
     )
-
-
-@functools.lru_cache(maxsize=32)
-def _jitted_apply(model: nn.Module):
-    return jax.jit(model.apply)
-
-
-def predict(model: nn.Module, params, x: Float[Array, "nb_frames nb_bins"], *, chunk: int = 8192):
-    """Model output on many frames, in chunks (params of ONE seed). Returns NumPy (nb_frames, nb_bins)."""
-    apply = _jitted_apply(model)
-    x = np.asarray(x, np.float32)
-    out = [np.asarray(apply(params, x[i : i + chunk])) for i in range(0, len(x), chunk)]
-    return np.concatenate(out) if out else np.zeros_like(x)

@@ -135,10 +135,9 @@ def build_cases(tmp: Path, run_dir: Path | None) -> dict[str, tuple[tuple, dict,
         "map_your_model: epochs must be positive": (
             script("map_your_model", "--epochs", "0", "--out", out / "m1"), {},
             ["--epochs must be a positive integer"]),
-        "make_figures: no trained model": (
-            script("make_figures", "--run-dir", tmp / "empty", "--musdb-root", good,
-                   "--out", out / "fig"), {},
-            ["no trained model under", str(tmp / "empty" / "train")]),
+        "make_figures: run directory does not exist": (
+            script("make_figures", "--run-dir", tmp / "norun", "--out", out / "fig"), {},
+            ["run directory", str(tmp / "norun"), "does not exist"]),
         "separate: not a run directory": (
             separate_cmd(tmp / "norun", tmp / "ok.wav"), {},
             [str(tmp / "norun"), "not a training run directory"]),
@@ -160,7 +159,7 @@ SUBPROCESS_CASES = [
 INPROCESS_CASES = [
     "fit_mappings: neither dataset layout",
     "map_your_model: epochs must be positive",
-    "make_figures: no trained model",
+    "make_figures: run directory does not exist",
     "train_separators: dataset root is empty",
     "reproduce: stems of different lengths",
     "reproduce: ffmpeg not found",

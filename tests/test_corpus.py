@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from ncajax import corpus
 from ncajax.config import CorpusConfig, fingerprint, to_dict
 from ncajax.corpus import (
     FORMAT_VERSION,
@@ -20,9 +19,13 @@ from ncajax.corpus import (
     VOCAL_LEVEL_DB,
     corpus_dir,
     generate_corpus,
+    instruments,
+    store,
     synthesize_track,
     track_names,
 )
+from ncajax.corpus.mix import limiter_gain, room
+from ncajax.corpus.plan import song_plan
 
 TINY = CorpusConfig(seed=3, n_train=2, n_test=1, duration=2.0, sample_rate=16000)
 FILES = ("mixture", *STEMS)
@@ -161,14 +164,14 @@ def test_cached_corpus_is_reused_without_work(tiny, monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("a cached corpus must not be synthesised again")
 
-    monkeypatch.setattr(corpus, "synthesize_track", boom)
+    monkeypatch.setattr(store, "synthesize_track", boom)
     assert generate_corpus(tiny.parent, TINY) == tiny
     assert {p: p.stat().st_mtime_ns for p in tiny.rglob("*")} == stamps
 
 
 def test_interrupted_generation_leaves_nothing_valid(tmp_path, monkeypatch):
     calls = {"n": 0}
-    real_write = corpus._write_wav
+    real_write = store._write_wav
 
     def flaky_write(*args, **kwargs):
         calls["n"] += 1
@@ -176,11 +179,11 @@ def test_interrupted_generation_leaves_nothing_valid(tmp_path, monkeypatch):
             raise KeyboardInterrupt  # like Ctrl-C half way through the second track
         return real_write(*args, **kwargs)
 
-    monkeypatch.setattr(corpus, "_write_wav", flaky_write)
+    monkeypatch.setattr(store, "_write_wav", flaky_write)
     with pytest.raises(KeyboardInterrupt):
         generate_corpus(tmp_path, TINY)
     assert list(tmp_path.iterdir()) == []  # no final dir, temp dir cleaned up
-    monkeypatch.setattr(corpus, "_write_wav", real_write)
+    monkeypatch.setattr(store, "_write_wav", real_write)
     assert (generate_corpus(tmp_path, TINY) / MARKER).is_file()
 
 
@@ -254,11 +257,11 @@ def test_limiter_gain_never_overshoots_and_is_smooth():
     sr = 8000
     rng = np.random.default_rng(0)
     x = rng.standard_normal(sr) * np.where(np.arange(sr) % 2000 < 200, 8.0, 1.0)
-    g = corpus._limiter_gain(x, sr, 2.0)
+    g = limiter_gain(x, sr, 2.0)
     assert np.all(g <= 1.0) and np.all(g > 0)
     assert np.abs(x * g).max() <= 2.0 + 1e-12
     assert np.abs(np.diff(g)).max() < 0.05  # a ~20 ms envelope, not sample-wise clipping
-    np.testing.assert_array_equal(corpus._limiter_gain(0.05 * x, sr, 2.0), np.ones(sr))
+    np.testing.assert_array_equal(limiter_gain(0.05 * x, sr, 2.0), np.ones(sr))
 
 
 def test_vocals_have_formants_and_high_frequency_noise(fast_tracks):
@@ -273,12 +276,12 @@ def test_vocals_have_formants_and_high_frequency_noise(fast_tracks):
 def test_guitars_are_distorted_and_fill_the_voice_band(fast_tracks):
     styles = [params["guitar"] for _, params in fast_tracks]
     assert any(s is not None for s in styles) and any(s is None for s in styles)
-    plan = corpus._song_plan(np.random.default_rng(1), 4.0)
+    plan = song_plan(np.random.default_rng(1), 4.0)
     for seed in range(20):
-        guitar, params = corpus._render_guitar(np.random.default_rng(seed), plan, 32000, 8000)
+        guitar, params = instruments.render_guitar(np.random.default_rng(seed), plan, 32000, 8000)
         if guitar is not None:
             break
-    assert guitar is not None and params["guitar"] in corpus._GUITAR_STYLES
+    assert guitar is not None and params["guitar"] in instruments.GUITAR_STYLES
     # Saturation spreads power-chord energy over the voice band (a clean low E chord would not).
     assert _band_power(guitar, 8000, 500, 3000) > 0.1
     assert _band_power(guitar, 8000, 3500, 4000) < 0.05  # the cabinet rolls off the top
@@ -289,7 +292,7 @@ def test_room_reverb_leaves_a_decaying_tail_and_a_dry_bass():
     burst = np.zeros(sr)
     burst[:400] = np.random.default_rng(0).standard_normal(400)
     raw = {name: burst.copy() for name in STEMS}
-    wet, params = corpus._room(np.random.default_rng(2), raw, sr)
+    wet, params = room(np.random.default_rng(2), raw, sr)
     np.testing.assert_array_equal(wet["bass"], burst)
     head = int(0.005 * sr)  # inside the pre-delay: dry only
     np.testing.assert_allclose(wet["vocals"][:head], burst[:head], rtol=0, atol=1e-9)

@@ -60,8 +60,11 @@ def test_main_job_on_tiny_corpus(tiny_run):
     assert conclusion["overall"]["primary_estimator"] == "nca_converged"
     assert {"nca_authors", "nca_converged", "student_converged", "lstsq", "jacobian"} <= set(conclusion["settings"])
     for name in ("direction_intervals", "heldout_error", "mapping_matrices_nca_converged", "estimator_matrices",
-                 "structure_metrics"):
+                 "structure_metrics", "spectrograms"):
         assert (out / "figures" / f"{name}.png").exists() and (out / "figures" / f"{name}.pdf").exists(), name
+    excerpt = np.load(out / "evaluation" / "spectrograms.npz")
+    assert excerpt["panel_names"].tolist()[:2] == ["mixture", "true vocals"]
+    assert excerpt["panels"].shape[0] == 2 + len(MODELS) and excerpt["mask"].shape == excerpt["panels"].shape[1:]
     for model in MODELS:
         trained = json.loads((out / "train" / model / "result.json").read_text())
         assert trained["finished"] and len(trained["seeds"]) == 2

@@ -258,7 +258,7 @@ def capture(monkeypatch):
         figs[name] = fig
         return [out_dir / f"{name}.png", out_dir / f"{name}.pdf"]
 
-    monkeypatch.setattr(plots, "save_figure", fake_save)
+    monkeypatch.setattr(plots.base, "save_figure", fake_save)
     return figs
 
 
@@ -269,29 +269,29 @@ def capture(monkeypatch):
 def test_make_all_writes_png_and_pdf_of_every_figure(tmp_path):
     run = make_run(tmp_path)
     out = tmp_path / "figs"
-    paths = plots.make_all(run, out, with_spectrograms=False)
+    paths = plots.make_all(run, out)
     assert _names(paths) == ALL_FIGURES
     assert sorted(paths) == sorted(out / f"{n}.{e}" for n in ALL_FIGURES for e in ("png", "pdf"))
     for name in ALL_FIGURES:
         assert (out / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert (out / f"{name}.pdf").read_bytes()[:5] == b"%PDF-"
-    # no checkpoints in the fake run: the spectrogram figure has no inputs and is skipped
+    # no evaluation/spectrograms.npz in the fake run: the spectrogram figure has no inputs and is skipped
     assert plots.spectrograms(run, out) == []
 
 
 def test_make_all_skips_figures_whose_inputs_are_missing(tmp_path, capture):
     run = make_run(tmp_path)
     shutil.rmtree(run / "mappings")
-    assert _names(plots.make_all(run, tmp_path / "a", with_spectrograms=False)) == {
+    assert _names(plots.make_all(run, tmp_path / "a")) == {
         "training_curves",
         "separation_quality",
     }
     shutil.rmtree(run / "evaluation")
-    assert _names(plots.make_all(run, tmp_path / "b", with_spectrograms=False)) == {
+    assert _names(plots.make_all(run, tmp_path / "b")) == {
         "training_curves"
     }
     shutil.rmtree(run / "train")
-    assert plots.make_all(run, tmp_path / "c", with_spectrograms=False) == []
+    assert plots.make_all(run, tmp_path / "c") == []
     with pytest.raises(FileNotFoundError, match="does not exist"):
         plots.make_all(run / "nope", tmp_path / "d")
 
@@ -533,3 +533,22 @@ def test_spectrogram_drawing_from_small_arrays(tmp_path):
             frame_seconds=0.01,
             frequencies=np.arange(N) * 500.0,
         )
+
+
+def test_spectrograms_are_drawn_from_the_saved_excerpt(tmp_path, capture):
+    run = make_run(tmp_path)
+    assert plots.spectrograms(run, tmp_path / "f") == []  # no excerpt saved: skipped
+    rng = np.random.default_rng(4)
+    names = ["mixture", "true vocals", "dae estimate (seed 0)"]
+    panels = rng.uniform(0, 1, (3, 20, N)).astype(np.float32)
+    mask = rng.uniform(0, 1, (20, N)).astype(np.float32)
+    np.savez(run / "evaluation" / "spectrograms.npz", panel_names=np.array(names), panels=panels,
+             mask=mask, frequencies=np.arange(N) * 500.0, frame_seconds=np.float64(0.01),
+             track=np.array("song 1"))
+    got = plots.spectrogram_panels(run)
+    assert list(got["panels"]) == names and got["track"] == "song 1" and got["frame_seconds"] == 0.01
+    np.testing.assert_array_equal(got["mask"], mask)
+    assert _names(plots.spectrograms(run, tmp_path / "f")) == {"spectrograms"}
+    fig = capture["spectrograms"]
+    assert {ax.get_title() for ax in fig.axes} >= {*names, "dae_sf mask m(x)"}
+    assert _names(plots.make_all(run, tmp_path / "g")) == ALL_FIGURES | {"spectrograms"}

@@ -13,7 +13,7 @@ import numpy as np
 import optax
 import pytest
 
-from ncajax import checkpoints, config, models, runs, train
+from ncajax import checkpoints, config, models, runs, train, trainer
 from ncajax.features import FeatureCache
 
 N = 16
@@ -46,10 +46,10 @@ def test_golden_one_step_loss():
     """The first step's loss equals an independent NumPy forward pass with the same initial params."""
     model = models.build("dae", N)
     tx = optax.adam(1e-3)
-    state = train.init_state(model, tx, jax.random.key(7))
+    state = trainer.init_state(model, tx, jax.random.key(7))
     x = np.random.default_rng(0).random((8, N)).astype(np.float32)
     y = 0.5 * x
-    step = jax.jit(train.make_train_step(model, tx, "mse"))
+    step = jax.jit(trainer.make_train_step(model, tx, "mse"))
     _, metrics = step(state, (x, y))
     h = x.astype(np.float64)
     for kernel, bias in models.dense_layers(state.params):
@@ -62,7 +62,7 @@ def test_losses_closed_form(loss):
     y = jnp.array([[1.0, 2.0]])
     y_hat = jnp.array([[2.0, 2.0]])
     expected = {"mse": 0.5, "l1": 0.5, "gkl": (1 * np.log(1 / 2) - 1 + 2) / 2}[loss]
-    np.testing.assert_allclose(float(train.loss_fn(loss)(y, y_hat)), expected, rtol=1e-5)
+    np.testing.assert_allclose(float(trainer.loss_fn(loss)(y, y_hat)), expected, rtol=1e-5)
 
 
 def test_training_lowers_validation_loss(tmp_path, caches):
@@ -82,14 +82,14 @@ def test_training_lowers_validation_loss(tmp_path, caches):
 def test_checkpoint_roundtrip_identical(tmp_path):
     model = models.build("dae_sf", N)
     tx = optax.adam(1e-3)
-    state = train.init_states(model, tx, [0, 1])
-    step = jax.vmap(train.make_train_step(model, tx, "mse"))
+    state = trainer.init_states(model, tx, [0, 1])
+    step = jax.vmap(trainer.make_train_step(model, tx, "mse"))
     x = np.random.default_rng(0).random((2, 8, N)).astype(np.float32)
     state, _ = step(state, (x, x * 0.3))  # non-trivial optimizer moments
     cfg = {"model": "dae_sf", "n_bins": N}
     mngr = checkpoints.manager(tmp_path / "ckpt")
     checkpoints.save(mngr, 1, state, cfg, metrics={"val_loss": 1.0})
-    abstract = jax.eval_shape(lambda: train.init_states(model, tx, [0, 1]))
+    abstract = jax.eval_shape(lambda: trainer.init_states(model, tx, [0, 1]))
     restored = checkpoints.restore(mngr, 1, abstract, cfg)
     mngr.close()
     for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(restored), strict=True):
@@ -100,7 +100,7 @@ def test_checkpoint_roundtrip_identical(tmp_path):
 def test_checkpoint_config_mismatch_names_field(tmp_path):
     model = models.build("dae", N)
     tx = optax.adam(1e-3)
-    state = train.init_states(model, tx, [0])
+    state = trainer.init_states(model, tx, [0])
     mngr = checkpoints.manager(tmp_path / "ckpt")
     checkpoints.save(mngr, 1, state, {"model": {"name": "dae", "n_bins": N}}, metrics={"val_loss": 1.0})
     with pytest.raises(ValueError, match=r"model.n_bins: expected 32, found 16"):

@@ -1,0 +1,127 @@
+"""Production: per-song accompaniment EQ, one room reverb, stem balance, loudness and the peak limiter.
+
+The mixture is scaled to a loudness drawn from LOUDNESS_DBFS and held under PEAK by a smooth limiter
+whose gain envelope multiplies every stem, so the mixture stays the exact float32 sum of the stems.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import ndimage, signal
+
+from .dsp import rms
+
+STEMS = ("vocals", "drums", "bass", "other")
+VOCAL_LEVEL_DB = (-9.0, 4.0)  # vocal / accompaniment RMS over the whole track
+LOUDNESS_DBFS = (-30.0, -6.0)  # mixture RMS target before the peak limit (quiet mixes to mastered)
+PEAK = 0.9
+
+
+def tone_eq(
+    rng: np.random.Generator, raw: dict[str, np.ndarray], sr: int
+) -> tuple[dict[str, np.ndarray], dict]:
+    """Per-song mixing EQ of the accompaniment stems: a low shelf (below ~300 Hz) and a high shelf
+    (above ~2 kHz), each -6..+6 dB, so the accompaniment's long-term spectrum varies from song to song
+    as real productions do (dark to bright, thin to boomy); the vocals are left as synthesised."""
+    lo_sos = signal.butter(2, 300.0, btype="lowpass", fs=sr, output="sos")
+    hi_sos = signal.butter(2, 2000.0, btype="highpass", fs=sr, output="sos")
+    out, params = dict(raw), {}
+    for name in ("drums", "bass", "other"):
+        low_db, high_db = float(rng.uniform(-6.0, 6.0)), float(rng.uniform(-6.0, 6.0))
+        x = raw[name]
+        out[name] = (
+            x
+            + (10 ** (low_db / 20) - 1) * signal.sosfilt(lo_sos, x)
+            + (10 ** (high_db / 20) - 1) * signal.sosfilt(hi_sos, x)
+        )
+        params[name] = [round(low_db, 2), round(high_db, 2)]
+    return out, {"eq_low_high_db": params}
+
+
+def room(
+    rng: np.random.Generator, raw: dict[str, np.ndarray], sr: int
+) -> tuple[dict[str, np.ndarray], dict]:
+    """Light reverb: one room (pre-delayed, low-passed, exponentially decaying noise impulse response of
+    RT60 0.2-0.8 s) added to the vocals, drums and other at per-stem wet levels; the bass stays dry."""
+    rt60 = float(rng.uniform(0.2, 0.8))
+    pre = int(rng.uniform(0.005, 0.03) * sr)
+    t = np.arange(int(rt60 * sr)) / sr
+    damp = signal.butter(1, min(float(rng.uniform(2000.0, 5000.0)), 0.4 * sr), fs=sr, output="sos")
+    ir = signal.sosfilt(damp, rng.standard_normal(t.size)) * np.exp(-6.91 * t / rt60)
+    ir = np.concatenate([np.zeros(pre), ir / np.sqrt(np.sum(ir**2))])
+    wet_db = {
+        "vocals": float(rng.uniform(-18.0, -8.0)),
+        "drums": float(rng.uniform(-24.0, -12.0)),
+        "other": float(rng.uniform(-20.0, -10.0)),
+    }
+    out = dict(raw)
+    for name, db in wet_db.items():
+        x = raw[name]
+        out[name] = x + 10 ** (db / 20) * signal.fftconvolve(x, ir)[: x.size]
+    params = {
+        "rt60_s": round(rt60, 3),
+        "reverb_wet_db": {k: round(v, 2) for k, v in wet_db.items()},
+    }
+    return out, params
+
+
+def master(
+    rng: np.random.Generator, raw: dict[str, np.ndarray], sr: int
+) -> tuple[dict[str, np.ndarray], dict]:
+    """Balance the stems, set the vocal level and the loudness, limit the peaks; float32 stems plus
+    their exact sum.
+
+    Loudness: the mixture is scaled to an RMS drawn from LOUDNESS_DBFS, then a peak limiter (one smooth
+    gain envelope applied to every stem, so the mixture stays their sum) holds it under PEAK, as a
+    mastering limiter does; loud targets therefore come out dense and compressed, quiet ones untouched.
+    The vocals are then rescaled so the recorded vocal-to-accompaniment level holds exactly.
+    """
+    rel_db = {"drums": rng.uniform(-3, 3), "bass": rng.uniform(-4, 2), "other": rng.uniform(-3, 3)}
+    vocal_db = float(rng.uniform(*VOCAL_LEVEL_DB))
+    loud_db = float(rng.uniform(*LOUDNESS_DBFS))
+    stems = {}
+    for name in ("drums", "bass", "other"):
+        x = raw[name]
+        stems[name] = x / max(rms(x), 1e-12) * 10 ** (rel_db[name] / 20)
+    acc = stems["drums"] + stems["bass"] + stems["other"]
+    v = raw["vocals"]
+    stems["vocals"] = v / max(rms(v), 1e-12) * rms(acc) * 10 ** (vocal_db / 20)
+    mix = stems["vocals"] + acc
+    gain = 10 ** (loud_db / 20) / max(rms(mix), 1e-12)
+    env = limiter_gain(gain * mix, sr, 0.97 * PEAK)
+    stems = {name: gain * env * x for name, x in stems.items()}
+    acc = stems["drums"] + stems["bass"] + stems["other"]
+    stems["vocals"] *= rms(acc) * 10 ** (vocal_db / 20) / max(rms(stems["vocals"]), 1e-12)
+    mix = stems["vocals"] + acc
+    peak = max(np.abs(mix).max(), *(np.abs(s).max() for s in stems.values()))
+    guard = min(1.0, PEAK * (1 - 1e-4) / max(peak, 1e-12))
+    out = {name: (stems[name] * guard).astype(np.float32) for name in STEMS}
+    out = {"mixture": ((out["vocals"] + out["drums"]) + out["bass"]) + out["other"], **out}
+    levels = {
+        "vocal_level_db": round(vocal_db, 4),
+        "stem_level_db": {k: round(float(v), 3) for k, v in rel_db.items()},
+        "loudness_target_dbfs": round(loud_db, 3),
+        "limiter_max_reduction_db": round(
+            max(0.0, -20 * math.log10(max(float(env.min()), 1e-12))), 3
+        ),
+        "mixture_rms_dbfs": round(20 * math.log10(max(rms(out["mixture"]), 1e-12)), 3),
+        "gain_db": round(20 * math.log10(gain * guard), 3),
+    }
+    return out, levels
+
+
+def limiter_gain(x: np.ndarray, sr: int, limit: float) -> np.ndarray:
+    """A smooth gain envelope `(n,)` in (0, 1] with |x * gain| <= limit everywhere.
+
+    The needed gain min(1, limit / |x|) is min-filtered and then averaged over the same centred 21 ms
+    window: every averaged value is a mean of minima over windows that contain its own sample, so it
+    never exceeds the needed gain there (no overshoot), and it moves smoothly (no clicks).
+    """
+    need = np.minimum(1.0, limit / np.maximum(np.abs(x), 1e-12))
+    if need.min() >= 1.0:
+        return np.ones_like(x)
+    size = int(0.021 * sr) | 1
+    low = ndimage.minimum_filter1d(need, size, mode="nearest")
+    return np.minimum(ndimage.uniform_filter1d(low, size, mode="nearest"), need)

@@ -1,0 +1,77 @@
+"""Figures of the study, drawn from the saved results of a study run directory alone.
+
+Nothing here trains, fits or runs a model: every figure reads `<run>/train/<model>/`,
+`<run>/mappings/` and `<run>/evaluation/` (see `experiments/reproduce.py`); the spectrogram figure
+reads the excerpt the evaluation stage saved (`evaluation/spectrograms.npz`).
+
+Every figure is saved as `<name>.png` and `<name>.pdf` by its function, which returns the written
+paths, or `[]` when its inputs do not exist. `make_all` draws every figure it can. Figures use the
+object-oriented Matplotlib API (`matplotlib.figure.Figure`, the Agg canvas), never pyplot, so
+nothing global changes and no figure outlives its save.
+
+Conventions: mapping matrices `C[i, j]` (output bin i, input bin j) are drawn with the input
+frequency on x and the output frequency on y, origin lower, in dB (`log_magnitude_db`) with one
+colour scale per figure (`shared_db_limits`), so the panels of the three models are comparable.
+
+Modules: `base` (colours, labels, colour scales, saving, reading a run), `matrices`, `results`
+(structure metrics, verdict intervals, held-out error, linearity), `curves` (loss curves,
+separation quality) and `spectrograms`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .base import (
+    MODEL_COLOURS,
+    SETTING_LABELS,
+    SETTING_ORDER,
+    bin_edges_extent,
+    load_mapping_records,
+    log_magnitude_db,
+    save_figure,
+    shared_db_limits,
+)
+from .curves import loss_curves, separation_quality
+from .matrices import draw_matrix_grid, estimator_matrices, mapping_matrices
+from .results import direction_intervals, heldout_error, linearity, structure_metrics
+from .spectrograms import draw_spectrograms, spectrogram_panels, spectrograms
+
+__all__ = [
+    "MODEL_COLOURS",
+    "SETTING_LABELS",
+    "SETTING_ORDER",
+    "log_magnitude_db",
+    "shared_db_limits",
+    "bin_edges_extent",
+    "save_figure",
+    "load_mapping_records",
+    "draw_matrix_grid",
+    "draw_spectrograms",
+    "spectrogram_panels",
+    "mapping_matrices",
+    "estimator_matrices",
+    "structure_metrics",
+    "loss_curves",
+    "spectrograms",
+    "linearity",
+    "separation_quality",
+    "direction_intervals",
+    "heldout_error",
+    "make_all",
+]
+
+
+def make_all(run_dir: str | Path, out_dir: str | Path) -> list[Path]:
+    """Every figure whose inputs exist under `run_dir`, written to `out_dir` (PNG and PDF each);
+    returns the written paths."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(
+            f"run directory {run_dir} does not exist: run experiments/reproduce.py"
+        )
+    written: list[Path] = []
+    for figure in (direction_intervals, heldout_error, mapping_matrices, estimator_matrices,
+                   structure_metrics, loss_curves, linearity, separation_quality, spectrograms):
+        written += figure(run_dir, out_dir)
+    return written

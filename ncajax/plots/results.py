@@ -1,0 +1,236 @@
+"""Figures of the mapping stage's numbers: structure metrics, the verdict's intervals, the held-out
+error against the baselines, and how linear each model is (per-frame Jacobians)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from .. import verdict
+from ..config import JACOBIAN
+from . import base
+from .base import (
+    MODEL_COLOURS,
+    PART_KEYS,
+    errorbar_groups,
+    load_mapping_records,
+    order_models,
+    order_settings,
+    record,
+    setting_label,
+)
+
+STRUCTURE_PANELS = (
+    ("weighted_diagonal_energy_ratio", None, "diagonal energy ratio\n(input-energy weighted)"),
+    ("diagonal_energy_ratio", None, "diagonal energy ratio"),
+    ("weighted_near_diagonal_energy", "near_diagonal_energy", "energy within ±k bins of diagonal"),
+    ("mean_coupling_distance_octaves", None, "mean coupling distance (octaves)"),
+)
+
+
+def _metric_table(records: list[dict]) -> dict[tuple[str, str], dict[str, list]]:
+    """(model, column) -> {metric: (n_seeds, n_songs) table}, columns = settings and dae_sf's
+    Jacobian parts."""
+    table: dict[tuple[str, str], dict[str, list]] = {}
+    for r in records:
+        if r.get("kind") != "pooled" or not r.get("metrics"):
+            continue
+        table[(r["model"], r["setting"])] = r["metrics"]
+        for part, metrics in (r.get("part_metrics") or {}).items():
+            table[(r["model"], f"{r['setting']}:{part}")] = metrics
+    return table
+
+
+def structure_metrics(run_dir: str | Path, out_dir: str | Path) -> list[Path]:
+    """Per estimator (x) and model (colour): the structure metrics of the fits, mean and 95 % seed x
+    song bootstrap interval (dots: seeds, averaged over songs). Figure `structure_metrics`."""
+    table = _metric_table(load_mapping_records(Path(run_dir) / "mappings"))
+    if not table:
+        return []
+    models = order_models(m for m, _ in table)
+    settings = order_settings(s for _, s in table if ":" not in s)
+    cols = settings + [c for c in PART_KEYS if any((m, c) in table for m in models)]
+    fig = Figure(figsize=(max(9.0, 1.0 * len(cols) * 2), 7.5), layout="constrained")
+    axes = fig.subplots(2, 2, squeeze=False).ravel()
+    sample = next(iter(table.values()))
+    for ax, (key, fallback, title) in zip(axes, STRUCTURE_PANELS, strict=True):
+        name = key if key in sample else fallback
+        if name is None or name not in sample:
+            ax.set_axis_off()
+            continue
+        series = {m: {c: table[(m, c)].get(name) for c in cols if (m, c) in table} for m in models}
+        errorbar_groups(ax, cols, series, MODEL_COLOURS)
+        ax.set_xticklabels([setting_label(c) for c in cols], rotation=35, ha="right", fontsize=8)
+        ax.set_title(title if name == key else f"{title} (unweighted)", fontsize=10)
+        ax.set_ylabel("octaves" if "octaves" in name else "share of squared weights (0–1)", fontsize=8)
+        if "ratio" in name or "energy" in name:
+            ax.set_ylim(-0.03, 1.05)
+            ax.axhline(1.0, color="0.6", lw=0.8, ls=":")
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle("Structure of the mapping matrices (mean and 95 % seed × song bootstrap interval; dots: seeds)")
+    return base.save_figure(fig, out_dir, "structure_metrics")
+
+
+def _conclusion(records: list[dict]) -> dict:
+    by_key = {(r["model"], r["setting"], r["kind"]): r for r in records}
+    settings = order_settings(r["setting"] for r in records if r.get("kind") == "pooled")
+    return verdict.conclusion(by_key, settings)
+
+
+def direction_intervals(run_dir: str | Path, out_dir: str | Path) -> list[Path]:
+    """Figure `direction_intervals`: per estimator (rows), the 95 % seed x song bootstrap interval of
+    DAE − dae_sf on the primary metric for each DAE; filled markers where the estimator counts
+    (informative and converged), hollow where it does not. Right of 0: the DAE is more diagonal."""
+    records = load_mapping_records(Path(run_dir) / "mappings")
+    concl = _conclusion(records)
+    rows = [(s, v) for s, v in concl["settings"].items() if v.get("intervals")]
+    if not rows:
+        return []
+    fig = Figure(figsize=(8.0, 0.55 * len(rows) + 1.8), layout="constrained")
+    ax = fig.subplots()
+    for i, (_, v) in enumerate(rows):
+        for k, dae in enumerate(verdict.DAE_MODELS):
+            iv = v["intervals"].get(dae)
+            if iv is None:
+                continue
+            y = i + (k - 0.5) * 0.25
+            c = MODEL_COLOURS.get(dae, "k")
+            ax.errorbar([iv["mean"]], [y], xerr=[[iv["mean"] - iv["lo"]], [iv["hi"] - iv["mean"]]], fmt="o",
+                        color=c, mfc=c if v["counts"] else "white", capsize=3,
+                        label=f"{dae} − dae_sf" if i == 0 else None)
+    ax.axvline(0.0, color="0.3", lw=0.9)
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels([setting_label(s) + (" (primary)" if s == concl["overall"]["primary_estimator"] else "")
+                        for s, _ in rows], fontsize=9)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"{concl['overall']['primary_metric'].replace('_', ' ')}: DAE − dae_sf (difference of ratios)")
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    ax.set_title(f"Verdict: {concl['overall']['verdict']} (filled: the estimator counts; hollow: it does not)",
+                 fontsize=10)
+    return base.save_figure(fig, out_dir, "direction_intervals")
+
+
+def heldout_error(run_dir: str | Path, out_dir: str | Path) -> list[Path]:
+    """Figure `heldout_error`: per estimator (x) and model (colour), the relative L1 error on the
+    unseen test songs (mean and 95 % seed x song interval), with each model's per-bin-gain baseline
+    (dashed) and the zero predictor (1, dotted)."""
+    records = load_mapping_records(Path(run_dir) / "mappings")
+    pooled = [r for r in records if r.get("kind") == "pooled" and r.get("rel_l1_heldout")]
+    if not pooled:
+        return []
+    models = order_models(r["model"] for r in pooled)
+    settings = order_settings(r["setting"] for r in pooled)
+    fig = Figure(figsize=(max(8.0, 1.3 * len(settings) + 3), 4.8), layout="constrained")
+    axes = fig.subplots(1, 2, squeeze=False)[0]
+    for ax, key, title in ((axes[0], "rel_l1_heldout", "raw x ↦ Cx"),
+                           (axes[1], "rel_l1_heldout_clipped", "prediction clipped at 0")):
+        series = {m: {s: (record(records, m, s) or {}).get(key) for s in settings} for m in models}
+        errorbar_groups(ax, settings, series, MODEL_COLOURS)
+        for m in models:
+            gain = record(records, m, "per_bin_gain", "baseline")
+            if gain and gain.get(key):
+                ax.axhline(float(np.mean(gain[key])), color=MODEL_COLOURS.get(m, "k"), ls="--", lw=0.9,
+                           label=f"per-bin gain ({m})")
+        ax.axhline(1.0, color="0.4", ls=":", lw=1.0, label="zero predictor")
+        ax.set_xticklabels([setting_label(s) for s in settings], rotation=35, ha="right", fontsize=8)
+        ax.set_ylabel("relative L1 error on unseen songs (lower is better)", fontsize=8)
+        ax.set_title(title, fontsize=10)
+        ax.set_ylim(bottom=0)
+        ax.grid(axis="y", alpha=0.3)
+    axes[1].legend(fontsize=7, loc="best")
+    fig.suptitle("Does the mapping describe the model on unseen songs? (95 % seed × song intervals)")
+    return base.save_figure(fig, out_dir, "heldout_error")
+
+
+# --------------------------------------------------------------------------------------------------
+# linearity of the models (issue 8)
+
+LINEARITY_PANELS = (
+    ("weighted_diagonal_energy_ratio", "diagonal energy ratio (weighted)"),
+    ("diagonal_energy_ratio", "diagonal energy ratio"),
+    ("near_diagonal_energy", "energy within ±k bins of diagonal"),
+    ("mean_coupling_distance", "mean coupling distance (bins)"),
+)
+
+
+def linearity(run_dir: str | Path, out_dir: str | Path) -> list[Path]:
+    """Figure `linearity`: per model, the distribution over frames (seeds pooled; violins) of the
+    structure metrics of the per-frame Jacobians J(x_t), with the same metric of the mean Jacobian
+    per seed (black x); and per model the relative L1 error of the per-frame linearisations
+    J(x_t) x_t against that of the single mean Jacobian, and the local spread of J(x_t)."""
+    records = load_mapping_records(Path(run_dir) / "mappings")
+    facts = {
+        r["model"]: r["linearity"]
+        for r in records
+        if r.get("kind") == "model" and r.get("linearity")
+    }
+    if not facts:
+        return []
+    models = order_models(facts)
+    fig = Figure(figsize=(12.5, 7.2), layout="constrained")
+    axes = fig.subplots(2, 3, squeeze=False).ravel()
+    for ax, (name, title) in zip(axes[:4], LINEARITY_PANELS, strict=True):
+        data, pos, cols = [], [], []
+        for i, m in enumerate(models):
+            vals = np.concatenate(
+                [np.asarray(s["frame_metric_values"].get(name, []), np.float64) for s in facts[m]]
+            )
+            vals = vals[np.isfinite(vals)]
+            if vals.size:
+                data.append(vals)
+                pos.append(i)
+                cols.append(MODEL_COLOURS.get(m, "0.5"))
+            mean_jac = record(records, m, JACOBIAN)
+            if mean_jac and name in (mean_jac.get("metrics") or {}):
+                ys = np.asarray(mean_jac["metrics"][name], np.float64).mean(axis=1)
+                ax.plot(
+                    np.full(len(ys), i),
+                    ys,
+                    "x",
+                    color="k",
+                    ms=7,
+                    label="mean Jacobian (per seed)" if i == 0 else None,
+                )
+        if data:
+            parts = ax.violinplot(data, positions=pos, showmedians=True, widths=0.8)
+            for body, c in zip(parts["bodies"], cols, strict=True):
+                body.set_facecolor(c)
+                body.set_alpha(0.5)
+            for key in ("cbars", "cmins", "cmaxes", "cmedians"):
+                parts[key].set_color("0.3")
+        ax.set_xticks(range(len(models)))
+        ax.set_xticklabels(models)
+        ax.set_title(title, fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].legend(fontsize=8, loc="lower left")
+    fid = {
+        "per-frame J(x_t) x_t": {
+            m: [s["rel_l1_per_frame_linear"] for s in facts[m]] for m in models
+        },
+        "mean Jacobian": {m: [s["rel_l1_mean_jacobian"] for s in facts[m]] for m in models},
+    }
+    errorbar_groups(
+        axes[4], models, fid, {"per-frame J(x_t) x_t": "#9467bd", "mean Jacobian": "k"}
+    )
+    axes[4].set_xticklabels(models)
+    axes[4].set_title("relative L1 error of the linear maps", fontsize=10)
+    axes[4].set_ylim(bottom=0)
+    axes[4].legend(fontsize=8)
+    axes[4].grid(axis="y", alpha=0.3)
+    spread = {"local spread": {m: [s["local_spread"] for s in facts[m]] for m in models}}
+    errorbar_groups(axes[5], models, spread, {"local spread": "#d62728"})
+    axes[5].set_xticklabels(models)
+    axes[5].set_title("local spread  sqrt(mean ||J_t − J̄||²) / ||J̄||", fontsize=10)
+    axes[5].set_ylim(bottom=0)
+    axes[5].grid(axis="y", alpha=0.3)
+    fig.suptitle(
+        "How linear is each model? Per-frame Jacobians J(x_t) (frames and seeds pooled; "
+        "error bars: mean and 95 % CI over seeds)"
+    )
+    return base.save_figure(fig, out_dir, "linearity")
+
+

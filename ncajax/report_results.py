@@ -1,0 +1,197 @@
+"""The REPORT.md sections on the models themselves: separation quality (test tracks and real music),
+whether one matrix is a fair summary of a model (per-frame Jacobians) and dead units."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .report_format import (
+    METRIC_LABELS,
+    POOR_SPREAD,
+    fmt,
+    fmt_pm,
+    join_code,
+    md_table,
+    models_of,
+    seed_stat,
+)
+
+
+def _separation_rows(data: dict, ev: dict, has_bss: bool) -> list[list[str]]:
+    """One row per model (mean ± CI over seeds), then the mixture and oracle IRM references."""
+    per_model: dict[str, list[dict]] = {}
+    for pred, summ in ev.items():
+        if "/seed" in pred:
+            per_model.setdefault(pred.rsplit("/seed", 1)[0], []).append(summ)
+    rows = []
+
+    def bss(summs, key):
+        return seed_stat([(s.get("vocals") or {}).get(key) for s in summs])
+
+    for model in models_of(data):
+        summs = per_model.get(model, [])
+        train_res = (data["train"].get(model) or {}).get("result") or {}
+        row = [f"`{model}`"]
+        if has_bss:
+            row += [fmt_pm(bss(summs, k), 2) for k in ("SDR", "SIR", "SAR")]
+        row += [
+            fmt_pm(seed_stat([s.get("mag_sdr") for s in summs]), 2),
+            fmt_pm(seed_stat(train_res.get("test_improvement_db")), 2),
+        ]
+        rows.append(row)
+    for ref in ("mixture", "oracle_irm"):
+        if ref in ev:
+            s = ev[ref]
+            row = [
+                f"*{ref}*" + (" (evaluation stage, mean over tracks)" if ref == "mixture" else "")
+            ]
+            if has_bss:
+                row += [fmt((s.get("vocals") or {}).get(k), 2) for k in ("SDR", "SIR", "SAR")]
+            row += [fmt(s.get("mag_sdr"), 2), "—"]
+            rows.append(row)
+    return rows
+
+
+def separation_section(data: dict) -> list[str]:
+    lines = ["## Separation quality", ""]
+    ev = (data["evaluation"] or {}).get("summary", {})
+    has_bss = any("vocals" in s for s in ev.values())
+    header = ["model"] + (["vocals SDR (dB)", "SIR (dB)", "SAR (dB)"] if has_bss else [])
+    header += ["magnitude SDR (dB)", "test mag. SDR improvement (dB, training stage)"]
+    lines += md_table(header, _separation_rows(data, ev, has_bss))
+    mix = next(
+        (
+            t["result"].get("test_mixture_mag_sdr_db")
+            for t in data["train"].values()
+            if t["result"] and t["result"].get("test_mixture_mag_sdr_db") is not None
+        ),
+        None,
+    )
+    lines += [
+        "",
+        "Models: mean ± 95 % CI (Student t) over seeds. "
+        + (
+            "museval BSS Eval v4 on the waveforms: median over 1 s windows, then median over "
+            "tracks. "
+            if has_bss
+            else ""
+        )
+        + "Magnitude SDR (evaluation stage): mean over test tracks. The last column is the "
+        "training stage's improvement of the test magnitude SDR over the mixture, both pooled "
+        "over all test frames"
+        + (
+            f" (the training stage's pooled mixture magnitude SDR: {mix:.2f} dB; the "
+            "*mixture* row above is the evaluation stage's mean over tracks, so the two differ)."
+            if mix is not None
+            else "."
+        ),
+    ]
+    if data["evaluation"] is None:
+        lines += [
+            "",
+            "_No evaluation results in this run: run the evaluation stage for museval and "
+            "magnitude SDR on the test tracks._",
+        ]
+    elif not has_bss:
+        lines += ["", "_museval was skipped in this run (--no-bss): magnitude SDR only._"]
+    return lines
+
+
+def real_music_section(data: dict) -> list[str]:
+    real = (data["evaluation"] or {}).get("real")
+    if not real:
+        return []
+    ev = real.get("summary", {})
+
+    def sdr(summary):
+        return (summary.get("vocals") or {}).get("SDR") if summary else None
+
+    mix, irm = sdr(ev.get("mixture")), sdr(ev.get("oracle_irm"))
+    lines = ["### On real music", "",
+             f"Every model, trained on the embedded corpus only, on the real MUSDB18 track(s) "
+             f"{join_code(real.get('tracks', []))} (resampled to the model's rate): vocals SDR (museval, "
+             "median over 1 s windows), mean ± 95 % CI over seeds, and its improvement over the unprocessed "
+             "mixture.", ""]
+    rows = []
+    for model in models_of(data):
+        vals = [sdr(v) for k, v in ev.items() if k.rsplit("/seed", 1)[0] == model and "/seed" in k]
+        st = seed_stat(vals)
+        gain = None if st is None or mix is None else {**st, "mean": st["mean"] - mix, "lo": st["lo"] - mix,
+                                                        "hi": st["hi"] - mix}
+        rows.append([f"`{model}`", fmt_pm(st, 2), fmt_pm(gain, 2)])
+    rows += [["*mixture*", fmt(mix, 2), "0.00"], ["*oracle IRM*", fmt(irm, 2), fmt(None if irm is None or mix is None
+                                                                                 else irm - mix, 2)]]
+    return lines + md_table(["model", "vocals SDR (dB)", "improvement over the mixture (dB)"], rows)
+
+
+def _linearity_rows(recs: dict) -> tuple[list[list[str]], list[str]]:
+    rows, sentences = [], []
+    for model, r in recs.items():
+        lin = r["linearity"]
+        spread = seed_stat([x.get("local_spread") for x in lin])
+        mean_j = seed_stat([x.get("rel_l1_mean_jacobian") for x in lin])
+        frame = seed_stat([x.get("rel_l1_per_frame_linear") for x in lin])
+        dead = sum(x.get("zero_jacobian_frames", 0) for x in lin)
+        total = sum(x.get("n_frames", 0) for x in lin)
+        rows.append([f"`{model}`", fmt_pm(spread), fmt_pm(mean_j), fmt_pm(frame), f"{dead}/{total}"])
+        if spread is None:
+            continue
+        verdict_ = "a poor" if spread["mean"] > POOR_SPREAD else "a fair"
+        s = f"- `{model}`: local spread {spread['mean']:.2f} (threshold {POOR_SPREAD}): one matrix is {verdict_} summary."
+        if mean_j is not None and frame is not None:
+            s += (f" The per-frame linearisations reproduce its output with error {frame['mean']:.3f}, "
+                  f"the mean Jacobian with {mean_j['mean']:.3f}.")
+        sentences.append(s)
+    return rows, sentences
+
+
+def linearity_section(data: dict) -> list[str]:
+    lines = ["## Is one matrix a fair summary?", ""]
+    m = data["mappings"]
+    recs = {} if m is None else {model: r for (model, _, kind), r in m["records"].items()
+                                 if kind == "model" and r.get("linearity")}
+    if not recs:
+        return lines + ["_No per-frame Jacobian results in this run._"]
+    lines += ["A mapping matrix is one linear map for all frames. The per-frame Jacobians J(xₜ) of a model show "
+              "how far one matrix can stand for it: the *local spread* sqrt(mean‖Jₜ − J̄‖²) / ‖J̄‖, the "
+              "relative L1 error of the mean Jacobian J̄ against that of the per-frame linearisations "
+              "(xₜ ↦ Jₜxₜ), and quantiles over frames of the Jₜ's structure metrics. Frames whose Jacobian is "
+              "all zero (every unit shut) are left out of the quantiles and counted. Mean ± 95 % CI over the "
+              "seeds analysed.", ""]
+    rows, sentences = _linearity_rows(recs)
+    lines += md_table(["model", "local spread", "rel. L1 mean Jacobian", "rel. L1 per-frame linear",
+                     "all-zero Jacobians (frames)"], rows)
+    lines += [""] + sentences + ["", "Quantiles over frames of the per-frame Jacobians' structure metrics "
+                                 "(each quantile averaged over seeds):", ""]
+    qrows = []
+    for model, r in recs.items():
+        qs = [x.get("frame_metric_quantiles", {}) for x in r["linearity"]]
+        for metric in (k for k in METRIC_LABELS if k in qs[0]):
+            vals = [q[metric] for q in qs if q.get(metric) is not None]
+            if vals:
+                qrows.append([f"`{model}`", METRIC_LABELS[metric],
+                              *(fmt(v) for v in np.asarray(vals, dtype=float).mean(axis=0))])
+    levels = next(iter(recs.values()))["linearity"][0].get("quantile_levels", [0.05, 0.25, 0.5, 0.75, 0.95])
+    return lines + md_table(["model", "metric", *(f"q{round(q * 100):02d}" for q in levels)], qrows)
+
+
+def dead_units_section(data: dict) -> list[str]:
+    lines = ["## Dead units", ""]
+    m = data["mappings"]
+    if m is None:
+        return lines + ["_No mapping stage results in this run._"]
+    rows, errs = [], []
+    for model in models_of(data):
+        r = m["records"].get((model, "-", "model")) or {}
+        if r.get("dead_units"):
+            du = r["dead_units"]
+            layers = sorted((k for k in du[0] if k.startswith("layer_")), key=lambda k: int(k[6:]))
+            per_layer = ", ".join(f"{k[6:]}: {fmt_pm(seed_stat([d.get(k) for d in du]), 2)}" for k in layers)
+            rows.append([f"`{model}`", fmt_pm(seed_stat([d.get("overall") for d in du])),
+                         fmt_pm(seed_stat([d.get("output") for d in du])), per_layer])
+        elif r.get("dead_units_error"):
+            errs.append(f"- `{model}`: not a plain stack of dense layers ({r['dead_units_error']}).")
+    if rows:
+        lines += ["Share of ReLU units that output zero on every fit frame (mean ± 95 % CI over seeds):", ""]
+        lines += md_table(["model", "overall", "output layer", "per layer"], rows)
+    return lines + errs

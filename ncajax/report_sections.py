@@ -1,0 +1,270 @@
+"""The REPORT.md sections on the run and its verdict: header, conclusion, error on unseen songs,
+structure of the mapping matrices, the across-corpora summary and the figures."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from . import verdict
+from .config import PRIMARY_ESTIMATOR
+from .report_format import (
+    FIGURES,
+    METRIC_LABELS,
+    ORDERING_TEXT,
+    STRUCT_COLS,
+    VERDICT_TEXT,
+    describe_setting,
+    fmt,
+    fmt_iv,
+    fmt_pm,
+    md_table,
+    models_of,
+    seed_stat,
+    settings_of,
+)
+from .stats import seed_song_bootstrap
+
+
+def verdict_sentence(concl: dict) -> str:
+    """The verdict in one sentence, with the primary estimator's intervals."""
+    overall = concl["overall"]
+    primary = concl["settings"].get(PRIMARY_ESTIMATOR) or {}
+    ivs = primary.get("intervals") or {}
+    detail = "; ".join(f"{m} − dae_sf {fmt_iv(iv)}" for m, iv in ivs.items())
+    text = (f"\"The DAEs' mappings are more diagonal than `dae_sf`'s\" **{VERDICT_TEXT[overall['verdict']]}** "
+            f"by the primary estimator `{overall['primary_estimator']}` on the primary metric "
+            f"`{overall['primary_metric']}`")
+    if detail:
+        text += f" ({detail}; mean [95 % seed × song bootstrap interval])"
+    if overall.get("reason"):
+        text += f": {overall['reason']}"
+    return text + "."
+
+
+def header_section(data: dict, concl: dict, timings: dict | None) -> list[str]:
+    lines = ["# Mapping functions of DAE singing-voice separators: study report", ""]
+    cfg = next((t["config"] for t in data["train"].values() if t["config"]), None) or {}
+    ds = cfg.get("data", {})
+    stft = cfg.get("stft") or ((data["mappings"] or {}).get("config") or {}).get("stft") or {}
+    tracks = ds.get("tracks", {})
+    counts = ", ".join(f"{len(v)} {k}" for k, v in tracks.items()) if tracks else "track counts unknown"
+    corpus = ds.get("corpus") or {}
+    seed_txt = f", corpus seed {corpus['seed']}" if "seed" in corpus else ""
+    lines.append(f"- **Dataset:** {ds.get('dataset', 'unknown')} ({counts} tracks{seed_txt})")
+    if stft:
+        lines.append(f"- **Preset / STFT:** `{ds.get('preset', '?')}`: {stft.get('sample_rate')} Hz, n_fft "
+                     f"{stft.get('n_fft')} ({stft.get('n_fft', 0) // 2 + 1} bins), hop {stft.get('hop_length')}, "
+                     f"{stft.get('window')} window")
+    seeds = sorted({s for t in data["train"].values() for s in (t["result"] or {}).get("seeds", [])})
+    lines.append(f"- **Seeds:** {len(seeds)} per model ({', '.join(map(str, seeds)) or 'unknown'}) for "
+                 f"{', '.join(f'`{m}`' for m in data['train']) or 'no models'}")
+    metas = {f"train/{m}": t["meta"] for m, t in data["train"].items()}
+    metas["mappings"] = (data["mappings"] or {}).get("meta")
+    metas["evaluation"] = data["eval_meta"]
+    commits = sorted({v.get("git_commit", "unknown") for v in metas.values() if v})
+    if commits:
+        lines.append(f"- **Git commit{'s' if len(commits) > 1 else ''}:** " + ", ".join(f"`{c}`" for c in commits))
+    lines.append(f"- **Report generated:** {time.strftime('%Y-%m-%d %H:%M:%S %z')}")
+    m = data["mappings"]
+    if m is not None:
+        res, mc = m["result"], ((m["config"] or {}).get("mapping") or {})
+        lines.append(
+            f"- **Mapping protocol:** each matrix fitted on {res.get('n_fit_frames', mc.get('n_fit_frames'))} "
+            f"frames pooled over {len(res.get('fit_songs', [])) or '?'} songs of the training split; judged on "
+            f"{len(res.get('heldout_songs', [])) or '?'} unseen test songs "
+            f"({mc.get('heldout_frames_per_song')} frames each); every NCA/student fit with its own "
+            "initialisation key; intervals: 95 % seed × song bootstrap")
+    lines += ["", "**Verdict:** " + verdict_sentence(concl)]
+    if data["notes"]:
+        lines += ["", "**Notes on this run:**", ""] + [f"- {n}" for n in data["notes"]]
+    if timings:
+        lines += ["", "### Stage timings", ""]
+        lines += md_table(["stage", "wall time (s)"], [[k, fmt(float(v), 1)] for k, v in timings.items()])
+    return lines
+
+
+def _informative_cell(v: dict) -> str:
+    inf = v.get("informative") or {}
+    marks = []
+    for model, i in inf.items():
+        mark = "yes" if i.get("informative") else "no"
+        marks.append(f"{model}: {mark}")
+    return ", ".join(marks) or "—"
+
+
+def _converged_cell(v: dict) -> str:
+    conv = v.get("converged") or {}
+    if all(c is None for c in conv.values()):
+        return "—"
+    return ", ".join(f"{m}: {c[0]}/{c[1]}" for m, c in conv.items() if c is not None)
+
+
+def conclusion_section(data: dict, concl: dict) -> list[str]:
+    lines = ["## Conclusion", ""]
+    if not concl["settings"]:
+        return lines + ["_No mapping stage results: no verdict._"]
+    lines += [verdict_sentence(concl), ""]
+    lines += [
+        f"Rules, fixed in `ncajax/verdict.py` before the numbers: the primary estimator is `{PRIMARY_ESTIMATOR}` "
+        "(the authors' NCA computation, run to convergence) and the primary metric is the weighted diagonal "
+        "energy ratio; every other row is a secondary opinion. A direction counts only when its 95 % seed × "
+        "song bootstrap interval of DAE − `dae_sf` excludes 0; a fitted mapping counts only when its error on "
+        "unseen songs is clearly below the best per-bin gain's (then its off-diagonal part carries something "
+        "a per-bin filter does not) and, for iterative fits, at least half its fits converged. The mean "
+        "Jacobian is not a fit and is not gated by fit error.",
+        "",
+    ]
+    rows = []
+    for name, v in concl["settings"].items():
+        ivs = v.get("intervals") or {}
+        rows.append([f"`{name}`" + (" (primary)" if name == PRIMARY_ESTIMATOR else ""),
+                     *(fmt_iv(ivs.get(m)) for m in verdict.DAE_MODELS), ORDERING_TEXT[v["ordering"]],
+                     _informative_cell(v), _converged_cell(v),
+                     "yes" if v["counts"] else f"no: {v.get('reason') or '—'}"])
+    lines += md_table(["estimator", "dae − dae_sf", "dae_deep − dae_sf", "direction",
+                     "informative (held-out < per-bin gain)", "converged", "counts"], rows)
+    sec = concl.get("primary_secondary_metric")
+    if sec and sec.get("intervals"):
+        lines += ["", f"The primary estimator on the secondary metric (`{sec['metric']}`, unweighted): "
+                  + "; ".join(f"{m} − dae_sf {fmt_iv(iv)}" for m, iv in sec["intervals"].items())
+                  + f" ({ORDERING_TEXT[sec['ordering']]})."]
+    flags = [(n, v["by_construction"]) for n, v in concl["settings"].items() if v.get("by_construction")]
+    if flags:
+        lines += [""] + [f"- **By construction, not learning:** `{n}` on `dae_sf`: {t}." for n, t in flags]
+    counting = concl["overall"].get("secondary_counting") or {}
+    if counting:
+        lines += ["", "Secondary estimators whose direction counts: "
+                  + "; ".join(f"`{s}` {ORDERING_TEXT[o]}" for s, o in counting.items()) + "."]
+    else:
+        lines += ["", "No secondary estimator's direction counts under these rules."]
+    return lines
+
+
+def _error_row(name: str, model: str, rec: dict, info: dict | None) -> list[str]:
+    info = info or {}
+    return [f"`{name}`", f"`{model}`", fmt_pm(seed_stat(rec.get("rel_l1_fit"))),
+            fmt_iv(info.get("heldout")), fmt_iv(info.get("heldout_clipped")), fmt_iv(info.get("vs_gain")),
+            "—" if not info else ("yes" if info.get("informative") else "no")]
+
+
+def errors_section(data: dict, concl: dict) -> list[str]:
+    lines = ["## Error on unseen songs against two baselines", ""]
+    m = data["mappings"]
+    if m is None:
+        return lines + ["_No mapping stage results in this run._"]
+    rows = []
+    for model in models_of(data):
+        for b in ("zero", "per_bin_gain"):
+            rec = m["records"].get((model, b, "baseline"))
+            if rec is not None:
+                info = verdict.informative(rec, None)
+                rows.append([f"*{b}* (baseline)", f"`{model}`", fmt_pm(seed_stat(rec.get("rel_l1_fit"))),
+                             fmt_iv(info.get("heldout")), fmt_iv(info.get("heldout_clipped")), "—", "—"])
+        for s in settings_of(m):
+            rec = m["records"].get((model, s["name"], "pooled"))
+            if rec is not None:
+                info = ((concl["settings"].get(s["name"]) or {}).get("informative") or {}).get(model)
+                if info is None:
+                    info = verdict.informative(rec, m["records"].get((model, "per_bin_gain", "baseline")))
+                rows.append(_error_row(s["name"], model, rec, info))
+    lines += md_table(["estimator", "model", "rel. L1 fitted frames", "rel. L1 held-out songs",
+                     "held-out, clipped at 0", "held-out − per-bin gain", "informative"], rows)
+    lines += ["", "Relative L1 error of x ↦ Cx against the model's output (lower is better): on the "
+              "fitted frames (mean ± Student-t 95 % CI over seeds) and on the unseen test songs (mean "
+              "[95 % seed × song bootstrap interval]), raw and with the prediction clipped at 0 (a "
+              "magnitude cannot be negative). *zero*: predicting silence (1 by definition). *per_bin_gain*: "
+              "the best diagonal matrix (least squares per bin) on the same fit frames. A mapping whose "
+              "held-out error is not clearly below the per-bin gain's describes no inter-frequency coupling "
+              "that carries over to unseen songs, whatever its off-diagonal entries look like."]
+    return lines
+
+
+def structure_section(data: dict) -> list[str]:
+    lines = ["## Structure of the mapping matrices", ""]
+    m = data["mappings"]
+    if m is None:
+        return lines + ["_No mapping stage results in this run._"]
+    rows = []
+    for s in settings_of(m):
+        for model in models_of(data):
+            r = m["records"].get((model, s["name"], "pooled"))
+            if r is None:
+                continue
+            rows.append([f"`{s['name']}`", f"`{model}`", *(_metric_iv(r.get("metrics"), c) for c in STRUCT_COLS)])
+    lines += md_table(["estimator", "model", *(METRIC_LABELS[c] for c in STRUCT_COLS)], rows)
+    lines += ["", "Each cell: mean [95 % seed × song bootstrap interval]. Weighted metrics weight input bin "
+              "j by the mean input power of each held-out song; near-diagonal counts |i − j| ≤ k bins.", "",
+              "Estimators:", ""]
+    lines += [f"- `{s['name']}`: {describe_setting(s)}" for s in settings_of(m)]
+    prow = []
+    for (model, setting, kind), r in m["records"].items():
+        for part, metrics in (r.get("part_metrics") or {}).items() if kind == "pooled" else ():
+            flag = verdict.BY_CONSTRUCTION.get((f"{setting}:{part}", model))
+            prow.append([f"`{setting}`", f"`{model}`", f"`{part}`" + (" (diagonal by construction)" if flag else ""),
+                         *(_metric_iv(metrics, c) for c in STRUCT_COLS)])
+    if prow:
+        lines += ["", "Parts of the skip-filtering model's Jacobian, diag(m) + diag(x) ∂m/∂x:", ""]
+        lines += md_table(["estimator", "model", "part", *(METRIC_LABELS[c] for c in STRUCT_COLS)], prow)
+    return lines
+
+
+def _metric_iv(metrics: dict | None, key: str) -> str:
+    table = (metrics or {}).get(key)
+    if table is None:
+        return "—"
+    arr = np.asarray(table, dtype=float)
+    if not np.all(np.isfinite(arr)):
+        return "non-finite"
+    return fmt_iv(seed_song_bootstrap(arr))
+
+
+def corpora_section(summary: dict) -> list[str]:
+    """Markdown of `verdict.across_corpora`: the verdict and each estimator's direction per corpus seed."""
+    n = summary["n_corpora"]
+    vc = summary["verdict_counts"]
+    lines = ["## Across corpus seeds", "",
+             f"The whole study (corpus, training, fits, verdict) on {n} corpus seeds "
+             f"({', '.join(f'`{k}`' for k in summary['verdicts'])}): the primary verdict holds on {vc['holds']}, "
+             f"is reversed on {vc['reversed']} and undetermined on {vc['undetermined']} of {n}.", ""]
+    corpora = list(summary["verdicts"])
+    rows = [["**verdict** (primary)", *(f"**{summary['verdicts'][k]}**" for k in corpora), "—"]]
+    for s, v in summary["settings"].items():
+        cells = []
+        for k in corpora:
+            o = v["orderings"].get(k)
+            counted = v["reasons"].get(k) is None and o in ("dae_more_diagonal", "sf_more_diagonal")
+            cells.append("—" if o is None else ORDERING_TEXT[o] + ("" if counted else " (does not count)"))
+        tally = (f"DAEs more diagonal {v['counted']['dae_more_diagonal']}, dae_sf more diagonal "
+                 f"{v['counted']['sf_more_diagonal']}, not counted {v['not_counted']}")
+        rows.append([f"`{s}`" + (" (primary)" if s == PRIMARY_ESTIMATOR else ""), *cells, tally])
+    lines += md_table(["estimator", *corpora, f"of {n} corpora"], rows)
+    lines += ["", "A cell says which direction the estimator's intervals give on that corpus and whether it counts "
+              "(informative on held-out songs, converged, both DAEs on one side of 0)."]
+    return lines
+
+
+def figures_section(data: dict, link_base: str) -> list[str]:
+    lines = ["## Figures", ""]
+    fig_dir = data["run_dir"] / "figures"
+    pngs = sorted(fig_dir.glob("*.png")) if fig_dir.is_dir() else []
+    if not pngs:
+        return lines + [
+            "_No figures in this run (`figures/` is empty or missing; they are made by "
+            "`ncajax.plots.make_all`)._"
+        ]
+    ordered, seen = [], set()
+    for prefix, caption in FIGURES:
+        for p in pngs:
+            if p.stem not in seen and (p.stem == prefix or p.stem.startswith(prefix + "_")):
+                suffix = p.stem[len(prefix) + 1 :]
+                ordered.append((p.stem, f"{caption}: `{suffix}`" if suffix else caption))
+                seen.add(p.stem)
+    ordered += [(p.stem, p.stem.replace("_", " ")) for p in pngs if p.stem not in seen]
+    for name, caption in ordered:
+        link = f"{link_base}/{name}.png" if link_base else f"{name}.png"
+        pdf = fig_dir / f"{name}.pdf"
+        pdf_link = f" ([PDF]({link[:-4]}.pdf))" if pdf.exists() else ""
+        lines += [f"### {caption}{pdf_link}", "", f"![{name}]({link})", ""]
+    return lines
