@@ -149,12 +149,13 @@ def _error_row(name: str, model: str, rec: dict, info: dict | None) -> list[str]
             "—" if not info else ("yes" if info.get("informative") else "no")]
 
 
+NO_MAPPINGS = "_No mapping stage results in this run._"
+
+
 def errors_section(data: dict, concl: dict) -> list[str]:
-    lines = ["## Error on unseen songs against two baselines", ""]
-    m = data["mappings"]
+    lines, m, rows = ["## Error on unseen songs against two baselines", ""], data["mappings"], []
     if m is None:
-        return lines + ["_No mapping stage results in this run._"]
-    rows = []
+        return lines + [NO_MAPPINGS]
     for model in models_of(data):
         for b in ("zero", "per_bin_gain"):
             rec = m["records"].get((model, b, "baseline"))
@@ -182,11 +183,9 @@ def errors_section(data: dict, concl: dict) -> list[str]:
 
 
 def structure_section(data: dict) -> list[str]:
-    lines = ["## Structure of the mapping matrices", ""]
-    m = data["mappings"]
+    lines, m, rows = ["## Structure of the mapping matrices", ""], data["mappings"], []
     if m is None:
-        return lines + ["_No mapping stage results in this run._"]
-    rows = []
+        return lines + [NO_MAPPINGS]
     for s in settings_of(m):
         for model in models_of(data):
             r = m["records"].get((model, s["name"], "pooled"))

@@ -167,9 +167,7 @@ def mapping_matrices(
     out_dir: str | Path,
     *,
     settings: Sequence[str] = (NCA_AUTHORS, NCA_CONVERGED, NCA_OUTPUT_BIAS, NCA_UNIFORM),
-    seed: int = 0,
-    zoom_hz: float = 1000.0,
-    dynamic_range_db: float = 60.0,
+    seed: int = 0, zoom_hz: float = 1000.0, dynamic_range_db: float = 60.0,
 ) -> list[Path]:
     """The NCA mapping matrix of every model side by side, full band (top row) and 0..zoom_hz
     (bottom row): one figure `mapping_matrices_<setting>` per setting, one dB colour scale for all
@@ -208,9 +206,7 @@ def estimator_matrices(
     out_dir: str | Path,
     *,
     settings: Sequence[str] = (NCA_CONVERGED, STUDENT_CONVERGED, LSTSQ, JACOBIAN),
-    seed: int = 0,
-    zoom_hz: float = 1000.0,
-    dynamic_range_db: float = 60.0,
+    seed: int = 0, zoom_hz: float = 1000.0, dynamic_range_db: float = 60.0,
 ) -> list[Path]:
     """Models (rows) x estimators (columns), plus dae_sf's two Jacobian parts (diag(m) and
     diag(x) dm/dx), one dB scale for the whole grid: `estimator_matrices` (full band) and
