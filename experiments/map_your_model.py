@@ -22,7 +22,7 @@ What it does:
 
 Yields under --out (default runs/map_your_model), laid out like the main job's run directory:
     train/gelu_mask/         config, metrics.jsonl, Orbax checkpoints, result.json (test magnitude SDR)
-    mappings/                the mapping stage of gelu_mask (result.json, matrices/, per_track/, ...)
+    mappings/                the mapping stage of gelu_mask (result.json, matrices/, frames.npz, ...)
     callable/mappings/       the same stage for the bare callable (student, lstsq, jacobian)
     figures/, callable/figures/   the main job's figures (when `ncajax.plots` is available), except
                              the spectrogram figure, whose excerpt the evaluation stage saves

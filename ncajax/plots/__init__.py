@@ -33,7 +33,7 @@ from .base import (
     shared_db_limits,
 )
 from .curves import loss_curves, separation_quality
-from .matrices import draw_matrix_grid, estimator_matrices, mapping_matrices
+from .matrices import MatrixView, draw_matrix_grid, estimator_matrices, mapping_matrices
 from .results import direction_intervals, heldout_error, linearity, structure_metrics
 from .spectrograms import draw_spectrograms, spectrogram_panels, spectrograms
 
@@ -46,6 +46,7 @@ __all__ = [
     "bin_edges_extent",
     "save_figure",
     "load_mapping_records",
+    "MatrixView",
     "draw_matrix_grid",
     "draw_spectrograms",
     "spectrogram_panels",

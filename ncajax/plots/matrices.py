@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -150,6 +151,16 @@ def _matrix_panel(ax, m: np.ndarray, shown: tuple[int, float, float], limits, ma
     return image
 
 
+@dataclasses.dataclass(frozen=True)
+class MatrixView:
+    """What a matrix figure shows: the fit of training seed index `seed`, the zoom band 0..`zoom_hz`
+    (Hz) and the top `dynamic_range_db` dB of the shared colour scale."""
+
+    seed: int = 0
+    zoom_hz: float = 1000.0
+    dynamic_range_db: float = 60.0
+
+
 def _pooled_matrix(mappings_dir: Path, model: str, setting: str, seed: int, key: str = "matrix"):
     arrays = read_npz(mappings_dir / "matrices" / f"{model}__{setting}.npz")
     if arrays is None or key not in arrays or arrays[key].shape[0] <= seed:
@@ -157,23 +168,21 @@ def _pooled_matrix(mappings_dir: Path, model: str, setting: str, seed: int, key:
     return arrays[key][seed]
 
 
-def _available_models(mappings_dir: Path) -> list[str]:
-    names = [p.name.split("__")[0] for p in (mappings_dir / "matrices").glob("*__*.npz")]
-    return order_models(names)
+def _mappings_dir_and_models(run_dir: str | Path) -> tuple[Path, list[str]]:
+    mdir = Path(run_dir) / "mappings"
+    return mdir, order_models(p.name.split("__")[0] for p in (mdir / "matrices").glob("*__*.npz"))
 
 
 def mapping_matrices(
-    run_dir: str | Path,
-    out_dir: str | Path,
-    *,
+    run_dir: str | Path, out_dir: str | Path, *,
     settings: Sequence[str] = (NCA_AUTHORS, NCA_CONVERGED, NCA_OUTPUT_BIAS, NCA_UNIFORM),
-    seed: int = 0, zoom_hz: float = 1000.0, dynamic_range_db: float = 60.0,
+    view: MatrixView = MatrixView(),
 ) -> list[Path]:
     """The NCA mapping matrix of every model side by side, full band (top row) and 0..zoom_hz
     (bottom row): one figure `mapping_matrices_<setting>` per setting, one dB colour scale for all
     its panels."""
-    mdir = Path(run_dir) / "mappings"
-    models = _available_models(mdir)
+    mdir, models = _mappings_dir_and_models(run_dir)
+    seed, zoom_hz, dynamic_range_db = view.seed, view.zoom_hz, view.dynamic_range_db
     written: list[Path] = []
     for setting in settings:
         mats = {m: _pooled_matrix(mdir, m, setting, seed) for m in models}
@@ -202,17 +211,15 @@ def mapping_matrices(
 
 
 def estimator_matrices(
-    run_dir: str | Path,
-    out_dir: str | Path,
-    *,
+    run_dir: str | Path, out_dir: str | Path, *,
     settings: Sequence[str] = (NCA_CONVERGED, STUDENT_CONVERGED, LSTSQ, JACOBIAN),
-    seed: int = 0, zoom_hz: float = 1000.0, dynamic_range_db: float = 60.0,
+    view: MatrixView = MatrixView(),
 ) -> list[Path]:
     """Models (rows) x estimators (columns), plus dae_sf's two Jacobian parts (diag(m) and
     diag(x) dm/dx), one dB scale for the whole grid: `estimator_matrices` (full band) and
     `estimator_matrices_zoom` (0..zoom_hz)."""
-    mdir = Path(run_dir) / "mappings"
-    models = _available_models(mdir)
+    mdir, models = _mappings_dir_and_models(run_dir)
+    seed, zoom_hz, dynamic_range_db = view.seed, view.zoom_hz, view.dynamic_range_db
     cols = list(settings) + list(PART_KEYS)
     mats: dict[tuple[str, str], np.ndarray | None] = {}
     for m in models:
