@@ -135,7 +135,13 @@ def _forward_order(keys: list[str]) -> list[str]:
 
 @functools.lru_cache(maxsize=32)
 def _jitted_apply(model: nn.Module):
-    return jax.jit(model.apply)
+    def apply(params, x):
+        # full float32 matmuls whatever the caller's context (GPUs would otherwise use TF32), so a
+        # model's output is the same number in every stage and test that asks for it
+        with jax.default_matmul_precision("highest"):
+            return model.apply(params, x)
+
+    return jax.jit(apply)
 
 
 def predict(model: nn.Module, params, x: Float[Array, "nb_frames nb_bins"], *, chunk: int = 8192):

@@ -157,7 +157,8 @@ def _record(result, model, setting):
 
 
 def _teacher(sep, s, x):
-    return np.asarray(sep.model.apply(sep.seed_params(s), jnp.asarray(x)), np.float64)
+    with jax.default_matmul_precision("highest"):  # full float32, as the stage (a GPU would use TF32)
+        return np.asarray(sep.model.apply(sep.seed_params(s), jnp.asarray(x)), np.float64)
 
 
 def test_stage_records_every_model_setting_and_both_baselines(stage):
