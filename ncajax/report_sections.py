@@ -124,7 +124,7 @@ def conclusion_section(data: dict, concl: dict) -> list[str]:
                      _informative_cell(v), _converged_cell(v),
                      "yes" if v["counts"] else f"no: {v.get('reason') or '—'}"])
     lines += md_table(["estimator", "dae − dae_sf", "dae_deep − dae_sf", "direction",
-                     "informative (held-out < per-bin gain)", "converged", "counts"], rows)
+                     "informative (held-out < per-bin gain and < 1)", "converged", "counts"], rows)
     sec = concl.get("primary_secondary_metric")
     if sec and sec.get("intervals"):
         lines += ["", f"The primary estimator on the secondary metric (`{sec['metric']}`, unweighted): "
