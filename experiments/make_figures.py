@@ -4,7 +4,7 @@ Run:
     python experiments/make_figures.py                                # runs/default -> figures/
     python experiments/make_figures.py --run-dir runs/musdb --out runs/musdb/figures
 
-Yields, under --out (default figures/, the committed figures of the default run), a PNG and a PDF
+Yields, under --out (default figures/, where the committed figures of runs/corpora/corpus-0 live), a PNG and a PDF
 of each figure whose inputs exist: mapping_matrices_<setting> (the NCA matrices of the three
 models, full band and 0-1 kHz), estimator_matrices(_zoom), structure_metrics, direction_intervals,
 heldout_error, training_curves, fit_loss_curves, linearity, separation_quality and spectrograms.
