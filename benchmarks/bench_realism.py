@@ -3,7 +3,7 @@
 Generates the embedded synthetic corpus (`ncajax.corpus`, default `CorpusConfig` at the "fast" preset:
 8 kHz, N = 129 bins), trains the separators on it only (`pipeline.prepare_data` + `pipeline.train_all`,
 default `TrainConfig`, `--seeds` seeds vmapped), then separates the real 7-second MUSDB18 track
-("Music Delta - 80s Rock", /work/shared/data/musdb18-sample; read with `ncajax.sources`, needs ffmpeg),
+("Music Delta - 80s Rock", ../shared/data/musdb18-sample beside the repository; read with `ncajax.sources`, needs ffmpeg),
 resampled to 8 kHz and downmixed to mono, and scores it with `ncajax.evaluate.evaluate_tracks` exactly as
 the project's evaluation does (museval BSS Eval v4, 1-second windows, median over windows; vocals target).
 

@@ -280,7 +280,7 @@ def raising(err: BaseException):
     (RuntimeError("museval could not be imported (x); it needs ffmpeg and ffprobe on PATH"),
      "needs ffmpeg"),
     (NotADirectoryError("dataset root '/x' is not a folder"), "is not a folder"),
-    (PermissionError(13, "Permission denied", "/root/out"), "Permission denied: '/root/out'"),
+    (PermissionError(13, "Permission denied", "/srv/out"), "Permission denied: '/srv/out'"),
 ])
 def test_handler_user_errors(capsys, monkeypatch, err, text):
     monkeypatch.delenv(cli.DEBUG_ENV, raising=False)

@@ -13,6 +13,7 @@ import zlib
 
 import numpy as np
 import pytest
+from fakes import baseline_records, write_mapping_stage
 from matplotlib.colors import to_hex
 
 from ncajax import plots, verdict
@@ -83,31 +84,9 @@ def mapping_records(rng, *, heldout: dict | None = None) -> list[dict]:
     replaces a fit's held-out error table."""
     heldout = heldout or {}
     records = []
-    ones = [[1.0] * T for _ in range(S)]
     for m in MODELS:
-        gain = grid(GAIN_ERR, f"{m}/gain")
-        records += [
-            {
-                "model": m,
-                "setting": "zero",
-                "kind": "baseline",
-                "method": "zero",
-                "rel_l1_fit": [1.0] * S,
-                "rel_l1_heldout": ones,
-                "rel_l1_heldout_clipped": ones,
-                "wall_s": 0.1,
-            },
-            {
-                "model": m,
-                "setting": "per_bin_gain",
-                "kind": "baseline",
-                "method": "per_bin_gain",
-                "rel_l1_fit": [0.5] * S,
-                "rel_l1_heldout": gain,
-                "rel_l1_heldout_clipped": gain,
-                "wall_s": 0.1,
-            },
-        ]
+        records += baseline_records(m, n_seeds=S, n_songs=T, gain_fit=[0.5] * S,
+                                    gain_heldout=grid(GAIN_ERR, f"{m}/gain"))
         for s in SETTINGS:
             it = s.method in ITERATIVE
             key = f"{m}/{s.name}"
@@ -174,10 +153,6 @@ def _mappings(run, rng, *, finished=True, records=None):
     records = records if records is not None else mapping_records(rng)
     stft = STFTConfig(sample_rate=SR, n_fft=N_FFT, win_length=N_FFT, hop_length=4)
     cfg = MappingConfig(settings=SETTINGS, n_fit_frames=32, heldout_frames_per_song=8)
-    _write_json(
-        d / "config.json",
-        {"mapping": cfg.to_json(), "stft": to_dict(stft), "models": list(MODELS), "inputs": {}},
-    )
     songs = [f"t{i}" for i in range(T)]
     np.savez(
         d / "frames.npz",
@@ -197,19 +172,7 @@ def _mappings(run, rng, *, finished=True, records=None):
                 arrays["part_mask"] = np.stack([np.diag(rng.uniform(0, 1, N))] * S)
                 arrays["part_mask_jacobian"] = rng.normal(size=(S, N, N))
             np.savez(d / "matrices" / f"{m}__{s.name}.npz", **arrays)
-    (d / "metrics.jsonl").write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
-    if finished:
-        _write_json(
-            d / "result.json",
-            {
-                "records": records,
-                "fit_songs": ["a", "b"],
-                "heldout_songs": songs,
-                "n_fit_frames": 32,
-                "heldout_frames": [8] * T,
-                "wall_s": 1.0,
-            },
-        )
+    write_mapping_stage(d, records, cfg=cfg, stft=stft, models=MODELS, heldout_songs=songs, finished=finished)
 
 
 def _evaluation(run):

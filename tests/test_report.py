@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fakes import baseline_records, write_mapping_stage
 
 from ncajax import report, verdict
 from ncajax.config import PRIMARY_ESTIMATOR, MappingConfig, STFTConfig, default_settings, to_dict
@@ -84,29 +85,8 @@ def pooled(model: str, setting: dict, w: float, *, jitter: float = 0.02) -> dict
 
 
 def baselines(model: str, gain: float = GAIN_ERR) -> list[dict]:
-    ones = [[1.0] * T for _ in range(S)]
-    return [
-        {
-            "model": model,
-            "setting": "zero",
-            "kind": "baseline",
-            "method": "zero",
-            "rel_l1_fit": [1.0] * S,
-            "rel_l1_heldout": ones,
-            "rel_l1_heldout_clipped": ones,
-            "wall_s": 0.1,
-        },
-        {
-            "model": model,
-            "setting": "per_bin_gain",
-            "kind": "baseline",
-            "method": "per_bin_gain",
-            "rel_l1_fit": [0.45, 0.5, 0.55],
-            "rel_l1_heldout": grid(gain, model + "/gain"),
-            "rel_l1_heldout_clipped": grid(gain, model + "/gain"),
-            "wall_s": 0.1,
-        },
-    ]
+    return baseline_records(model, n_seeds=S, n_songs=T, gain_fit=[0.45, 0.5, 0.55],
+                            gain_heldout=grid(gain, model + "/gain"))
 
 
 def model_facts(model: str, spread: float) -> dict:
@@ -227,24 +207,8 @@ def make_run(
         n_fit_frames=64,
         heldout_frames_per_song=20,
     )
-    write_json(
-        mdir / "config.json",
-        {"mapping": cfg.to_json(), "stft": to_dict(stft), "models": list(MODELS), "inputs": {}},
-    )
-    write_json(mdir / "meta.json", {"git_commit": "def456"})
-    (mdir / "metrics.jsonl").write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in recs))
-    if finished:
-        write_json(
-            mdir / "result.json",
-            {
-                "records": recs,
-                "fit_songs": ["a", "b"],
-                "heldout_songs": HELDOUT_SONGS,
-                "n_fit_frames": 64,
-                "heldout_frames": [20] * T,
-                "wall_s": float(len(recs)),
-            },
-        )
+    write_mapping_stage(mdir, recs, cfg=cfg, stft=stft, models=MODELS, heldout_songs=HELDOUT_SONGS,
+                        finished=finished, meta={"git_commit": "def456"})
     if with_eval:
         summary = {"mixture": bss(-2.0), "oracle_irm": bss(12.5)}
         for m in MODELS:

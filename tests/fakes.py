@@ -1,0 +1,40 @@
+"""Hand-built mapping-stage run directories shared by the report and figure tests: the records and
+files `ncajax.mappings.run_stage` writes, with numbers the tests choose."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ncajax.config import MappingConfig, STFTConfig, to_dict
+
+
+def baseline_records(model: str, *, n_seeds: int, n_songs: int, gain_fit: list[float],
+                     gain_heldout: list[list[float]]) -> list[dict]:
+    """The zero and per-bin-gain baseline records of one model."""
+    ones = [[1.0] * n_songs for _ in range(n_seeds)]
+    zero = {"model": model, "setting": "zero", "kind": "baseline", "method": "zero",
+            "rel_l1_fit": [1.0] * n_seeds, "rel_l1_heldout": ones, "rel_l1_heldout_clipped": ones,
+            "wall_s": 0.1}
+    gain = {"model": model, "setting": "per_bin_gain", "kind": "baseline", "method": "per_bin_gain",
+            "rel_l1_fit": gain_fit, "rel_l1_heldout": gain_heldout, "rel_l1_heldout_clipped": gain_heldout,
+            "wall_s": 0.1}
+    return [zero, gain]
+
+
+def write_mapping_stage(mdir: Path, records: list[dict], *, cfg: MappingConfig, stft: STFTConfig,
+                        models: tuple[str, ...], heldout_songs: list[str], finished: bool = True,
+                        meta: dict | None = None) -> None:
+    """config.json, metrics.jsonl and (when `finished`) result.json of a mapping stage in `mdir`."""
+    mdir.mkdir(parents=True, exist_ok=True)
+    config = {"mapping": cfg.to_json(), "stft": to_dict(stft), "models": list(models), "inputs": {}}
+    (mdir / "config.json").write_text(json.dumps(config))
+    if meta is not None:
+        (mdir / "meta.json").write_text(json.dumps(meta))
+    (mdir / "metrics.jsonl").write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+    if finished:
+        result = {"records": records, "fit_songs": ["a", "b"], "heldout_songs": heldout_songs,
+                  "n_fit_frames": cfg.n_fit_frames,
+                  "heldout_frames": [cfg.heldout_frames_per_song] * len(heldout_songs),
+                  "wall_s": float(sum(r.get("wall_s", 0.0) for r in records))}
+        (mdir / "result.json").write_text(json.dumps(result))
