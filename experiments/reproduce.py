@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 
 from ncajax import study
-from ncajax.config import FIT_LEARNING_RATE, FIT_STEPS, TrainConfig
+from ncajax.config import FIT_LEARNING_RATE, FIT_STEPS, STUDY_SEEDS, TrainConfig
 
 REAL_TEST = Path(__file__).resolve().parents[2] / "shared" / "data" / "musdb18-sample"
 
@@ -36,7 +36,7 @@ def parse(argv=None):
     ap.add_argument("--musdb-root", default=None, help="MUSDB18 root (stems) or MUSDB18-HQ root (--is-wav)")
     ap.add_argument("--is-wav", action="store_true", help="read --musdb-root as MUSDB18-HQ wav folders")
     ap.add_argument("--preset", default="fast", help="STFT preset: fast (8 kHz, N=129) or paper (N=2049)")
-    ap.add_argument("--seeds", type=int, default=10, help="seeds per model (trained in one vmapped program)")
+    ap.add_argument("--seeds", type=int, default=STUDY_SEEDS, help="seeds per model (trained in one vmapped program)")
     ap.add_argument("--epochs", type=int, default=TrainConfig.max_epochs)
     ap.add_argument("--fit-steps", type=int, default=FIT_STEPS, help="steps of the converged NCA/student fits")
     ap.add_argument("--fit-lr", type=float, default=FIT_LEARNING_RATE, help="learning rate of the converged fits")

@@ -16,14 +16,14 @@ import argparse
 import json
 
 from ncajax import pipeline
-from ncajax.config import TrainConfig
+from ncajax.config import STUDY_SEEDS, TrainConfig
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="runs/default/train")
     pipeline.add_data_arguments(ap)
-    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--seeds", type=int, default=STUDY_SEEDS)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--epochs", type=int, default=TrainConfig.max_epochs)
     ap.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)

@@ -152,6 +152,8 @@ PRIMARY_ESTIMATOR = NCA_CONVERGED
 PRIMARY_METRIC = "weighted_diagonal_energy_ratio"
 # The converged iterative fits (NCA and student): steps and Adam learning rate.
 FIT_STEPS = 3000
+# Trained seeds per model in the study (one vmapped program per model); the verdict resamples them.
+STUDY_SEEDS = 10
 FIT_LEARNING_RATE = 1e-3
 
 

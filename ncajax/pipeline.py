@@ -16,7 +16,16 @@ from pathlib import Path
 import numpy as np
 
 from . import corpus, features, sources
-from .config import MODEL_NAMES, CorpusConfig, ModelConfig, STFTConfig, TrainConfig, preset, to_dict
+from .config import (
+    MODEL_NAMES,
+    STUDY_SEEDS,
+    CorpusConfig,
+    ModelConfig,
+    STFTConfig,
+    TrainConfig,
+    preset,
+    to_dict,
+)
 from .train import TrainResult, train_model
 
 
@@ -115,7 +124,7 @@ def train_all(
     out_dir: str | Path,
     *,
     model_names: tuple[str, ...] = MODEL_NAMES,
-    train_cfg: TrainConfig = TrainConfig(n_seeds=3),
+    train_cfg: TrainConfig = TrainConfig(n_seeds=STUDY_SEEDS),
     progress: bool = True,
 ) -> dict[str, TrainResult]:
     """Train every model of `model_names` (all seeds vmapped) into `out_dir/<model>/`."""

@@ -17,6 +17,7 @@ from . import pipeline, runs, verdict
 from .config import (
     FIT_LEARNING_RATE,
     FIT_STEPS,
+    STUDY_SEEDS,
     CorpusConfig,
     MappingConfig,
     TrainConfig,
@@ -32,7 +33,7 @@ class StudyOptions:
     musdb_root: str | None = None
     is_wav: bool = False
     preset: str = "fast"
-    seeds: int = 10
+    seeds: int = STUDY_SEEDS
     epochs: int = TrainConfig.max_epochs
     fit_steps: int = FIT_STEPS
     fit_lr: float = FIT_LEARNING_RATE
