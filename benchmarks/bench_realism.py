@@ -1,17 +1,27 @@
 """Realism of the embedded corpus: does a separator trained on it separate a real song?
 
-Generates the embedded synthetic corpus (`ncajax.corpus`, default `CorpusConfig` at the "fast" preset:
-8 kHz, N = 129 bins), trains the separators on it only (`pipeline.prepare_data` + `pipeline.train_all`,
+Generates the embedded synthetic corpus (`ncajax.corpus`, default `CorpusConfig` at the preset's sample
+rate, `--preset fast` by default: 8 kHz, N = 129 bins), compares its statistics with the real track's,
+trains the separators on it only (`pipeline.prepare_data` + `pipeline.train_all`,
 default `TrainConfig`, `--seeds` seeds vmapped), then separates the real 7-second MUSDB18 track
 ("Music Delta - 80s Rock", ../shared/data/musdb18-sample beside the repository; read with `ncajax.sources`, needs ffmpeg),
-resampled to 8 kHz and downmixed to mono, and scores it with `ncajax.evaluate.evaluate_tracks` exactly as
+resampled to the preset's rate and downmixed to mono, and scores it with `ncajax.evaluate.evaluate_tracks` exactly as
 the project's evaluation does (museval BSS Eval v4, 1-second windows, median over windows; vocals target).
 
     NCAJAX_CACHE=/tmp/realism_cache python benchmarks/bench_realism.py [--seeds 3]
-        [--models dae_sf dae dae_deep] [--corpus-seed 0] [--n-train 24] [--n-test 6] [--duration 12]
+        [--models dae_sf dae dae_deep] [--corpus-seed 0] [--n-train 60] [--n-test 30] [--duration 5]
         [--gains-db -12 0 12] [--out DIR]  # training run dirs; default: a temp folder (always retrains)
 
+    python benchmarks/bench_realism.py --stats-only [--fresh]  # corpus statistics only, no training
+
 Prints JSON lines (one per record, `"bench": "realism"`):
+- `{"kind": "stats", "source": "corpus" | "real", ...}`: what the separators see, per source: mixture
+  RMS (dBFS), vocal-to-accompaniment level (dB), vocal activity (share of 32 ms frames within 30 dB of
+  the loudest), the vocals' and the accompaniment's power shares in four bands (<500 Hz, 0.5-2 kHz,
+  2-4 kHz, >4 kHz up to Nyquist) and the pitched-ness of the accompaniment in the voice register
+  (share of its 150-1000 Hz power in spectral peaks); the corpus values as median and 10th/90th
+  percentile over its songs, and `"kind": "stats_gap"` with |corpus median - real| per statistic;
+  `--stats-only` stops after these (and the generation time, `--fresh` in a new temp cache);
 - `{"kind": "reference", "name": "mixture" | "oracle_irm", "vocals_sdr": ...}` on the real track;
 - `{"kind": "seed", "model": m, "seed": s, "vocals_sdr": ..., "improvement_db": ...}` per trained seed
   (improvement = model vocals SDR - mixture vocals SDR on the real track, dB);
@@ -80,9 +90,15 @@ def main(argv: list[str] | None = None) -> dict:
         default=[-12.0, 0.0, 12.0],
         help="also score the real track scaled by these gains (the models see raw magnitudes)",
     )
+    ap.add_argument("--preset", default="fast", help="STFT preset; the corpus follows its sample rate")
+    ap.add_argument("--stats-only", action="store_true", help="corpus statistics only, no training")
+    ap.add_argument("--fresh", action="store_true", help="generate the corpus in a new temp cache")
     args = ap.parse_args(argv)
 
-    stft = preset("fast")
+    stft = preset(args.preset)
+    if args.fresh:
+        fresh_cache = tempfile.TemporaryDirectory(prefix="bench_realism-cache-")
+        os.environ["NCAJAX_CACHE"] = fresh_cache.name
     ccfg = CorpusConfig(
         seed=args.corpus_seed,
         n_train=args.n_train,
@@ -96,7 +112,15 @@ def main(argv: list[str] | None = None) -> dict:
     fresh = not (cdir / corpus.MARKER).is_file()
     corpus.generate_corpus(cache_root / "corpus", ccfg)
     corpus_s = time.perf_counter() - t0
+    emit({"kind": "generation", "corpus": dataclasses.asdict(ccfg), "generated": fresh,
+          "corpus_s": round(corpus_s, 2), "cpus": os.cpu_count()})
     data = pipeline.prepare_data(corpus_cfg=ccfg, cache_root=cache_root, progress=False)
+    synth = [sources.load_track(r, stft.sample_rate) for split in ("train", "valid", "test")
+             for r in data.refs[split]]
+    real = real_track(Path(args.real), stft.sample_rate)
+    emit_stats([track_stats(t) for t in synth], track_stats(real))
+    if args.stats_only:
+        return {"corpus_s": corpus_s}
 
     tmp = None
     if args.out is None:
@@ -127,7 +151,7 @@ def main(argv: list[str] | None = None) -> dict:
             predictors[f"{name}/seed{tr.train_cfg.seed + s}"] = lambda x, m=tr.model, p=params: (
                 predict(m, p, x)
             )
-    track = real_track(Path(args.real), stft.sample_rate)
+    track = real
     t0 = time.perf_counter()
     result = evaluate.evaluate_tracks(predictors, [track], stft, with_bss=True)
     level_robustness = {}
@@ -227,6 +251,64 @@ def main(argv: list[str] | None = None) -> dict:
     if tmp is not None:
         tmp.cleanup()
     return record
+
+
+BANDS = ((0.0, 500.0), (500.0, 2000.0), (2000.0, 4000.0), (4000.0, None))
+
+
+def track_stats(track: sources.TrackAudio) -> dict[str, float]:
+    """The statistics of one mono track (see the module docstring)."""
+    sr = track.rate
+
+    def db(x: np.ndarray) -> float:
+        return float(10 * np.log10(max(float(np.mean(np.square(x, dtype=np.float64))), 1e-20)))
+
+    def bands(x: np.ndarray) -> dict[str, float]:
+        spec = np.abs(np.fft.rfft(x.astype(np.float64))) ** 2
+        f = np.fft.rfftfreq(x.size, 1 / sr)
+        tot = max(spec.sum(), 1e-30)
+        return {f"{lo:g}-{hi or sr / 2:g}Hz": float(spec[(f >= lo) & (f < (hi or sr))].sum() / tot)
+                for lo, hi in BANDS if lo < sr / 2}
+
+    win = int(0.032 * sr)
+    frames = np.lib.stride_tricks.sliding_window_view(track.vocals, win)[::win]
+    frame_db = 10 * np.log10(np.mean(np.square(frames, dtype=np.float64), axis=1) + 1e-20)
+    acc = track.accompaniment.astype(np.float64)
+    # Pitched-ness in the voice register: the share of the accompaniment's 150-1000 Hz power in
+    # frequency bins at least 10 dB above the local median (spectral peaks, i.e. partials).
+    n_fft = 4 * win
+    fr = np.lib.stride_tricks.sliding_window_view(acc, n_fft)[::n_fft // 2] * np.hanning(n_fft)
+    spec = np.abs(np.fft.rfft(fr, axis=1)) ** 2
+    f = np.fft.rfftfreq(n_fft, 1 / sr)
+    reg = (f >= 150) & (f < 1000)
+    from scipy.ndimage import median_filter
+
+    local = median_filter(spec, size=(1, 15), mode="nearest")
+    peaks = spec > 10 * local
+    pitched = float((spec * peaks)[:, reg].sum() / max(spec[:, reg].sum(), 1e-30))
+    out = {
+        "mixture_rms_dbfs": db(track.mixture),
+        "vocal_level_db": db(track.vocals) - db(acc),
+        "vocal_activity": float(np.mean(frame_db > frame_db.max() - 30)),
+        "accompaniment_pitched_150_1000Hz": pitched,
+    }
+    out.update({f"vocals_{k}": v for k, v in bands(track.vocals).items()})
+    out.update({f"accompaniment_{k}": v for k, v in bands(acc).items()})
+    return out
+
+
+def emit_stats(corpus_stats: list[dict[str, float]], real_stats: dict[str, float]) -> None:
+    """Emit the corpus (median, p10, p90 over songs) and real statistics and their gaps."""
+    summary = {}
+    for key in real_stats:
+        vals = np.asarray([s[key] for s in corpus_stats])
+        summary[key] = {"median": float(np.median(vals)), "p10": float(np.percentile(vals, 10)),
+                        "p90": float(np.percentile(vals, 90))}
+    emit({"kind": "stats", "source": "corpus", "n_tracks": len(corpus_stats), **summary})
+    emit({"kind": "stats", "source": "real", **real_stats})
+    emit({"kind": "stats_gap", **{k: abs(summary[k]["median"] - v) for k, v in real_stats.items()},
+          "real_inside_p10_p90": {k: bool(summary[k]["p10"] <= v <= summary[k]["p90"])
+                                  for k, v in real_stats.items()}})
 
 
 def _synthetic_gain(result: dict) -> float | None:

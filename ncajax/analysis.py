@@ -38,6 +38,11 @@ __all__ = [
     "dead_unit_share",
     "summarise",
     "quantiles",
+    "band_mask",
+    "voice_band",
+    "functional_diagonality",
+    "keep_share",
+    "restricted_structure",
 ]
 
 DEFAULT_K = 2
@@ -400,3 +405,113 @@ def quantiles(
     if v.ndim == 0 or v.shape[axis] == 0:
         raise ValueError(f"values need a non-empty axis {axis}, got shape {v.shape}")
     return jnp.quantile(v, jnp.asarray(qs_arr, dtype=v.dtype), axis=axis)
+
+
+# ---------------------------------------------------------------------------------------------------
+# functional diagonality: how much of a mapping's held-out accuracy its diagonal (or band) keeps
+
+
+def band_mask(freqs: ArrayLike, band_hz: float) -> np.ndarray:
+    """Boolean `(N, N)`: True where |f_i - f_j| <= band_hz (frequencies in Hz, `bin_frequencies`).
+    The diagonal is always inside; band_hz = 0 gives the diagonal alone."""
+    f = np.asarray(freqs, np.float64)
+    if f.ndim != 1:
+        raise ValueError(f"freqs must be 1-D bin frequencies (Hz), got shape {f.shape}")
+    if not (isinstance(band_hz, Real) and band_hz >= 0):
+        raise ValueError(f"band_hz (half-width of the band, in Hz) must be >= 0, got {band_hz!r}")
+    return np.abs(f[:, None] - f[None, :]) <= band_hz + 1e-9 * max(1.0, float(band_hz))
+
+
+def voice_band(freqs: ArrayLike, *, sample_rate: float, lo_hz: float = 80.0, hi_hz: float = 8000.0
+               ) -> np.ndarray:
+    """Boolean `(N,)`: bins whose frequency lies in [lo_hz, min(Nyquist, hi_hz)] (the singing voice's
+    band, 80 Hz to 8 kHz by default)."""
+    f = np.asarray(freqs, np.float64)
+    top = min(sample_rate / 2.0, hi_hz)
+    return (f >= lo_hz) & (f <= top)
+
+
+def keep_share(err_zero, err_part, err_full) -> np.ndarray:
+    """(err_zero - err_part) / (err_zero - err_full): the share of the full mapping's advantage over
+    predicting silence that the part keeps (1: all of it, 0: none, < 0: worse than silence). NaN where
+    the full mapping has no advantage over silence (err_full >= err_zero): nothing to keep."""
+    z, p, f = (np.asarray(v, np.float64) for v in (err_zero, err_part, err_full))
+    den = z - f
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(den > 0, (z - p) / np.where(den > 0, den, 1.0), np.nan)
+
+
+def _rel_l1_np(y: np.ndarray, y_hat: np.ndarray) -> np.ndarray:
+    """Relative L1 over the last two axes (frames, bins), float64; 0/0 -> 0, a/0 -> inf."""
+    num = np.abs(y - y_hat).sum(axis=(-2, -1))
+    den = np.abs(y).sum(axis=(-2, -1))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.where(num > 0, np.inf, 0.0))
+
+
+def functional_diagonality(
+    C: Float[ArrayLike, "*K nb_bins nb_bins"],
+    x: Float[ArrayLike, "nb_frames nb_bins"],
+    y: Float[ArrayLike, "*K nb_frames nb_bins"],
+    freqs: ArrayLike,
+    band_hz: float,
+) -> dict[str, np.ndarray]:
+    """Held-out relative L1 error of C, of its diagonal part diag(C) and of its band part (entries
+    with |f_i - f_j| <= band_hz) against the teacher outputs y, and of the zero predictor; with the
+    predictions clipped at 0 (the study's convention) and raw (`*_raw`). `keep_diag` / `keep_band`
+    (`keep_share`, clipped errors) say how much of C's advantage over silence the part keeps.
+
+    NumPy (float64 errors), not jitted. C `(K, N, N)` or `(N, N)`, y `(K, F, N)` or `(F, N)`; every
+    value has shape `(K,)` (or is a scalar)."""
+    C = np.asarray(C, np.float64)
+    x = np.asarray(x, np.float64)
+    y = np.asarray(y, np.float64)
+    if C.shape[-1] != C.shape[-2] or x.shape[-1] != C.shape[-1] or y.shape[-2:] != x.shape:
+        raise ValueError(f"C {C.shape}, x {x.shape} and y {y.shape} do not match: C (K, N, N), "
+                         "x (F, N), y (K, F, N)")
+    mask = band_mask(freqs, band_hz)
+    if mask.shape != C.shape[-2:]:
+        raise ValueError(f"freqs has {mask.shape[0]} bins, C has {C.shape[-1]}")
+    eye = np.eye(C.shape[-1], dtype=bool)
+    parts = {"full": C, "diag": np.where(eye, C, 0.0), "band": np.where(mask, C, 0.0)}
+    out: dict[str, np.ndarray] = {}
+    for name, M in parts.items():
+        y_hat = x @ np.swapaxes(M, -1, -2)
+        out[f"err_{name}"] = _rel_l1_np(y, np.maximum(y_hat, 0.0))
+        out[f"err_{name}_raw"] = _rel_l1_np(y, y_hat)
+    out["err_zero"] = out["err_zero_raw"] = _rel_l1_np(y, np.zeros_like(y))
+    out["keep_diag"] = keep_share(out["err_zero"], out["err_diag"], out["err_full"])
+    out["keep_band"] = keep_share(out["err_zero"], out["err_band"], out["err_full"])
+    return out
+
+
+def restricted_structure(
+    C: Float[ArrayLike, "nb_bins nb_bins"],
+    *,
+    live_rows: ArrayLike,
+    band: ArrayLike,
+    freqs: ArrayLike,
+    band_hz: float,
+    energies: dict[str, ArrayLike],
+) -> dict[str, float]:
+    """Diagonal structure of C counted only on live output rows inside the voice band, and on input
+    columns inside the voice band.
+
+    live_rows, band: boolean `(N,)` (rows whose teacher output is nonzero on some fit frame; the voice
+    band, `voice_band`). For each energy weighting `name -> e (N,)` (e.g. the mixture's and the
+    vocals' mean power): `live_voice_diagonal_energy_ratio_<name>` = Σ_i C_ii² e_i / Σ_ij C_ij² e_j and
+    `live_voice_band_energy_<name>` (|f_i - f_j| <= band_hz), over the kept rows and columns. 0.0 when
+    nothing is kept or the weighted total is zero."""
+    C = np.asarray(C, np.float64)
+    rows = np.asarray(live_rows, bool) & np.asarray(band, bool)
+    cols = np.asarray(band, bool)
+    keep = rows[:, None] & cols[None, :]
+    near = band_mask(freqs, band_hz)
+    eye = np.eye(C.shape[0], dtype=bool)
+    out = {}
+    for name, e in energies.items():
+        E = np.where(keep, C**2 * np.asarray(e, np.float64)[None, :], 0.0)
+        total = E.sum()
+        out[f"live_voice_diagonal_energy_ratio_{name}"] = float(E[eye].sum() / total) if total > 0 else 0.0
+        out[f"live_voice_band_energy_{name}"] = float(E[near].sum() / total) if total > 0 else 0.0
+    return out

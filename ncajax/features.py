@@ -253,6 +253,31 @@ class FeatureCache:
         return Prefetch(lambda s: self.batch(s, batch_size, seed), steps, prefetch)
 
 
+def per_bin_rms(
+    cache: FeatureCache, *, chunk: int = 8192, floor: float = 1e-6
+) -> tuple[Float[np.ndarray, "nb_bins"], Float[np.ndarray, "nb_bins"]]:
+    """Per-bin RMS `(s, t)` of the mixture and vocal magnitudes over all frames of `cache`, float32.
+
+    Accumulated in float64 in chunks (memory does not grow with the cache). A bin whose RMS is below
+    `floor` times the largest bin's RMS (e.g. a silent DC bin) gets that floor instead, so dividing by it
+    stays finite; the scaling is a fixed positive diagonal either way. Used by the "standardised" training
+    recipe (`ncajax.config.TrainConfig.recipe`).
+    """
+    if cache.n_frames < 1:
+        raise ValueError(f"cache {cache.path.name} has no frames to compute a per-bin RMS from")
+    sums = [np.zeros(cache.n_bins, np.float64), np.zeros(cache.n_bins, np.float64)]
+    for start in range(0, cache.n_frames, chunk):
+        for acc, arr in zip(sums, (cache.mixture, cache.vocals), strict=True):
+            block = np.asarray(arr[start : start + chunk], np.float64)
+            acc += np.sum(block * block, axis=0)
+    out = []
+    for acc in sums:
+        rms = np.sqrt(acc / cache.n_frames)
+        top = float(np.max(rms))  # NaN features stay NaN here: the training guard names them
+        out.append(np.maximum(rms, max(top * floor, 1e-12)).astype(np.float32))
+    return out[0], out[1]
+
+
 def _refs_dicts(refs: Sequence[TrackRef]) -> list[dict]:
     return [dataclasses.asdict(r) for r in refs]
 

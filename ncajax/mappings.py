@@ -10,8 +10,11 @@ seeds at once, one vmapped program per setting, each fit with its own initialisa
   clipped at 0), convergence of iterative fits, and the structure metrics of C per seed and song (the
   weighted metrics weight input bins by that song's mean input power);
 - two baselines on the same frames: the zero predictor (error 1 by definition) and the best per-bin
-  gain (a diagonal matrix fitted by least squares), against which a mapping must be clearly better on
-  held-out songs before it says anything about inter-frequency couplings;
+  gain (the better on the fit frames, by L1, of the least-squares and the L1-optimal diagonal), against
+  which a mapping must be clearly better on held-out songs before it says anything about couplings;
+- functional diagonality per seed and song (`record["functional"]`, `analysis.functional_diagonality`):
+  the held-out error of C, of diag(C), of its band part and of silence, and the share of C's advantage
+  that the diagonal / the band keeps; structure restricted to live output rows and the voice band;
 - the dead units of each seed and, for `linearity_seeds` seeds, how far one matrix can stand for the
   model (the spread and structure of the per-frame Jacobians).
 
@@ -34,11 +37,19 @@ from jaxtyping import Array, ArrayLike, Float
 from tqdm.auto import tqdm
 
 from . import analysis, nca, runs
-from .config import FitSetting, MappingConfig, STFTConfig, default_settings, to_dict
+from .config import (
+    DIAGONAL_BAND_HZ,
+    VOICE_BAND_HZ,
+    FitSetting,
+    MappingConfig,
+    STFTConfig,
+    default_settings,
+    to_dict,
+)
 from .models import predict
 
-__all__ = ["FitSetting", "MappingConfig", "Separator", "default_settings", "per_bin_gain", "run_stage",
-           "select_frames", "linearity"]
+__all__ = ["FitSetting", "MappingConfig", "Separator", "default_settings", "per_bin_gain", "per_bin_gain_l1",
+           "best_per_bin_gain", "run_stage", "select_frames", "linearity"]
 
 BASELINES = ("zero", "per_bin_gain")
 
@@ -97,12 +108,48 @@ def per_bin_gain(
     return jnp.where(den > 0, num / jnp.where(den > 0, den, 1.0), 0.0)
 
 
+def per_bin_gain_l1(x: ArrayLike, y: ArrayLike) -> np.ndarray:
+    """The L1-optimal per-bin gain: per bin i, g_i minimises Σ_t |y_ti - g_i x_ti| exactly. For x >= 0
+    that sum is Σ_t x_ti |y_ti / x_ti - g_i| (+ the frames with x_ti = 0, which do not depend on g), so
+    g_i is the weighted median of y_ti / x_ti with weights x_ti (the smallest ratio whose cumulative
+    weight reaches half the total). Frames `(*k, F, N)`, x >= 0; NumPy, `(*k, N)`. A bin whose input is
+    silent on every frame gets gain 0."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    if x.shape != y.shape or x.ndim < 2:
+        raise ValueError(f"x and y must be frames of one shape (nb_frames, nb_bins), got {x.shape}, {y.shape}")
+    if np.any(x < 0):
+        raise ValueError("per_bin_gain_l1 needs non-negative inputs x (magnitudes)")
+    live = x > 0
+    ratio = np.where(live, y / np.where(live, x, 1.0), np.inf)  # silent frames sort last, weight 0
+    order = np.argsort(ratio, axis=-2, kind="stable")
+    r = np.take_along_axis(ratio, order, axis=-2)
+    w = np.take_along_axis(np.where(live, x, 0.0), order, axis=-2)
+    cum = np.cumsum(w, axis=-2)
+    total = cum[..., -1:, :]
+    first = np.argmax(cum >= 0.5 * total, axis=-2)[..., None, :]
+    g = np.take_along_axis(r, first, axis=-2)[..., 0, :]
+    return np.where(total[..., 0, :] > 0, g, 0.0)
+
+
+def best_per_bin_gain(x: ArrayLike, y: ArrayLike) -> tuple[np.ndarray, list[str]]:
+    """Per fit (leading axis of y `(S, F, N)`), the better on the fit frames by relative L1 (predictions
+    clipped at 0) of the least-squares and the L1-optimal per-bin gain: `(S, N)` and the choice per fit."""
+    y = np.asarray(y, np.float64)
+    xb = np.broadcast_to(np.asarray(x, np.float64), y.shape)
+    gains = {"least_squares": np.asarray(per_bin_gain(xb, y), np.float64), "l1": per_bin_gain_l1(xb, y)}
+    errs = {k: analysis._rel_l1_np(y, np.maximum(xb * g[:, None, :], 0.0)) for k, g in gains.items()}
+    pick = errs["l1"] <= errs["least_squares"]
+    gain = np.where(pick[:, None], gains["l1"], gains["least_squares"])
+    return gain, ["l1" if p else "least_squares" for p in pick]
+
+
 def select_frames(train_cache, test_cache, cfg: MappingConfig) -> dict:
     """Fit frames pooled over the training songs and held-out frames per test song (a pure function
     of cfg.seed). Frames are drawn without replacement (all of them when a split has fewer).
 
     Returns {"fit": (F, N), "fit_songs": names of the songs the fit frames come from,
-    "heldout": [(F_t, N) per test song], "heldout_songs": names}.
+    "heldout": [(F_t, N) per test song], "heldout_songs": names, "heldout_vocals": the same frames of the
+    vocals (target) per song, or None when the cache has no vocals}.
     """
     rng = np.random.default_rng([cfg.seed, 7])
     n = int(train_cache.offsets[-1])
@@ -110,13 +157,16 @@ def select_frames(train_cache, test_cache, cfg: MappingConfig) -> dict:
         raise ValueError("the training split has fewer than 2 frames: nothing to fit a mapping on")
     idx = np.sort(rng.choice(n, size=min(cfg.n_fit_frames, n), replace=False))
     song_of = np.searchsorted(train_cache.offsets, idx, side="right") - 1
-    heldout, names = [], []
+    heldout, names, heldout_vocals = [], [], []
+    vocals = getattr(test_cache, "vocals", None)
     for i, name in enumerate(test_cache.track_names):
         a, b = int(test_cache.offsets[i]), int(test_cache.offsets[i + 1])
         if b - a < 1:
             continue
         rows = np.sort(rng.choice(np.arange(a, b), size=min(cfg.heldout_frames_per_song, b - a), replace=False))
         heldout.append(np.asarray(test_cache.mixture[rows], np.float32))
+        if vocals is not None:
+            heldout_vocals.append(np.asarray(vocals[rows], np.float32))
         names.append(name)
     if not heldout:
         raise ValueError("the test split has no frames: the mapping needs held-out songs to be judged on")
@@ -125,6 +175,7 @@ def select_frames(train_cache, test_cache, cfg: MappingConfig) -> dict:
         "fit_songs": [train_cache.track_names[i] for i in np.unique(song_of)],
         "heldout": heldout,
         "heldout_songs": names,
+        "heldout_vocals": heldout_vocals if vocals is not None else None,
     }
 
 
@@ -150,10 +201,40 @@ def _as_seeds(values, n: int) -> list:
 class _Held:
     """The held-out songs of one model: frames, teacher outputs per seed, input energy."""
 
-    def __init__(self, sep: Separator, frames: list[np.ndarray]):
+    def __init__(self, sep: Separator, frames: list[np.ndarray], vocals: list[np.ndarray] | None = None,
+                 live_rows: np.ndarray | None = None, band_hz: float = DIAGONAL_BAND_HZ):
         self.frames = frames
         self.outputs = [sep.outputs(x) for x in frames]  # (S, F_t, N) per song
         self.energy = [np.asarray(analysis.mean_input_energy(x)) for x in frames]
+        self.vocal_energy = None if vocals is None else [np.mean(np.asarray(v, np.float64) ** 2, axis=0)
+                                                         for v in vocals]
+        self.live_rows = live_rows  # (S, N): teacher output nonzero on some fit frame
+        self.band_hz = band_hz
+
+    def functional(self, matrices: np.ndarray, freqs: np.ndarray) -> dict[str, list]:
+        """`analysis.functional_diagonality` per seed and song: `{name: (S, T)}`, NaN stored as None."""
+        per_song = [analysis.functional_diagonality(matrices, x, y, freqs, self.band_hz)
+                    for x, y in zip(self.frames, self.outputs, strict=True)]
+        return {name: _json_table(np.stack([np.asarray(m[name]) for m in per_song], axis=1))
+                for name in per_song[0]}
+
+    def restricted(self, matrices: np.ndarray, stft: STFTConfig, freqs: np.ndarray) -> dict[str, list]:
+        """`analysis.restricted_structure` per seed and song (live rows per seed, voice band, energy
+        weights from each song's mixture and, when known, vocals power): `{name: (S, T)}`."""
+        band = analysis.voice_band(freqs, sample_rate=stft.sample_rate, lo_hz=VOICE_BAND_HZ[0],
+                                   hi_hz=VOICE_BAND_HZ[1])
+        rows = []
+        for s, c in enumerate(matrices):
+            live = np.ones(len(freqs), bool) if self.live_rows is None else self.live_rows[s]
+            per_song = []
+            for t, e in enumerate(self.energy):
+                energies = {"mixture": e}
+                if self.vocal_energy is not None:
+                    energies["vocals"] = self.vocal_energy[t]
+                per_song.append(analysis.restricted_structure(c, live_rows=live, band=band, freqs=freqs,
+                                                              band_hz=self.band_hz, energies=energies))
+            rows.append(per_song)
+        return {name: [[song[name] for song in seed] for seed in rows] for name in rows[0][0]}
 
     def errors(self, predict_song) -> tuple[np.ndarray, np.ndarray]:
         """Relative L1 error `(S, T)` raw and with predictions clipped at 0, for predict_song(t, x)
@@ -174,6 +255,12 @@ class _Held:
         ]
         return {name: np.stack([np.asarray(m[name]) for m in per_song], axis=1).tolist()
                 for name in per_song[0]}
+
+
+def _json_table(a: np.ndarray) -> list:
+    """A float table as nested lists with NaN as None (JSON has no NaN; NumPy reads None back as NaN)."""
+    a = np.asarray(a, np.float64)
+    return np.where(np.isnan(a), None, a).tolist()
 
 
 _FRAME_METRICS = ("diagonal_energy_ratio", "weighted_diagonal_energy_ratio", "near_diagonal_energy",
@@ -244,28 +331,32 @@ def run_stage(
     *,
     provenance: dict | None = None,
     progress: bool = True,
+    band_hz: float = DIAGONAL_BAND_HZ,
 ) -> dict:
     """Fit every setting of `cfg` to every separator on training-song frames, judge every fit on the
-    test songs; write and return the stage's results.
+    test songs; write and return the stage's results. `band_hz`: half-width (Hz) of the band part of
+    every matrix in the functional-diagonality tables (`analysis.functional_diagonality`).
 
     Every matmul runs at full float32 precision (on GPUs the default would be TF32), so targets,
     fits and metrics agree with `nca.fit_mapping` run on its own."""
     with jax.default_matmul_precision("highest"):
         return _run_stage(separators, train_cache, test_cache, stft, Path(out_dir), cfg, provenance,
-                          progress)
+                          progress, float(band_hz))
 
 
-def _run_stage(separators, train_cache, test_cache, stft, out_dir, cfg, provenance, progress) -> dict:
+def _run_stage(separators, train_cache, test_cache, stft, out_dir, cfg, provenance, progress, band_hz) -> dict:
     config = {"mapping": cfg.to_json(), "stft": to_dict(stft), "models": sorted(separators),
-              "inputs": provenance or {}}
+              "inputs": provenance or {},
+              "functional": {"band_hz": band_hz, "voice_band_hz": list(VOICE_BAND_HZ)}}
     if (done := runs.finished_result(out_dir, config)) is not None:
         return done
     runs.open_run(out_dir, config)
     (out_dir / "matrices").mkdir(exist_ok=True)
     frames = select_frames(train_cache, test_cache, cfg)
+    freqs = analysis.bin_frequencies(stft.n_bins, sample_rate=stft.sample_rate, n_fft=stft.n_fft)
     np.savez(out_dir / "frames.npz", fit_input_energy=np.asarray(analysis.mean_input_energy(frames["fit"])),
              heldout_input_energy=np.stack([np.asarray(analysis.mean_input_energy(x)) for x in frames["heldout"]]),
-             frequencies=analysis.bin_frequencies(stft.n_bins, sample_rate=stft.sample_rate, n_fft=stft.n_fft),
+             frequencies=freqs,
              fit_songs=np.array(frames["fit_songs"]), heldout_songs=np.array(frames["heldout_songs"]))
 
     records: list[dict] = runs.read_metrics(out_dir)  # fits finished before an interruption
@@ -280,7 +371,9 @@ def _run_stage(separators, train_cache, test_cache, stft, out_dir, cfg, provenan
         bar.set_postfix_str(f"{model_name} {setting_name}")
         sep = separators[model_name]
         if model_name not in context:  # teacher outputs once per model
-            context = {model_name: (sep.outputs(frames["fit"]), _Held(sep, frames["heldout"]))}
+            fit_out = sep.outputs(frames["fit"])
+            context = {model_name: (fit_out, _Held(sep, frames["heldout"], frames["heldout_vocals"],
+                                                   np.any(fit_out != 0, axis=1), band_hz))}
         target, held = context[model_name]
         t0 = time.perf_counter()
         path = out_dir / "matrices" / f"{model_name}__{setting_name}.npz"
@@ -292,7 +385,7 @@ def _run_stage(separators, train_cache, test_cache, stft, out_dir, cfg, provenan
             record = _baseline(setting_name, frames["fit"], target, held, path)
         elif kind == "pooled":
             setting = next(s for s in cfg.settings if s.name == setting_name)
-            record = _pooled(sep, setting, frames["fit"], target, held, stft, cfg, path)
+            record = _pooled(sep, setting, frames["fit"], target, held, stft, cfg, path, freqs)
         else:
             record = _model_facts(sep, frames["fit"], cfg)
         record.update(model=model_name, setting=setting_name, kind=kind, wall_s=time.perf_counter() - t0)
@@ -325,15 +418,17 @@ def _baseline(name: str, x: np.ndarray, target: np.ndarray, held: _Held, path: P
         raw, clipped = held.errors(lambda t, xt: np.zeros_like(xt))
         return {"method": "zero", "rel_l1_fit": [1.0] * s_count, "rel_l1_heldout": raw.tolist(),
                 "rel_l1_heldout_clipped": clipped.tolist()}
-    gain = np.asarray(per_bin_gain(np.broadcast_to(x, target.shape), target))  # (S, N)
-    np.savez(path, gain=gain.astype(np.float32))
+    # the better (fit frames, L1, clipped) of the least-squares and the L1-optimal gain, per seed
+    gain, choice = best_per_bin_gain(x, target)  # (S, N)
+    gain = gain.astype(np.float32)
+    np.savez(path, gain=gain)
     raw, clipped = held.errors(lambda t, xt: xt[None] * gain[:, None, :])
-    fit_err = np.asarray(nca.relative_l1(target, x[None] * gain[:, None, :]))
-    return {"method": "per_bin_gain", "rel_l1_fit": fit_err.tolist(), "rel_l1_heldout": raw.tolist(),
-            "rel_l1_heldout_clipped": clipped.tolist()}
+    fit_err = np.asarray(nca.relative_l1(target, np.maximum(x[None] * gain[:, None, :], 0.0)))
+    return {"method": "per_bin_gain", "gain_choice": choice, "rel_l1_fit": fit_err.tolist(),
+            "rel_l1_heldout": raw.tolist(), "rel_l1_heldout_clipped": clipped.tolist()}
 
 
-def _pooled(sep, setting, x, target, held: _Held, stft, cfg, path) -> dict:
+def _pooled(sep, setting, x, target, held: _Held, stft, cfg, path, freqs) -> dict:
     s_count = target.shape[0]
     seeds = [cfg.seed + s for s in range(s_count)]  # its own initialisation key for every fit
     if setting.method == "jacobian":
@@ -358,7 +453,8 @@ def _pooled(sep, setting, x, target, held: _Held, stft, cfg, path) -> dict:
         "converged": _as_seeds(fit.converged, s_count),
         "final_loss": _as_seeds(None if fit.losses is None else np.asarray(fit.losses)[..., -1], s_count),
         "local_spread": _as_seeds(fit.local_spread, s_count),
-        "metrics": held.structure(matrix, stft, cfg.band_k),
+        "metrics": {**held.structure(matrix, stft, cfg.band_k), **held.restricted(matrix, stft, freqs)},
+        "functional": held.functional(matrix, freqs),
     }
     if parts:
         record["part_metrics"] = {name: held.structure(p, stft, cfg.band_k) for name, p in parts.items()}

@@ -90,6 +90,47 @@ def init_params(model: nn.Module, key: jax.Array) -> dict:
     return model.init(key, jnp.zeros((1, model.n_bins), jnp.float32))
 
 
+def fold_scaling(model: nn.Module, params, s, t):
+    """Fold a per-bin scaling into `model`'s params so that the returned params on raw magnitudes compute
+    what `params` computed on standardised ones (the "standardised" training recipe):
+
+    - `DAE` (`dae`, `dae_deep`): `fold(x) = t * f(x / s)`. The first layer takes x / s:
+      `(x / s) @ W1 = x @ (diag(1/s) W1)`, so `W1 <- W1 / s[:, None]`; the last layer is a ReLU layer and
+      t > 0, so `t * relu(h @ W + b) = relu(h @ (W diag(t)) + t * b)`: `W <- W * t`, `b <- b * t`.
+    - `SkipFilterDAE` (`dae_sf`): `fold(x) = x * m(x / s)`. Only the mask network's first layer takes the
+      input scaling; its output is a mask (dimensionless), so `t` is not folded anywhere: during training
+      `t` only weights the loss, which compares `(x / t) * m(x / s)` with `y / t` (see `ncajax.trainer`).
+
+    `s`, `t`: positive `(nb_bins,)` arrays. Leading axes of the params (a seed axis) are kept. The result
+    has exactly the structure of `params`, so it is again the paper's architecture on raw magnitudes.
+    """
+    s = jnp.asarray(s, jnp.float32)
+    t = jnp.asarray(t, jnp.float32)
+    top = dict(params)
+    tree = dict(top["params"])
+    if isinstance(model, SkipFilterDAE):
+        masker = dict(tree["masker"])
+        masker["encoder_0"] = _scale_in(masker["encoder_0"], s)
+        tree["masker"] = masker
+    elif isinstance(model, DAE):
+        tree["encoder_0"] = _scale_in(tree["encoder_0"], s)
+        dec = dict(tree["decoder"])
+        tree["decoder"] = {**dec, "kernel": dec["kernel"] * t, "bias": dec["bias"] * t}
+    else:
+        raise ValueError(
+            f"fold_scaling knows the built-in separators only, not {type(model).__name__}: train a custom "
+            "module with TrainConfig(recipe='raw')"
+        )
+    top["params"] = tree
+    return top
+
+
+def _scale_in(layer, s):
+    layer = dict(layer)
+    layer["kernel"] = layer["kernel"] / s[:, None]
+    return layer
+
+
 def dense_layers(params: dict) -> list[tuple[jax.Array, jax.Array]]:
     """The model's dense layers as `(kernel, bias)` pairs in forward order.
 

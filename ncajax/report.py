@@ -30,6 +30,7 @@ from .report_sections import (
     corpora_section,
     errors_section,
     figures_section,
+    functional_section,
     header_section,
     structure_section,
     verdict_sentence,
@@ -130,7 +131,7 @@ def _render(data: dict, concl: dict, timings: dict | None, figures_link: str, co
     sections = [header_section(data, concl, timings), conclusion_section(data, concl)]
     if corpora:
         sections.append(corpora_section(corpora))
-    sections += [errors_section(data, concl), structure_section(data),
+    sections += [errors_section(data, concl), functional_section(data, concl), structure_section(data),
                  separation_section(data) + [""] + real_music_section(data), linearity_section(data),
                  dead_units_section(data), figures_section(data, figures_link)]
     text = "\n".join("\n".join(s).rstrip() + "\n" for s in sections).rstrip() + "\n"

@@ -8,7 +8,7 @@ import time
 import numpy as np
 
 from . import verdict
-from .config import PRIMARY_ESTIMATOR
+from .config import DIAGONAL_BAND_HZ, KEEP_SUFFICES, PRIMARY_ESTIMATOR
 from .report_format import (
     FIGURES,
     METRIC_LABELS,
@@ -26,6 +26,22 @@ from .report_format import (
 )
 from .stats import seed_song_bootstrap
 
+# the verdict branches beyond holds / reversed / undetermined (verdict.VERDICTS)
+BRANCH_VERDICT_TEXT = {
+    **VERDICT_TEXT,
+    "per_bin_filter_suffices": "cannot be tested: a per-bin filter suffices for {models} (the mapping is no "
+                               "better than the per-bin gain on unseen songs and its diagonal keeps its advantage)",
+    "no_linear_summary": "cannot be tested: no linear summary of {models} (nothing linear clearly beats "
+                         "predicting silence on unseen songs)",
+}
+BRANCH_TEXT = {"couplings": "couplings (C beats the per-bin gain)", "per_bin_filter_suffices": "a per-bin filter suffices",
+               "no_linear_summary": "no linear summary", "undetermined": "undetermined"}
+
+
+def _verdict_text(overall: dict) -> str:
+    models = ", ".join(f"`{m}`" for m in overall.get("models") or []) or "some model"
+    return BRANCH_VERDICT_TEXT.get(overall["verdict"], overall["verdict"]).format(models=models)
+
 
 def verdict_sentence(concl: dict) -> str:
     """The verdict in one sentence, with the primary estimator's intervals."""
@@ -33,7 +49,7 @@ def verdict_sentence(concl: dict) -> str:
     primary = concl["settings"].get(PRIMARY_ESTIMATOR) or {}
     ivs = primary.get("intervals") or {}
     detail = "; ".join(f"{m} − dae_sf {fmt_iv(iv)}" for m, iv in ivs.items())
-    text = (f"\"The DAEs' mappings are more diagonal than `dae_sf`'s\" **{VERDICT_TEXT[overall['verdict']]}** "
+    text = (f"\"The DAEs' mappings are more diagonal than `dae_sf`'s\" **{_verdict_text(overall)}** "
             f"by the primary estimator `{overall['primary_estimator']}` on the primary metric "
             f"`{overall['primary_metric']}`")
     if detail:
@@ -108,12 +124,22 @@ def conclusion_section(data: dict, concl: dict) -> list[str]:
     lines += [verdict_sentence(concl), ""]
     lines += [
         f"Rules, fixed in `ncajax/verdict.py` before the numbers: the primary estimator is `{PRIMARY_ESTIMATOR}` "
-        "(the authors' NCA computation, run to convergence) and the primary metric is the weighted diagonal "
-        "energy ratio; every other row is a secondary opinion. A direction counts only when its 95 % seed × "
+        "(the authors' NCA computation, run to convergence) and the primary metric is the diagonal keep, "
+        "the share of the mapping's advantage over predicting silence on unseen songs that its diagonal "
+        "diag(C) alone keeps, (err_zero − err_diag) / (err_zero − err_full); it replaced the weighted "
+        "diagonal energy ratio (still reported, secondary) because the claim is that the DAEs act as "
+        "scalar filtering operators, a claim about what the mapping does on the data, which an energy "
+        "ratio of its weights measures only indirectly. Every other row is a secondary opinion. A direction counts only when its 95 % seed × "
         "song bootstrap interval of DAE − `dae_sf` excludes 0; a fitted mapping counts only when its error on "
         "unseen songs is clearly below the best per-bin gain's (then its off-diagonal part carries something "
-        "a per-bin filter does not) and, for iterative fits, at least half its fits converged. The mean "
-        "Jacobian is not a fit and is not gated by fit error.",
+        "a per-bin filter does not) and, for iterative fits, at least half its fits converged. Every gate "
+        "uses one rule: the mapping, the per-bin gain and the zero predictor are judged with their "
+        "predictions clipped at 0. The mean Jacobian is not a fit and is not gated by fit error; the "
+        "diag(m(x)) part of `dae_sf`'s Jacobian never counts toward a direction (only its mask_jacobian "
+        "part does). When the primary estimator does not count, the verdict says why per model: \"a "
+        f"per-bin filter suffices\" (no better than the per-bin gain, diag(C) keeps ≥ {KEEP_SUFFICES:.0%} "
+        "of C's advantage, lower interval end) or \"no linear summary\" (nothing linear clearly beats "
+        "silence).",
         "",
     ]
     rows = []
@@ -176,9 +202,47 @@ def errors_section(data: dict, concl: dict) -> list[str]:
               "fitted frames (mean ± Student-t 95 % CI over seeds) and on the unseen test songs (mean "
               "[95 % seed × song bootstrap interval]), raw and with the prediction clipped at 0 (a "
               "magnitude cannot be negative). *zero*: predicting silence (1 by definition). *per_bin_gain*: "
-              "the best diagonal matrix (least squares per bin) on the same fit frames. A mapping whose "
+              "the better (by L1 on the same fit frames) of the least-squares and the L1-optimal per-bin "
+              "gain (per bin the weighted median of y/x with weights x). A mapping whose "
               "held-out error is not clearly below the per-bin gain's describes no inter-frequency coupling "
               "that carries over to unseen songs, whatever its off-diagonal entries look like."]
+    return lines
+
+
+def _mean_cell(table) -> str:
+    arr = np.asarray(table if table is not None else [], dtype=float)
+    return "—" if arr.size == 0 or not np.all(np.isfinite(arr)) else fmt(float(arr.mean()))
+
+
+def functional_section(data: dict, concl: dict) -> list[str]:
+    """Functional diagonality per model x estimator: held-out errors of C, diag(C), its band and
+    silence, the diagonal's and the band's kept share with intervals, and the model's branch."""
+    lines, m, rows = ["## Functional diagonality: does diag(C) do what C does on unseen songs?", ""], \
+        data["mappings"], []
+    if m is None:
+        return lines + [NO_MAPPINGS]
+    band_hz = ((m.get("config") or {}).get("functional") or {}).get("band_hz", DIAGONAL_BAND_HZ)
+    for s in settings_of(m):
+        branches = (concl["settings"].get(s["name"]) or {}).get("branches") or {}
+        for model in models_of(data):
+            r = m["records"].get((model, s["name"], "pooled"))
+            fn = (r or {}).get("functional")
+            if not fn:
+                continue
+            rows.append([f"`{s['name']}`", f"`{model}`", *(_mean_cell(fn.get(k)) for k in
+                         ("err_full", "err_diag", "err_band", "err_zero")),
+                         _metric_iv(fn, "keep_diag"), _metric_iv(fn, "keep_band"),
+                         BRANCH_TEXT.get(branches.get(model), "—")])
+    if not rows:
+        return lines + ["_This mapping stage predates the functional-diagonality tables._"]
+    lines += md_table(["estimator", "model", "err C", "err diag(C)", f"err band ±{band_hz:g} Hz", "err zero",
+                       "diagonal keep", "band keep", "branch"], rows)
+    lines += ["", "Relative L1 error on the unseen test songs (predictions clipped at 0; mean over seeds × "
+              "songs) of the full mapping C, of its diagonal part alone, of its band part (|f_i − f_j| ≤ "
+              f"{band_hz:g} Hz) and of silence; keep = (err_zero − err_part) / (err_zero − err_C), mean "
+              "[95 % seed × song bootstrap interval] (\"non-finite\" where C does not beat silence on some "
+              "seed × song, so there is nothing to keep). A keep near 1 means the diagonal alone does what C "
+              "does: a scalar filtering operator."]
     return lines
 
 
@@ -226,7 +290,9 @@ def corpora_section(summary: dict) -> list[str]:
     lines = ["## Across corpus seeds", "",
              f"The whole study (corpus, training, fits, verdict) on {n} corpus seeds "
              f"({', '.join(f'`{k}`' for k in summary['verdicts'])}): the primary verdict holds on {vc['holds']}, "
-             f"is reversed on {vc['reversed']} and undetermined on {vc['undetermined']} of {n}.", ""]
+             f"is reversed on {vc['reversed']}, finds a per-bin filter sufficient on "
+             f"{vc.get('per_bin_filter_suffices', 0)}, no linear summary on {vc.get('no_linear_summary', 0)} and "
+             f"is undetermined on {vc['undetermined']} of {n}.", ""]
     corpora = list(summary["verdicts"])
     rows = [["**verdict** (primary)", *(f"**{summary['verdicts'][k]}**" for k in corpora), "—"]]
     for s, v in summary["settings"].items():

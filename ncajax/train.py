@@ -3,7 +3,17 @@ vmapped in one program), validates, stops early, writes metrics and Orbax checkp
 them; `load_trained` restores a run.
 
 A run resumed from a checkpoint sees exactly the data an uninterrupted run would: the minibatch of
-step t is a pure function of (seed, t).
+step t (and its random gains) is a pure function of (seed, t).
+
+With the "standardised" recipe (the default) the run computes the per-bin RMS s, t of the training cache
+once and stores them in `scaling.json`; checkpoints hold the training-space params (so resume is
+bit-exact), and every params the run hands out (`TrainResult.params`, `load_params`, `load_trained`) have
+the scaling folded in (`ncajax.models.fold_scaling`): the plain architecture on raw magnitudes, so NCA,
+evaluation and every later stage need no change. config.json records it as
+"normalisation": "per_bin_rms_folded"; result.json adds the folded params' own test SDR
+(`test_mag_sdr_db_folded`, equal to `test_mag_sdr_db` up to float rounding). Runs written before the
+recipe options existed load as recipe "raw". A custom module trains on raw magnitudes (normalisation
+None): the fold is defined for the built-in separators only.
 """
 
 from __future__ import annotations
@@ -20,24 +30,70 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import checkpoints, models, runs
+from . import checkpoints, features, models, runs
 from .config import ModelConfig, STFTConfig, TrainConfig, from_dict, to_dict
 from .prefetch import Prefetch
 from .trainer import Trainer, TrainState, data_mesh, magnitude_sdr_of_mixture
 
-__all__ = ["TrainResult", "TrainState", "Trained", "Trainer", "load_params", "load_trained",
-           "run_config", "train_model"]
+__all__ = ["SCALING_FILE", "TrainResult", "TrainState", "Trained", "Trainer", "load_params",
+           "load_trained", "run_config", "train_model"]
+
+SCALING_FILE = "scaling.json"
+# what run_config records under "normalisation" for the standardised recipe
+PER_BIN_RMS = "per_bin_rms_folded"
 
 
-def run_config(model_cfg: ModelConfig, train_cfg: TrainConfig, stft: STFTConfig, data: dict) -> dict:
-    """The config a training run directory and its checkpoints are keyed by."""
+def run_config(model_cfg: ModelConfig, train_cfg: TrainConfig, stft: STFTConfig, data: dict,
+               *, standardised: bool | None = None) -> dict:
+    """The config a training run directory and its checkpoints are keyed by.
+
+    "normalisation": None when the model trains on raw magnitudes; "per_bin_rms_folded" for the
+    standardised recipe (the per-bin RMS `s`, `t` of the training frames are in `scaling.json` of the
+    run; the params the run hands out have them folded in, so the model is used on raw magnitudes).
+    `standardised=None` follows `train_cfg.recipe`.
+    """
+    if standardised is None:
+        standardised = train_cfg.recipe == "standardised"
     return {
         "model": to_dict(model_cfg),
         "train": to_dict(train_cfg),
         "stft": to_dict(stft),
         "data": data,
-        "normalisation": None,  # raw magnitudes in, raw magnitudes out (see docs/architecture.md)
+        "normalisation": PER_BIN_RMS if standardised else None,
     }
+
+
+def _uses_scaling(model: nn.Module, train_cfg: TrainConfig) -> bool:
+    """Whether the standardised recipe applies: it folds into the built-in separators only; a custom
+    module trains on raw magnitudes (its config records normalisation None)."""
+    return train_cfg.recipe == "standardised" and isinstance(model, (models.DAE, models.SkipFilterDAE))
+
+
+def _run_scaling(run_dir: Path, train_cache) -> tuple[np.ndarray, np.ndarray]:
+    """The run's per-bin `(s, t)`: read from scaling.json, or computed once from the training cache and
+    written there (float32 values survive the JSON round trip exactly)."""
+    path = Path(run_dir) / SCALING_FILE
+    if path.exists():
+        return _read_scaling(run_dir)
+    s, t = features.per_bin_rms(train_cache)
+    runs.write_json(path, {"input_rms": [float(v) for v in s], "target_rms": [float(v) for v in t],
+                           "frames": int(train_cache.n_frames)})
+    return s, t
+
+
+def _read_scaling(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    path = Path(run_dir) / SCALING_FILE
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path} is missing: this run was trained with the standardised recipe and needs its "
+            "per-bin scaling to be used on raw magnitudes; train it again into a fresh directory"
+        )
+    d = runs.read_json(path)
+    return np.asarray(d["input_rms"], np.float32), np.asarray(d["target_rms"], np.float32)
+
+
+def _folded(model: nn.Module, params, scaling):
+    return params if scaling is None else models.fold_scaling(model, params, *scaling)
 
 
 @dataclass
@@ -76,26 +132,35 @@ def train_model(
             f"features have {train_cache.n_bins} bins but the model expects n_bins={model_cfg.n_bins}: "
             "build the model for the preset the features were computed with"
         )
-    config = run_config(model_cfg, train_cfg, stft, data or {})
-    if model is not None:
-        config["custom_module"] = repr(model)
+    custom = model is not None
     # an unknown model name fails here, before a run directory is written that would block the fix
     model = model if model is not None else models.from_config(model_cfg)
+    standardised = _uses_scaling(model, train_cfg)
+    config = run_config(model_cfg, train_cfg, stft, data or {}, standardised=standardised)
+    if custom:
+        config["custom_module"] = repr(model)
     if (done := runs.finished_result(run_dir, config)) is not None:
         return TrainResult(Path(run_dir), load_params(run_dir, model=model), done)
     runs.open_run(run_dir, config)
+    scaling = _run_scaling(run_dir, train_cache) if standardised else None
 
-    trainer = Trainer(model, train_cfg, data_mesh(train_cfg.batch_size))
+    trainer = Trainer(model, train_cfg, data_mesh(train_cfg.batch_size), scaling=scaling)
     spe = train_cache.steps_per_epoch(train_cfg.batch_size)
     if train_cfg.max_steps_per_epoch is not None:
         spe = min(spe, train_cfg.max_steps_per_epoch)
     loop = _Loop(trainer, Path(run_dir), config, spe)
     desc = f"train {model_cfg.name} x{train_cfg.n_seeds} seeds"
     _run_epochs(loop, train_cache, valid_cache, stop_after_epochs, progress, desc)
+    best = _folded(model, loop.state.best_params, scaling)
     if loop.epoch < train_cfg.max_epochs and not loop.stopped_early:
-        return TrainResult(Path(run_dir), loop.state.best_params, {"finished": False, "epoch": loop.epoch})
+        return TrainResult(Path(run_dir), best, {"finished": False, "epoch": loop.epoch})
 
     result = loop.test_result(test_cache)
+    if scaling is not None:
+        # the folded params, as every later stage sees them, on raw magnitudes: the same estimates
+        raw_trainer = Trainer(model, train_cfg)
+        folded_sdr = raw_trainer.validate(best, test_cache)[1]
+        result["test_mag_sdr_db_folded"] = folded_sdr.tolist()
     runs.finish(run_dir, result)
     if progress:
         sdr, gain = np.asarray(result["test_mag_sdr_db"]), np.asarray(result["test_improvement_db"])
@@ -104,7 +169,7 @@ def train_model(
             f"(mixture {result['test_mixture_mag_sdr_db']:.2f} dB, improvement "
             f"{np.round(gain, 2).tolist()} dB)"
         )
-    return TrainResult(Path(run_dir), loop.state.best_params, result)
+    return TrainResult(Path(run_dir), best, result)
 
 
 @dataclass
@@ -251,7 +316,8 @@ def _restore_state(run_dir: Path, model: nn.Module | None = None):
         )
     config = runs.read_json(run_dir / "config.json")
     model_cfg = from_dict(ModelConfig, config["model"])
-    train_cfg = from_dict(TrainConfig, config["train"])
+    # runs written before the recipe options existed trained on raw magnitudes without augmentation
+    train_cfg = from_dict(TrainConfig, {"recipe": "raw", "augment_gain_db": 0.0, **config["train"]})
     if model is None and "custom_module" in config:
         raise ValueError(
             f"{run_dir} holds a custom module ({config['custom_module'][:80]}...): pass it as model="
@@ -267,10 +333,15 @@ def _restore_state(run_dir: Path, model: nn.Module | None = None):
         state = checkpoints.restore(mngr, step, trainer.abstract_state(), config)
     finally:
         mngr.close()
+    if config.get("normalisation") == PER_BIN_RMS:
+        # checkpoints hold the training-space params (resume stays bit-exact); hand out the folded ones
+        folded = _folded(trainer.model, state.best_params, _read_scaling(run_dir))
+        state = state.replace(best_params=folded)
     return config, model_cfg, train_cfg, trainer, state
 
 
 def load_params(run_dir: Path, *, model: nn.Module | None = None):
+    """The best params of every seed (leading seed axis), on raw magnitudes (any scaling folded in)."""
     return _restore_state(run_dir, model)[4].best_params
 
 

@@ -6,6 +6,17 @@ of a `TrainState` produced here carries that axis (S seeds = S independent model
 Seed s of a run uses `jax.random.key(seed + s)` for its initial params and `FeatureCache.batch(step, B,
 seed + s)` for its data, so a run of S seeds equals S one-seed runs. The run itself (epochs, checkpoints,
 resume, results) is `ncajax.train`.
+
+Recipes (`TrainConfig.recipe`). "raw": the model sees raw magnitudes and the loss compares raw y with
+f(x). "standardised" (`Trainer(..., scaling=(s, t))`, s and t the per-bin RMS of the training mixture and
+vocals): a DAE sees x / s and is trained to output y / t; `dae_sf`'s mask sees x / s and its estimate
+x * m(x / s) is compared with y in units of t, i.e. (x / t) * m(x / s) against y / t. So every model's
+loss is measured in per-bin standardised target units (each bin weighs alike), and for `dae_sf` t is a
+per-bin loss weight only: the mask is dimensionless, nothing of t ends up in the model. After training,
+`ncajax.models.fold_scaling` folds s (and, for the DAEs, t) into the first (and last) dense layer, giving
+the plain architecture on raw magnitudes. Validation losses are in training units; magnitude SDRs always
+in raw units. `TrainConfig.augment_gain_db > 0` multiplies each example's x and y by one random gain
+(`augment_gain`), a pure function of (seed, step) like the batch itself, so resume stays bit-exact.
 """
 
 from __future__ import annotations
@@ -29,6 +40,8 @@ from .config import TrainConfig
 
 EPS = 1e-8
 VAL_CHUNK = 4096
+# stream id of the gain augmentation: key = fold_in(fold_in(key(seed), AUGMENT_STREAM), step)
+AUGMENT_STREAM = 0x6A1
 
 
 class TrainState(struct.PyTreeNode):
@@ -78,20 +91,61 @@ def init_states(model: nn.Module, tx: optax.GradientTransformation, seeds: list[
     return jax.vmap(lambda k: init_state(model, tx, jax.random.wrap_key_data(k)))(keys)
 
 
+def make_forward(model: nn.Module, scaling=None):
+    """`forward(params, x) -> y_hat / t`: the training-space prediction of raw mixture frames x.
+
+    `scaling=None` (recipe "raw"): the model on raw magnitudes, t = 1. `scaling=(s, t)` (recipe
+    "standardised", s, t the per-bin RMS of the training mixture and vocals): a `DAE` sees x / s and
+    predicts y / t directly; a `SkipFilterDAE`'s mask sees x / s and the estimate x * m(x / s) is
+    compared in target units, (x / t) * m(x / s) against y / t (the mask itself is dimensionless, so t
+    only weights the loss per bin). `ncajax.models.fold_scaling` turns the params into ones that
+    compute t * forward(params, x) on raw x.
+    """
+    if scaling is None:
+        return model.apply
+    s, t = (jnp.asarray(a, jnp.float32) for a in scaling)
+    if isinstance(model, models.SkipFilterDAE):
+        return lambda params, x: (x / t) * model.apply(params, x / s, method="mask")
+    if isinstance(model, models.DAE):
+        return lambda params, x: model.apply(params, x / s)
+    raise ValueError(
+        f"the standardised recipe folds into the built-in separators only, not {type(model).__name__}: "
+        "use TrainConfig(recipe='raw') for a custom module"
+    )
+
+
+def augment_gain(x, y, seed, step, gain_db: float):
+    """Multiply each example (row) of x and y by one random gain, uniform in dB on [-gain_db, gain_db];
+    a pure function of (seed, step)."""
+    key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), AUGMENT_STREAM), step)
+    db = jax.random.uniform(key, (x.shape[0], 1), jnp.float32, -gain_db, gain_db)
+    g = jnp.power(jnp.float32(10.0), db / 20.0)
+    return x * g, y * g
+
+
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation, loss: str,
-                    patience: int | None = None):
-    """`train_step(state, batch) -> (state, metrics)` for ONE seed; batch = (x, y), each (B, nb_bins).
+                    patience: int | None = None, *, scaling=None, gain_db: float = 0.0):
+    """`train_step(state, batch, seed=0) -> (state, metrics)` for ONE seed; batch = (x, y), each
+    (B, nb_bins) raw magnitudes.
 
     With `patience`, a seed whose early stopping has triggered (`bad_epochs >= patience`) keeps its
-    params: seeds trained side by side stop exactly where each would stop alone.
+    params: seeds trained side by side stop exactly where each would stop alone. `scaling`: see
+    `make_forward` (the loss is computed in units of y / t). `gain_db > 0`: each example gets a random
+    gain (`augment_gain`) drawn from (seed, state.step).
     """
     frame_loss = loss_fn(loss)
+    forward = make_forward(model, scaling)
+    t = None if scaling is None else jnp.asarray(scaling[1], jnp.float32)
 
-    def train_step(state: TrainState, batch):
+    def train_step(state: TrainState, batch, seed=0):
         x, y = batch
+        if gain_db > 0:
+            x, y = augment_gain(x, y, seed, state.step, gain_db)
+        if t is not None:
+            y = y / t
 
         def objective(params):
-            return frame_loss(y, model.apply(params, x))
+            return frame_loss(y, forward(params, x))
 
         value, grads = jax.value_and_grad(objective)(state.params)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -105,15 +159,22 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, loss: st
     return train_step
 
 
-def make_eval(model: nn.Module, loss: str):
-    """`evaluate(params, x, y) -> (loss_sum, err2_sum, ref2_sum)` for ONE seed on a chunk of frames."""
+def make_eval(model: nn.Module, loss: str, scaling=None):
+    """`evaluate(params, x, y) -> (loss_sum, err2_sum, ref2_sum)` for ONE seed on a chunk of frames: the
+    loss in training units (see `make_forward`), the squared errors in raw magnitudes."""
     frame_loss = loss_fn(loss)
+    forward = make_forward(model, scaling)
+    t = None if scaling is None else jnp.asarray(scaling[1], jnp.float32)
 
     def evaluate(params, x, y):
-        y_hat = model.apply(params, x)
+        y_hat = forward(params, x)
+        if t is None:
+            lval, raw = frame_loss(y, y_hat), y_hat
+        else:
+            lval, raw = frame_loss(y / t, y_hat), y_hat * t
         return (
-            frame_loss(y, y_hat) * x.shape[0],
-            jnp.sum((y - y_hat) ** 2),
+            lval * x.shape[0],
+            jnp.sum((y - raw) ** 2),
             jnp.sum(y**2),
         )
 
@@ -148,24 +209,34 @@ def data_mesh(batch_size: int) -> jax.sharding.Mesh | None:
 class Trainer:
     """The jitted programs of one (model, train config, seeds, mesh): built once, reused every step."""
 
-    def __init__(self, model: nn.Module, cfg: TrainConfig, mesh: jax.sharding.Mesh | None = None):
+    def __init__(self, model: nn.Module, cfg: TrainConfig, mesh: jax.sharding.Mesh | None = None,
+                 scaling=None):
+        """`scaling`: the per-bin `(s, t)` of the "standardised" recipe (`ncajax.train` computes it from
+        the training cache), or None for raw magnitudes."""
         self.model, self.cfg, self.mesh = model, cfg, mesh
+        self.scaling = scaling
         self.tx = optimizer(cfg)
         self.seeds = [cfg.seed + s for s in range(cfg.n_seeds)]
-        step = jax.vmap(make_train_step(model, self.tx, cfg.loss, cfg.patience))
-        evaluate = jax.vmap(make_eval(model, cfg.loss), in_axes=(0, None, None))
+        self.seed_array = jnp.asarray(self.seeds, jnp.int32)
+        step = jax.vmap(make_train_step(model, self.tx, cfg.loss, cfg.patience, scaling=scaling,
+                                        gain_db=cfg.augment_gain_db))
+        evaluate = jax.vmap(make_eval(model, cfg.loss, scaling), in_axes=(0, None, None))
         if mesh is None:
-            self.step = jax.jit(step, donate_argnums=0)
+            self._step = jax.jit(step, donate_argnums=0)
             self.evaluate = jax.jit(evaluate)
         else:
             replicated = NamedSharding(mesh, P())
             self.batch_sharding = NamedSharding(mesh, P(None, "data"))
-            self.step = jax.jit(step, donate_argnums=0, out_shardings=replicated)
+            self._step = jax.jit(step, donate_argnums=0, out_shardings=replicated)
             self.evaluate = jax.jit(evaluate, out_shardings=replicated)
             self.replicated = replicated
         self.update_best = jax.jit(
             jax.vmap(functools.partial(update_best, patience=cfg.patience)), donate_argnums=0
         )
+
+    def step(self, state: TrainState, batch):
+        """One jitted step of every seed: `(state, (x, y)) -> (state, metrics)`, batch `(S, B, nb_bins)`."""
+        return self._step(state, batch, self.seed_array)
 
     def init(self) -> TrainState:
         state = init_states(self.model, self.tx, self.seeds)

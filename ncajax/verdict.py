@@ -12,19 +12,35 @@ before any number is seen:
   Otherwise it describes no more than per-bin filtering of unseen songs, and its structure says
   nothing about couplings. An estimator's direction counts only when it is informative for every model
   compared and, for iterative fits, converged for at least half the seeds of every model.
-- The mean Jacobian is not a fit: it is never gated by fit error (its errors are reported).
+- The mean Jacobian is not a fit: it is never gated by fit error (its errors are reported). The
+  diag(m(x)) part of `dae_sf`'s Jacobian is diagonal by construction and never counts toward a
+  direction: for `dae_sf` the Jacobian's direction uses its mask_jacobian part (diag(x) ∂m/∂x) alone.
+- One prediction rule for every gate: the mapping, the per-bin gain and the zero predictor are all
+  judged with their predictions clipped at 0 (the raw errors are reported beside them).
+- Per model, one branch (`model_branch`): "couplings" (C clearly beats the per-bin gain and silence),
+  "per_bin_filter_suffices" (C no better than the per-bin gain on unseen songs and diag(C) keeps at
+  least `KEEP_SUFFICES` of C's advantage over silence), "no_linear_summary" (neither C nor the
+  per-bin gain clearly beats silence), else "undetermined". The overall verdict is "holds" /
+  "reversed" when the primary estimator counts; otherwise "no_linear_summary" when it is so for some
+  model, else "per_bin_filter_suffices" when it is so for some model, else "undetermined".
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .config import PRIMARY_ESTIMATOR, PRIMARY_METRIC
+from .config import KEEP_SUFFICES, PRIMARY_ESTIMATOR, PRIMARY_METRIC
 from .stats import seed_song_bootstrap, sign
 
 DAE_MODELS = ("dae", "dae_deep")
 SF_MODEL = "dae_sf"
 SECONDARY_METRIC = "diagonal_energy_ratio"
+# metrics read from a record's "functional" tables (per seed x song), under their table names
+FUNCTIONAL_METRICS = {"diagonal_keep": "keep_diag", "band_keep": "keep_band"}
+BRANCHES = ("couplings", "per_bin_filter_suffices", "no_linear_summary", "undetermined")
+VERDICTS = ("holds", "reversed", "per_bin_filter_suffices", "no_linear_summary", "undetermined")
+# the Jacobian part of dae_sf that may count toward a direction (its diag(m) part never does)
+SF_JACOBIAN_PART = "mask_jacobian"
 CONVERGED_SHARE = 0.5
 ORDERINGS = ("dae_more_diagonal", "sf_more_diagonal", "mixed", "undetermined")
 # Structure that a setting has by construction, not by learning: flagged wherever it is shown.
@@ -49,27 +65,83 @@ def _finite(table: np.ndarray | None) -> bool:
     return table is not None and table.size > 0 and bool(np.all(np.isfinite(table)))
 
 
-def informative(record: dict, gain: dict | None, *, seed: int = 0) -> dict:
-    """Held-out error of a mapping against the per-bin gain and the zero predictor (intervals)."""
-    err = _table(record, "rel_l1_heldout")
+def _errors(record: dict | None) -> np.ndarray | None:
+    """The gated held-out error table: predictions clipped at 0 (raw when a record has no clipped one)."""
+    if record is None:
+        return None
+    clipped = _table(record, "rel_l1_heldout_clipped")
+    return clipped if clipped is not None else _table(record, "rel_l1_heldout")
+
+
+def informative(record: dict, gain: dict | None, *, zero: dict | None = None, seed: int = 0) -> dict:
+    """Held-out error (clipped at 0, as the baselines') of a mapping against the per-bin gain and the
+    zero predictor (intervals of the paired differences); raw errors beside."""
+    err = _errors(record)
     out: dict = {"is_fit": record.get("method") != "jacobian"}
     if not _finite(err):
         return {**out, "informative": False, "reason": "non-finite held-out error"}
-    out["heldout"] = seed_song_bootstrap(err, seed=seed)
-    clipped = _table(record, "rel_l1_heldout_clipped")
-    if _finite(clipped):
-        out["heldout_clipped"] = seed_song_bootstrap(clipped, seed=seed)
-    out["vs_zero"] = seed_song_bootstrap(err - 1.0, seed=seed)
-    g = None if gain is None else _table(gain, "rel_l1_heldout")
+    raw = _table(record, "rel_l1_heldout")
+    if _finite(raw):
+        out["heldout"] = seed_song_bootstrap(raw, seed=seed)
+    out["heldout_clipped"] = seed_song_bootstrap(err, seed=seed)
+    z = _errors(zero)
+    if not _finite(z) or z.shape != err.shape:
+        z = np.ones_like(err)  # relative L1 of silence is 1 wherever the teacher output is nonzero
+    out["vs_zero"] = seed_song_bootstrap(err, z, paired_seeds=True, seed=seed)
+    g = _errors(gain)
     if not _finite(g) or g.shape != err.shape:
         return {**out, "informative": False, "reason": "no per-bin-gain baseline on the same songs"}
     out["vs_gain"] = seed_song_bootstrap(err, g, paired_seeds=True, seed=seed)
+    out["gain_vs_zero"] = seed_song_bootstrap(g, z, paired_seeds=True, seed=seed)
     ok = sign(out["vs_gain"]) < 0 and sign(out["vs_zero"]) < 0
     reason = None
     if not ok:
         reason = ("held-out error not clearly below the best per-bin gain's" if sign(out["vs_gain"]) >= 0
                   else "held-out error not clearly below the zero predictor's")
     return {**out, "informative": ok, "reason": reason}
+
+
+def metric_table(record: dict, metric: str, *, model: str | None = None) -> np.ndarray | None:
+    """The `(S, T)` table of `metric` in a pooled record: a structure metric from "metrics", a
+    functional one (`FUNCTIONAL_METRICS`) from "functional". For `dae_sf`'s mean Jacobian, the table of
+    its mask_jacobian part (the diag(m) part is diagonal by construction and never counts); None when
+    that part has no such table."""
+    if record.get("method") == "jacobian" and model == SF_MODEL:
+        part = (record.get("part_metrics") or {}).get(SF_JACOBIAN_PART) or {}
+        return _table(part, metric)
+    if metric in FUNCTIONAL_METRICS:
+        return _table(record.get("functional") or {}, FUNCTIONAL_METRICS[metric])
+    return _table(record.get("metrics") or {}, metric)
+
+
+def model_branch(records: dict, model: str, setting: str, *, seed: int = 0) -> dict:
+    """Which of `BRANCHES` one model's mapping by `setting` falls in, with the intervals behind it."""
+    rec = records.get((model, setting, "pooled"))
+    if rec is None:
+        return {"branch": "undetermined", "reason": f"no {setting} fit for {model}"}
+    inf = informative(rec, records.get((model, "per_bin_gain", "baseline")),
+                      zero=records.get((model, "zero", "baseline")), seed=seed)
+    out: dict = {"informative": inf}
+    keep = _table(rec.get("functional") or {}, "keep_diag")
+    if _finite(keep):
+        out["keep_diag"] = seed_song_bootstrap(keep, seed=seed)
+    band = _table(rec.get("functional") or {}, "keep_band")
+    if _finite(band):
+        out["keep_band"] = seed_song_bootstrap(band, seed=seed)
+    if "vs_zero" not in inf or "vs_gain" not in inf:
+        return {**out, "branch": "undetermined", "reason": inf.get("reason")}
+    c_beats_zero, gain_beats_zero = sign(inf["vs_zero"]) < 0, sign(inf["gain_vs_zero"]) < 0
+    c_beats_gain = sign(inf["vs_gain"]) < 0
+    if not c_beats_zero and not gain_beats_zero:
+        branch, reason = "no_linear_summary", "neither the mapping nor the per-bin gain clearly beats silence"
+    elif c_beats_zero and c_beats_gain:
+        branch, reason = "couplings", None
+    elif not c_beats_gain and "keep_diag" in out and out["keep_diag"]["lo"] >= KEEP_SUFFICES:
+        branch = "per_bin_filter_suffices"
+        reason = f"no better than the per-bin gain and diag(C) keeps ≥ {KEEP_SUFFICES:.0%} of its advantage"
+    else:
+        branch, reason = "undetermined", "the intervals leave it open"
+    return {**out, "branch": branch, "reason": reason}
 
 
 def direction(metric_tables: dict[str, np.ndarray], *, seed: int = 0) -> dict:
@@ -118,10 +190,12 @@ def setting_verdict(records: dict, setting: str, *, metric: str = PRIMARY_METRIC
         return {**out, "ordering": "undetermined", "counts": False,
                 "reason": f"no fit for {', '.join(missing)}"}
     out["method"] = recs[SF_MODEL].get("method")
-    out["informative"] = {m: informative(r, records.get((m, "per_bin_gain", "baseline")), seed=seed)
+    out["informative"] = {m: informative(r, records.get((m, "per_bin_gain", "baseline")),
+                                         zero=records.get((m, "zero", "baseline")), seed=seed)
                           for m, r in recs.items()}
     out["converged"] = {m: _converged(r) for m, r in recs.items()}
-    out.update(direction({m: _table(r.get("metrics", {}), metric) for m, r in recs.items()}, seed=seed))
+    out["branches"] = {m: model_branch(records, m, setting, seed=seed)["branch"] for m in models}
+    out.update(direction({m: metric_table(r, metric, model=m) for m, r in recs.items()}, seed=seed))
     out["by_construction"] = BY_CONSTRUCTION.get((setting, SF_MODEL))
     reasons = []
     if out["method"] != "jacobian":
@@ -131,7 +205,10 @@ def setting_verdict(records: dict, setting: str, *, metric: str = PRIMARY_METRIC
         slow = [m for m, c in out["converged"].items() if c is not None and c[0] < CONVERGED_SHARE * c[1]]
         if slow:
             reasons.append(f"fewer than half the fits converged for {', '.join(slow)}")
-    if out["ordering"] in ("undetermined", "mixed"):
+    if out["method"] == "jacobian" and metric_table(recs[SF_MODEL], metric, model=SF_MODEL) is None:
+        reasons.append(f"dae_sf's Jacobian has no {SF_JACOBIAN_PART} table of {metric} (its diag(m) part "
+                       "never counts toward a direction)")
+    elif out["ordering"] in ("undetermined", "mixed"):
         reasons.append("a DAE − dae_sf interval includes 0" if out["ordering"] == "undetermined"
                        else "the DAEs disagree in direction")
     out["counts"] = out["ordering"] in ("dae_more_diagonal", "sf_more_diagonal") and not reasons
@@ -139,23 +216,34 @@ def setting_verdict(records: dict, setting: str, *, metric: str = PRIMARY_METRIC
     return out
 
 
-def conclusion(records: dict, settings: list[str], *, seed: int = 0) -> dict:
+def _branch_verdict(primary: dict) -> dict:
+    """The overall verdict when the primary estimator does not count: from its per-model branches."""
+    branches = primary.get("branches") or {}
+    for branch in ("no_linear_summary", "per_bin_filter_suffices"):
+        hit = [m for m, b in branches.items() if b == branch]
+        if hit:
+            return {"verdict": branch, "models": hit, "reason": primary["reason"]}
+    return {"verdict": "undetermined", "reason": primary["reason"]}
+
+
+def conclusion(records: dict, settings: list[str], *, seed: int = 0, primary: str = PRIMARY_ESTIMATOR) -> dict:
     """The verdict of one study run: every setting on the primary metric, the primary estimator also
-    on the secondary metric, and the overall verdict (the primary estimator's)."""
+    on the secondary metric, and the overall verdict (the primary estimator's, `primary` to judge by
+    another setting, e.g. for maps without dense layers)."""
     per_setting = {s: setting_verdict(records, s, seed=seed) for s in settings}
     secondary = None
-    if PRIMARY_ESTIMATOR in settings:
-        secondary = setting_verdict(records, PRIMARY_ESTIMATOR, metric=SECONDARY_METRIC, seed=seed)
-    primary = per_setting.get(PRIMARY_ESTIMATOR)
-    if primary is None:
-        overall = {"verdict": "undetermined", "reason": f"the primary estimator {PRIMARY_ESTIMATOR} was not run"}
-    elif not primary["counts"]:
-        overall = {"verdict": "undetermined", "reason": primary["reason"]}
+    if primary in settings:
+        secondary = setting_verdict(records, primary, metric=SECONDARY_METRIC, seed=seed)
+    first = per_setting.get(primary)
+    if first is None:
+        overall = {"verdict": "undetermined", "reason": f"the primary estimator {primary} was not run"}
+    elif not first["counts"]:
+        overall = _branch_verdict(first)
     else:
-        overall = {"verdict": "holds" if primary["ordering"] == "dae_more_diagonal" else "reversed",
+        overall = {"verdict": "holds" if first["ordering"] == "dae_more_diagonal" else "reversed",
                    "reason": None}
-    overall.update(primary_estimator=PRIMARY_ESTIMATOR, primary_metric=PRIMARY_METRIC)
-    agree = [s for s, v in per_setting.items() if s != PRIMARY_ESTIMATOR and v["counts"]]
+    overall.update(primary_estimator=primary, primary_metric=PRIMARY_METRIC)
+    agree = [s for s, v in per_setting.items() if s != primary and v["counts"]]
     overall["secondary_counting"] = {s: per_setting[s]["ordering"] for s in agree}
     return {"overall": overall, "settings": per_setting, "primary_secondary_metric": secondary}
 
@@ -179,6 +267,6 @@ def across_corpora(conclusions: dict[str, dict]) -> dict:
             "reasons": {k: (v.get("reason") if v else "missing") for k, v in rows.items()},
         }
     verdicts = {k: c["overall"]["verdict"] for k, c in conclusions.items()}
-    counts = {v: sum(x == v for x in verdicts.values()) for v in ("holds", "reversed", "undetermined")}
+    counts = {v: sum(x == v for x in verdicts.values()) for v in VERDICTS}
     return {"n_corpora": len(conclusions), "verdicts": verdicts, "verdict_counts": counts,
             "settings": per_setting}

@@ -368,3 +368,91 @@ def test_errors_name_the_problem():
         an.summarise([1.0, 2.0], confidence=1.5)
     with pytest.raises(ValueError, match="qs"):
         an.quantiles(np.ones(4), (0.5, 1.5))
+
+
+# ---------------------------------------------------------------------------------------------------
+# functional diagonality, band masks, the voice band, restricted structure
+
+
+def test_band_mask_matches_a_loop_and_includes_the_diagonal():
+    f = an.bin_frequencies(16, sample_rate=8000, n_fft=30)  # 266.7 Hz apart, DC at 133 Hz
+    for band_hz in (0.0, 100.0, 270.0, 600.0):
+        m = an.band_mask(f, band_hz)
+        want = np.array([[abs(f[i] - f[j]) <= band_hz for j in range(16)] for i in range(16)])
+        np.testing.assert_array_equal(m, want)
+        assert np.all(np.diag(m))
+    assert an.band_mask(f, 270.0)[2, 3] and not an.band_mask(f, 270.0)[2, 4]
+    with pytest.raises(ValueError, match="band_hz"):
+        an.band_mask(f, -1.0)
+
+
+def test_voice_band_is_80hz_to_min_nyquist_8khz():
+    f = an.bin_frequencies(129, sample_rate=8000, n_fft=256)  # 31.25 Hz apart, Nyquist 4 kHz
+    vb = an.voice_band(f, sample_rate=8000)
+    assert f[vb].min() >= 80 and f[~vb & (f > 80)].size == 0 and vb[-1]  # up to Nyquist
+    f2 = an.bin_frequencies(513, sample_rate=44100, n_fft=1024)
+    vb2 = an.voice_band(f2, sample_rate=44100)
+    assert f2[vb2].max() <= 8000 and f2[vb2].min() >= 80 and f2[~vb2][-1] > 8000
+
+
+def test_keep_share_closed_form():
+    np.testing.assert_allclose(an.keep_share(1.0, 0.5, 0.0), 0.5)
+    np.testing.assert_allclose(an.keep_share(1.0, 0.2, 0.2), 1.0)
+    np.testing.assert_allclose(an.keep_share(1.0, 1.2, 0.6), -0.5)
+    assert np.isnan(an.keep_share(1.0, 0.5, 1.0)) and np.isnan(an.keep_share(1.0, 0.5, 1.3))
+
+
+def test_functional_diagonality_matches_a_numpy_loop():
+    rng = np.random.default_rng(0)
+    n, frames, k = 16, 40, 3
+    f = an.bin_frequencies(n, sample_rate=8000, n_fft=30)
+    C = rng.normal(size=(k, n, n)) * 0.3 + np.eye(n)
+    x = rng.random((frames, n))
+    y = np.abs(x @ rng.normal(size=(n, n)).T)  # a teacher that is not C
+    got = an.functional_diagonality(C, x, y[None].repeat(k, 0), f, 300.0)
+    for s in range(k):
+        diag = np.zeros((n, n))
+        band = np.zeros((n, n))
+        for i in range(n):
+            diag[i, i] = C[s, i, i]
+            for j in range(n):
+                if abs(f[i] - f[j]) <= 300.0:
+                    band[i, j] = C[s, i, j]
+        for name, M in (("full", C[s]), ("diag", diag), ("band", band)):
+            pred = np.array([[sum(M[i, j] * x[t, j] for j in range(n)) for i in range(n)] for t in range(frames)])
+            assert got[f"err_{name}_raw"][s] == pytest.approx(np.abs(y - pred).sum() / np.abs(y).sum(), rel=1e-9)
+            assert got[f"err_{name}"][s] == pytest.approx(
+                np.abs(y - np.maximum(pred, 0)).sum() / np.abs(y).sum(), rel=1e-9)
+        assert got["err_zero"][s] == 1.0
+        want = (1.0 - got["err_diag"][s]) / (1.0 - got["err_full"][s]) if got["err_full"][s] < 1 else np.nan
+        np.testing.assert_allclose(got["keep_diag"][s], want)
+    # a diagonal C keeps everything: its diagonal part is C itself
+    D = np.diag(rng.random(n))
+    one = an.functional_diagonality(D, x, x * np.diag(D), f, 100.0)
+    assert one["err_full"] == pytest.approx(0.0, abs=1e-12) and one["keep_diag"] == pytest.approx(1.0)
+
+
+def test_restricted_structure_counts_only_live_voice_rows_and_voice_columns():
+    n = 16
+    f = an.bin_frequencies(n, sample_rate=8000, n_fft=30)
+    rng = np.random.default_rng(1)
+    C = rng.normal(size=(n, n))
+    live = rng.random(n) > 0.3
+    band = an.voice_band(f, sample_rate=8000)
+    e_mix, e_voc = rng.random(n), rng.random(n)
+    got = an.restricted_structure(C, live_rows=live, band=band, freqs=f, band_hz=300.0,
+                                  energies={"mixture": e_mix, "vocals": e_voc})
+    for name, e in (("mixture", e_mix), ("vocals", e_voc)):
+        num = den = near = 0.0
+        for i in range(n):
+            for j in range(n):
+                if live[i] and band[i] and band[j]:
+                    w = C[i, j] ** 2 * e[j]
+                    den += w
+                    num += w if i == j else 0.0
+                    near += w if abs(f[i] - f[j]) <= 300.0 else 0.0
+        assert got[f"live_voice_diagonal_energy_ratio_{name}"] == pytest.approx(num / den, rel=1e-9)
+        assert got[f"live_voice_band_energy_{name}"] == pytest.approx(near / den, rel=1e-9)
+    dead = an.restricted_structure(C, live_rows=np.zeros(n, bool), band=band, freqs=f, band_hz=0.0,
+                                   energies={"mixture": e_mix})
+    assert dead == {"live_voice_diagonal_energy_ratio_mixture": 0.0, "live_voice_band_energy_mixture": 0.0}

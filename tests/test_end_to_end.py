@@ -16,7 +16,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
 import reproduce  # noqa: E402
 
-from ncajax import mappings, pipeline, sources, study  # noqa: E402
+from ncajax import mappings, pipeline, sources, study, verdict  # noqa: E402
 
 TINY = ["--seeds", "2", "--epochs", "1", "--fit-steps", "20", "--fit-frames", "64", "--heldout-frames", "32"]
 CORPUS = ["--corpus-tracks", "3", "3", "--corpus-seconds", "2", "--no-bss"]
@@ -56,7 +56,7 @@ def test_main_job_on_tiny_corpus(tiny_run):
     assert "## Conclusion" in report and "**Verdict:** " + '"' + VERDICT in report
     conclusion = json.loads((out / "conclusion.json").read_text())
     assert {"overall", "settings"} <= set(conclusion)
-    assert conclusion["overall"]["verdict"] in ("holds", "reversed", "undetermined")
+    assert conclusion["overall"]["verdict"] in verdict.VERDICTS
     assert conclusion["overall"]["primary_estimator"] == "nca_converged"
     assert {"nca_authors", "nca_converged", "student_converged", "lstsq", "jacobian"} <= set(conclusion["settings"])
     for name in ("direction_intervals", "heldout_error", "mapping_matrices_nca_converged", "estimator_matrices",

@@ -281,3 +281,16 @@ def test_from_arrays_streams_like_the_disk_cache(refs, tmp_path):
         FeatureCache.from_arrays(np.zeros((4, 3)), np.zeros((4, 2)))
     with pytest.raises(ValueError, match="NaN"):
         FeatureCache.from_arrays(np.full((4, 3), np.nan), np.zeros((4, 3)))
+
+
+def test_per_bin_rms_matches_numpy_and_floors_silent_bins():
+    rng = np.random.default_rng(3)
+    mix = rng.random((1000, 7)).astype(np.float32) * np.arange(1, 8, dtype=np.float32)
+    voc = (mix * 0.5).astype(np.float32)
+    voc[:, 2] = 0.0  # a silent bin
+    cache = FeatureCache.from_arrays(mix, voc)
+    s, t = features.per_bin_rms(cache, chunk=128)  # several chunks
+    np.testing.assert_allclose(s, np.sqrt(np.mean(mix.astype(np.float64) ** 2, axis=0)), rtol=1e-6)
+    ref_t = np.sqrt(np.mean(voc.astype(np.float64) ** 2, axis=0))
+    np.testing.assert_allclose(np.delete(t, 2), np.delete(ref_t, 2), rtol=1e-6)
+    assert t[2] == pytest.approx(1e-6 * ref_t.max(), rel=1e-5) and s.dtype == t.dtype == np.float32

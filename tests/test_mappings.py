@@ -230,6 +230,27 @@ def test_heldout_errors_per_seed_and_song_match_numpy(stage, model_name, setting
             assert rec["rel_l1_heldout_clipped"][s][t] == pytest.approx(
                 _rel_l1(y, np.maximum(y_hat, 0.0)), rel=1e-4), (s, t)
             assert rec["rel_l1_heldout_clipped"][s][t] <= rec["rel_l1_heldout"][s][t] + 1e-6  # y >= 0
+            # the functional-diagonality tables: C, diag(C), silence on the same frames, clipped at 0
+            fn = rec["functional"]
+            assert fn["err_full"][s][t] == pytest.approx(_rel_l1(y, np.maximum(y_hat, 0.0)), rel=1e-4)
+            assert fn["err_full_raw"][s][t] == pytest.approx(_rel_l1(y, y_hat), rel=1e-4)
+            d_hat = np.maximum(np.asarray(x, np.float64) * np.diag(matrix[s]), 0.0)
+            assert fn["err_diag"][s][t] == pytest.approx(_rel_l1(y, d_hat), rel=1e-4)
+            assert fn["err_zero"][s][t] == 1.0
+            if fn["err_full"][s][t] < 1.0:
+                assert fn["keep_diag"][s][t] == pytest.approx(
+                    (1.0 - fn["err_diag"][s][t]) / (1.0 - fn["err_full"][s][t]), rel=1e-6)
+
+
+def _weighted_median(r, w):
+    """A plain loop: the smallest r_k whose cumulative weight (in sorted order) reaches half the total."""
+    pairs = sorted(zip(r, w, strict=True))
+    total, acc = sum(w), 0.0
+    for value, weight in pairs:
+        acc += weight
+        if acc >= total / 2:
+            return value
+    return 0.0
 
 
 @pytest.mark.parametrize("model_name", MODELS)
@@ -241,9 +262,14 @@ def test_baselines_per_bin_gain_and_zero(stage, model_name):
     rec, zero = _record(stage["result"], model_name, "per_bin_gain"), _record(stage["result"], model_name, "zero")
     for s in range(S):
         y = _teacher(sep, s, x)
-        want = np.array([np.linalg.lstsq(x[:, i:i + 1], y[:, i], rcond=None)[0][0] for i in range(N)])
+        ls = np.array([np.linalg.lstsq(x[:, i:i + 1], y[:, i], rcond=None)[0][0] for i in range(N)])
+        l1 = np.array([_weighted_median(y[:, i] / x[:, i], x[:, i]) for i in range(N)])
+        err = {"least_squares": _rel_l1(y, np.maximum(x * ls, 0)), "l1": _rel_l1(y, np.maximum(x * l1, 0))}
+        pick = min(err, key=err.get)
+        want = ls if pick == "least_squares" else l1
+        assert rec["gain_choice"][s] == pick
         np.testing.assert_allclose(gain[s], want, rtol=1e-4, atol=1e-6)
-        assert rec["rel_l1_fit"][s] == pytest.approx(_rel_l1(y, x * want), rel=1e-4)
+        assert rec["rel_l1_fit"][s] == pytest.approx(err[pick], rel=1e-4)
         for t, xt in enumerate(stage["frames"]["heldout"]):
             yt, xt = _teacher(sep, s, xt), np.asarray(xt, np.float64)
             assert rec["rel_l1_heldout"][s][t] == pytest.approx(_rel_l1(yt, xt * want), rel=1e-4)
@@ -377,3 +403,39 @@ def test_default_settings_and_reexports():
     assert {"nca_output_bias", "nca_uniform", "student_authors"} <= {s.name for s in extra}
     assert all(s.bias_axis == "input" for s in extra if s.method == "nca" and s.name != "nca_output_bias")
     assert mappings.MappingConfig(settings=extra).settings == extra
+
+
+# ------------------------------------------------------------------------------------------------
+# the L1-optimal per-bin gain and the better of the two gains
+
+
+def test_l1_gain_minimises_the_l1_error_against_a_brute_force_grid():
+    rng = np.random.default_rng(5)
+    x = rng.random((2, 25, 6)) * 10.0 ** rng.uniform(-1, 1, size=(2, 25, 1))
+    y = np.abs(x * rng.normal(1.0, 0.5, size=x.shape) + rng.normal(0, 0.05, size=x.shape))
+    x[:, :3, 0] = 0.0  # silent frames in one bin: they do not depend on the gain
+    g = mappings.per_bin_gain_l1(x, y)
+    assert g.shape == (2, 6)
+    grid = np.linspace(0.0, 3.0, 30001)
+    for k in range(2):
+        for i in range(6):
+            cost = np.array([np.abs(y[k, :, i] - c * x[k, :, i]).sum() for c in grid])
+            ours = np.abs(y[k, :, i] - g[k, i] * x[k, :, i]).sum()
+            assert ours <= cost.min() + 1e-9, (k, i)  # no grid point does better
+            assert abs(g[k, i] - grid[cost.argmin()]) < 1e-2  # and it sits at the grid's minimum
+    assert np.all(mappings.per_bin_gain_l1(np.zeros((4, 3)), np.ones((4, 3))) == 0.0)
+
+
+def test_best_gain_picks_the_better_of_least_squares_and_l1_on_the_fit_frames():
+    rng = np.random.default_rng(6)
+    x = rng.random((40, N))
+    y = np.stack([x * 0.5, x * 0.5])
+    y[1, :4] *= 50.0  # outlier frames: least squares follows them, the L1 gain does not
+    gain, choice = mappings.best_per_bin_gain(x, y)
+    np.testing.assert_allclose(gain[1], 0.5, rtol=1e-9)
+    assert choice[1] == "l1"
+    for s in range(2):
+        ls = np.array([np.linalg.lstsq(x[:, i:i + 1], y[s, :, i], rcond=None)[0][0] for i in range(N)])
+        l1 = mappings.per_bin_gain_l1(x, y[s])
+        err = {name: _rel_l1(y[s], np.maximum(x * gv, 0)) for name, gv in (("least_squares", ls), ("l1", l1))}
+        assert _rel_l1(y[s], x * gain[s]) == pytest.approx(min(err.values()), rel=1e-9)

@@ -66,3 +66,46 @@ def test_hidden_width_option():
 def test_build_rejects_bad_input(bad):
     with pytest.raises(ValueError, match="unknown model|n_bins"):
         models.build(*bad)
+
+
+@pytest.mark.parametrize("name", ["dae", "dae_deep", "dae_sf"])
+def test_fold_scaling_exact(name):
+    """Folded params on raw x == t * model(x / s) (DAEs) and x * m(x / s) (dae_sf), seed axis kept."""
+    n = 11
+    model = models.build(name, n)
+    keys = jax.random.split(jax.random.key(4), 2)
+    params = jax.vmap(lambda k: models.init_params(model, k))(keys)
+    params = jax.tree.map(lambda a: a + 0.05, params)  # non-zero biases
+    rng = np.random.default_rng(5)
+    s = rng.uniform(0.01, 3.0, n).astype(np.float32)
+    t = rng.uniform(0.01, 3.0, n).astype(np.float32)
+    x = np.abs(rng.normal(size=(9, n))).astype(np.float32) * s
+    folded = models.fold_scaling(model, params, s, t)
+    assert jax.tree.structure(folded) == jax.tree.structure(params)
+    for seed in range(2):
+        p = jax.tree.map(lambda a, i=seed: a[i], params)
+        fp = jax.tree.map(lambda a, i=seed: a[i], folded)
+        with jax.default_matmul_precision("highest"):
+            if name == "dae_sf":
+                want = x * model.apply(p, x / s, method="mask")
+            else:
+                want = t * model.apply(p, x / s)
+            got = model.apply(fp, x)
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-6)
+        assert float(jnp.max(jnp.abs(want))) > 0  # not vacuous
+    # only the layers the scaling touches change
+    changed = {"dae": 2, "dae_deep": 2, "dae_sf": 1}[name]
+    diff = [not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(folded),
+                                                    strict=True)]
+    kernels_and_biases = len(jax.tree.leaves(params))
+    assert 1 <= sum(diff) <= 2 * changed and kernels_and_biases >= 4
+
+
+def test_fold_scaling_refuses_custom_module():
+    class Other(models.nn.Module):
+        @models.nn.compact
+        def __call__(self, x):
+            return models.nn.Dense(3)(x)
+
+    with pytest.raises(ValueError, match="recipe='raw'"):
+        models.fold_scaling(Other(), {"params": {}}, np.ones(3), np.ones(3))

@@ -19,7 +19,14 @@ import pytest
 from fakes import baseline_records, write_mapping_stage
 
 from ncajax import report, verdict
-from ncajax.config import PRIMARY_ESTIMATOR, MappingConfig, STFTConfig, default_settings, to_dict
+from ncajax.config import (
+    PRIMARY_ESTIMATOR,
+    PRIMARY_METRIC,
+    MappingConfig,
+    STFTConfig,
+    default_settings,
+    to_dict,
+)
 from ncajax.stats import seed_song_bootstrap
 
 MODELS = ("dae", "dae_deep", "dae_sf")
@@ -57,6 +64,13 @@ def metrics(w: float, key: str, jitter: float = 0.02) -> dict[str, list]:
     }
 
 
+def functional(w: float, key: str, jitter: float = 0.02) -> dict[str, list]:
+    """The functional-diagonality tables the stage records; the diagonal keep (primary) at level w."""
+    return {"err_full": grid(FIT_ERR - 0.01, key + "/clip"), "err_diag": grid(0.5, key + "/ed", jitter),
+            "err_band": grid(0.4, key + "/eb", jitter), "err_zero": [[1.0] * T] * S,
+            "keep_diag": grid(w, key + "/kd", jitter), "keep_band": grid(min(0.95, w + 0.1), key + "/kb", jitter)}
+
+
 def pooled(model: str, setting: dict, w: float, *, jitter: float = 0.02) -> dict:
     key = f"{model}/{setting['name']}"
     it = setting["name"] in ITERATIVE
@@ -74,6 +88,7 @@ def pooled(model: str, setting: dict, w: float, *, jitter: float = 0.02) -> dict
         "final_loss": [0.01] * S if it else [None] * S,
         "local_spread": [0.8] * S if setting["method"] == "jacobian" else [None] * S,
         "metrics": metrics(w, key, jitter),
+        "functional": functional(w, key, jitter),
         "wall_s": 1.0,
     }
     if setting["method"] == "jacobian" and model == "dae_sf":
@@ -129,6 +144,7 @@ def records_for(
             rec = pooled(m, s, per_setting.get(s["name"], levels)[m])
             if same:
                 rec["metrics"] = metrics(0.5, s["name"], jitter=0.1)
+                rec["functional"] = functional(0.5, s["name"], jitter=0.1)
             out.append(rec)
         out.append(model_facts(m, spread))
     return out
@@ -273,14 +289,15 @@ def test_holds_when_daes_are_clearly_more_diagonal_and_fits_beat_the_gain(tmp_pa
     md = path.read_text()
     line = verdict_line(md)
     assert "**holds** by the primary estimator `nca_converged`" in line
-    assert "`weighted_diagonal_energy_ratio`" in line
+    assert f"`{PRIMARY_METRIC}`" in line and PRIMARY_METRIC == "diagonal_keep"
     assert "is reversed" not in md and "is undetermined" not in md
     assert "does not hold" not in md
     cells = row(md, "`nca_converged` (primary)")
     assert cells[3] == "DAEs more diagonal" and cells[-1] == "yes"
-    # every secondary estimator agrees and counts
+    # every secondary estimator agrees and counts, except the mean Jacobian: dae_sf's has no
+    # functional table of its mask_jacobian part, and its diag(m) part never counts
     assert set(concl["overall"]["secondary_counting"]) == {s["name"] for s in SETTINGS} - {
-        PRIMARY_ESTIMATOR
+        PRIMARY_ESTIMATOR, "jacobian"
     }
     assert (
         "The primary estimator on the secondary metric (`diagonal_energy_ratio`, unweighted)" in md
@@ -334,7 +351,8 @@ def test_primary_fit_not_below_per_bin_gain_is_uninformative_and_undetermined(tm
     # clear direction, but dae_sf's NCA fit does no better than the per-bin gain on unseen songs
     above_gain = (np.asarray(grid(GAIN_ERR, "dae_sf/gain")) + 0.05).tolist()
     run = make_run(
-        tmp_path, patch={("dae_sf", "nca_converged", "pooled"): {"rel_l1_heldout": above_gain}}
+        tmp_path, patch={("dae_sf", "nca_converged", "pooled"): {"rel_l1_heldout": above_gain,
+                                                                "rel_l1_heldout_clipped": above_gain}}
     )
     c = report.conclusion(run)
     p = c["settings"][PRIMARY_ESTIMATOR]
@@ -367,9 +385,9 @@ def test_fit_below_gain_but_not_below_zero_predictor_is_uninformative(tmp_path):
     recs = records_for(HOLDS)
     for r in recs:
         if r["model"] == "dae" and r["setting"] == "per_bin_gain":
-            r["rel_l1_heldout"] = grid(1.5, "dae/bad-gain")
+            r["rel_l1_heldout"] = r["rel_l1_heldout_clipped"] = grid(1.5, "dae/bad-gain")
         if r["model"] == "dae" and r["setting"] == PRIMARY_ESTIMATOR:
-            r["rel_l1_heldout"] = grid(1.2, "dae/bad-fit")
+            r["rel_l1_heldout"] = r["rel_l1_heldout_clipped"] = grid(1.2, "dae/bad-fit")
     info = report.conclusion(make_run(tmp_path, records=recs))["settings"][PRIMARY_ESTIMATOR][
         "informative"
     ]["dae"]
@@ -415,22 +433,27 @@ def test_fewer_than_half_converged_does_not_count(tmp_path, flags, counts):
 
 def test_jacobian_is_not_gated_by_fit_error(tmp_path):
     # the mean Jacobian and least squares both do worse than the per-bin gain on unseen songs
-    bad = {"rel_l1_heldout": grid(0.7, "worse-than-gain")}
+    bad = {"rel_l1_heldout": grid(0.7, "worse-than-gain"), "rel_l1_heldout_clipped": grid(0.7, "worse-than-gain")}
     patch = {(m, s, "pooled"): dict(bad) for m in MODELS for s in ("jacobian", "lstsq")}
     run = make_run(tmp_path, REVERSED, per_setting={"jacobian": HOLDS, "lstsq": HOLDS}, patch=patch)
     c = report.conclusion(run)
     jac, lstsq = c["settings"]["jacobian"], c["settings"]["lstsq"]
     assert not any(v["informative"] for v in jac["informative"].values())
+    # on the functional primary metric dae_sf's Jacobian has no mask_jacobian table: no direction
+    assert jac["counts"] is False and "mask_jacobian" in jac["reason"]
+    # on a structure metric its mask_jacobian part decides, and the fit error does not gate it
+    jac = verdict.setting_verdict(report._load(run)["mappings"]["records"], "jacobian",
+                                  metric="weighted_diagonal_energy_ratio")
     assert (
         jac["counts"] is True and jac["ordering"] == "dae_more_diagonal" and jac["reason"] is None
     )
     assert lstsq["counts"] is False and "uninformative on held-out songs" in lstsq["reason"]
     assert c["overall"]["verdict"] == "reversed"  # the primary decides, not the Jacobian
-    assert c["overall"]["secondary_counting"]["jacobian"] == "dae_more_diagonal"
+    assert "jacobian" not in c["overall"]["secondary_counting"]
     assert "lstsq" not in c["overall"]["secondary_counting"]
     md = report.build_report(run)
     cells = row(md, "`jacobian`")
-    assert cells[4] == "dae: no, dae_deep: no, dae_sf: no" and cells[-1] == "yes"
+    assert cells[4] == "dae: no, dae_deep: no, dae_sf: no" and cells[-1].startswith("no: ")
     assert row(md, "`lstsq`")[-1].startswith("no: ")
     # its errors are still reported
     err = seed_song_bootstrap(grid(0.7, "worse-than-gain"))
@@ -464,9 +487,8 @@ def test_interval_numbers_equal_a_direct_bootstrap(tmp_path):
     gain = record_of(run, "dae", "per_bin_gain", "baseline")
     # conclusion table and verdict sentence: DAE - dae_sf, seeds drawn per model, songs shared
     cells = row(md, "`nca_converged` (primary)")
-    w = "weighted_diagonal_energy_ratio"
     for col, dae in ((1, "dae"), (2, "dae_deep")):
-        expect = seed_song_bootstrap(fits[dae]["metrics"][w], fits["dae_sf"]["metrics"][w])
+        expect = seed_song_bootstrap(fits[dae]["functional"]["keep_diag"], fits["dae_sf"]["functional"]["keep_diag"])
         assert cells[col] == iv(expect)
         assert f"{dae} − dae_sf {iv(expect)}" in verdict_line(md)
     # error table: fitted frames (Student t over seeds), held-out raw and clipped, paired vs the gain
@@ -476,8 +498,8 @@ def test_interval_numbers_equal_a_direct_bootstrap(tmp_path):
     assert cells[2] == f"0.200 ± {half:.3f}"
     assert cells[3] == iv(seed_song_bootstrap(fits["dae"]["rel_l1_heldout"]))
     assert cells[4] == iv(seed_song_bootstrap(fits["dae"]["rel_l1_heldout_clipped"]))
-    paired = seed_song_bootstrap(
-        fits["dae"]["rel_l1_heldout"], gain["rel_l1_heldout"], paired_seeds=True
+    paired = seed_song_bootstrap(  # one rule for every gate: clipped at 0
+        fits["dae"]["rel_l1_heldout_clipped"], gain["rel_l1_heldout_clipped"], paired_seeds=True
     )
     assert cells[5] == iv(paired) and paired["hi"] < 0
     base = row(errors, "*per_bin_gain* (baseline)", "`dae`")
@@ -662,11 +684,13 @@ def test_across_corpora_section_counts_per_corpus(tmp_path):
         "seed2": make_run(tmp_path / "c2", OVERLAP, same=True),
     }
     summary = verdict.across_corpora({k: report.conclusion(r) for k, r in runs_.items()})
-    assert summary["verdict_counts"] == {"holds": 1, "reversed": 1, "undetermined": 1}
+    assert summary["verdict_counts"] == {"holds": 1, "reversed": 1, "per_bin_filter_suffices": 0,
+                                         "no_linear_summary": 0, "undetermined": 1}
     lines = report.corpora_section(summary)
     text = "\n".join(lines)
     assert "on 3 corpus seeds (`seed0`, `seed1`, `seed2`)" in text
-    assert "the primary verdict holds on 1, is reversed on 1 and undetermined on 1 of 3" in text
+    assert ("the primary verdict holds on 1, is reversed on 1, finds a per-bin filter sufficient on 0, "
+            "no linear summary on 0 and is undetermined on 1 of 3") in text
     assert row(text, "**verdict** (primary)") == [
         "**verdict** (primary)",
         "**holds**",
@@ -740,3 +764,28 @@ def test_figure_links_order_and_copy_outputs(tmp_path):
 def test_no_figures_says_so(tmp_path):
     md = report.build_report(make_run(tmp_path))
     assert "_No figures in this run" in md
+
+
+def test_functional_diagonality_table_and_branch_verdict(tmp_path):
+    run = make_run(tmp_path)
+    md = report.build_report(run)
+    fd = section(md, "## Functional diagonality: does diag(C) do what C does on unseen songs?")
+    for model in MODELS:
+        fn = record_of(run, model, PRIMARY_ESTIMATOR)["functional"]
+        cells = row(fd, f"`{PRIMARY_ESTIMATOR}`", f"`{model}`")
+        assert cells[2] == f"{np.mean(fn['err_full']):.3f}" and cells[5] == "1.000"
+        assert cells[6] == iv(seed_song_bootstrap(fn["keep_diag"]))
+        assert cells[7] == iv(seed_song_bootstrap(fn["keep_band"]))
+        assert cells[8].startswith("couplings")
+    assert "err band ±100 Hz" in fd
+    # a primary that does no better than the gain, with a diagonal keeping ~all: a per-bin filter suffices
+    patch = {}
+    for m in MODELS:
+        gain = grid(GAIN_ERR, m + "/gain")
+        patch[(m, PRIMARY_ESTIMATOR, "pooled")] = {
+            "rel_l1_heldout": gain, "rel_l1_heldout_clipped": gain,
+            "functional": {**functional(0.5, m), "keep_diag": grid(0.97, m + "/kd", 0.01)}}
+    run = make_run(tmp_path / "suffices", patch=patch)
+    c = report.conclusion(run)
+    assert c["overall"]["verdict"] == "per_bin_filter_suffices" and c["overall"]["models"] == list(MODELS)
+    assert "a per-bin filter suffices for `dae`, `dae_deep`, `dae_sf`" in verdict_line(report.build_report(run))

@@ -184,7 +184,7 @@ def test_data_parallel_matches_single_device(tmp_path):
 def test_seeds_stop_early_exactly_as_alone(tmp_path):
     """Each vmapped seed freezes when its own early stopping triggers (patience 1, noisy steps)."""
     caches = array_cache(1024, 0), array_cache(256, 1), array_cache(256, 2)
-    kw = dict(learning_rate=0.05, batch_size=16, max_epochs=10, patience=2)
+    kw = dict(learning_rate=0.05, batch_size=16, max_epochs=10, patience=2, recipe="raw")
     both = _train(tmp_path / "both", caches, n_seeds=2, **kw)
     stopped = [r["stopped"] for r in runs.read_metrics(tmp_path / "both")]
     assert any(a != b for a, b in stopped), "the seeds should stop at different epochs here"
@@ -219,3 +219,98 @@ def test_later_stages_refuse_unfinished_training(tmp_path, caches):
                       tmp_path / "dae", progress=False, stop_after_epochs=1)
     with pytest.raises(ValueError, match="has not finished"):
         pipeline.load_separators(tmp_path, ("dae",))
+
+
+def test_standardised_recipe_stores_scaling_and_hands_out_folded_params(tmp_path, caches):
+    from ncajax.features import per_bin_rms
+
+    res = _train(tmp_path / "run", caches, model="dae_sf", max_epochs=2)
+    cfg = runs.read_json(tmp_path / "run" / "config.json")
+    assert cfg["train"]["recipe"] == "standardised" and cfg["normalisation"] == train.PER_BIN_RMS
+    sc = runs.read_json(tmp_path / "run" / train.SCALING_FILE)
+    s, t = per_bin_rms(caches[0])
+    np.testing.assert_array_equal(np.asarray(sc["input_rms"], np.float32), s)
+    np.testing.assert_array_equal(np.asarray(sc["target_rms"], np.float32), t)
+    # the folded params on raw magnitudes score what the training-space params scored
+    np.testing.assert_allclose(res.result["test_mag_sdr_db_folded"], res.result["test_mag_sdr_db"],
+                               atol=1e-3)
+    loaded = train.load_trained(tmp_path / "run")
+    for a, b in zip(jax.tree.leaves(res.params), jax.tree.leaves(loaded.params), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    mngr = checkpoints.manager(tmp_path / "run" / "checkpoints")
+    raw_state = checkpoints.restore(mngr, mngr.latest_step(), loaded_abstract(loaded), cfg)
+    mngr.close()
+    want = models.fold_scaling(loaded.model, raw_state.best_params, s, t)
+    for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(loaded.params), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # reused as finished: the same folded params again
+    again = _train(tmp_path / "run", caches, model="dae_sf", max_epochs=2)
+    for a, b in zip(jax.tree.leaves(res.params), jax.tree.leaves(again.params), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def loaded_abstract(trained):
+    return train.Trainer(trained.model, trained.train_cfg).abstract_state()
+
+
+def test_raw_recipe_keeps_raw_training(tmp_path, caches):
+    res = _train(tmp_path / "run", caches, max_epochs=1, recipe="raw")
+    cfg = runs.read_json(tmp_path / "run" / "config.json")
+    assert cfg["normalisation"] is None and not (tmp_path / "run" / train.SCALING_FILE).exists()
+    assert "test_mag_sdr_db_folded" not in res.result
+
+
+def test_standardised_loss_is_in_scaled_units():
+    """dae: the training loss is MSE between y / t and model(x / s); dae_sf: (x / t) * m(x / s)."""
+    rng = np.random.default_rng(0)
+    x = rng.random((8, N)).astype(np.float32)
+    y = (0.4 * x).astype(np.float32)
+    s = rng.uniform(0.2, 2.0, N).astype(np.float32)
+    t = rng.uniform(0.2, 2.0, N).astype(np.float32)
+    tx = optax.adam(1e-3)
+    for name in ("dae", "dae_sf"):
+        model = models.build(name, N)
+        state = trainer.init_state(model, tx, jax.random.key(1))
+        step = jax.jit(trainer.make_train_step(model, tx, "mse", scaling=(s, t)))
+        _, metrics = step(state, (x, y))
+        if name == "dae":
+            pred = model.apply(state.params, x / s)
+        else:
+            pred = (x / t) * model.apply(state.params, x / s, method="mask")
+        np.testing.assert_allclose(float(metrics["loss"]), float(jnp.mean((y / t - pred) ** 2)), rtol=1e-5)
+
+
+def test_gain_augmentation_is_a_pure_function_of_seed_and_step():
+    x = jnp.ones((64, N))
+    a = trainer.augment_gain(x, 2 * x, 3, 10, 12.0)
+    b = trainer.augment_gain(x, 2 * x, 3, 10, 12.0)
+    c = trainer.augment_gain(x, 2 * x, 3, 11, 12.0)
+    d = trainer.augment_gain(x, 2 * x, 4, 10, 12.0)
+    np.testing.assert_array_equal(a[0], b[0])
+    assert not np.array_equal(a[0], c[0]) and not np.array_equal(a[0], d[0])
+    db = 20 * np.log10(np.asarray(a[0][:, 0]))
+    assert np.all(np.abs(db) <= 12.0 + 1e-4) and db.std() > 3  # spread over the range
+    np.testing.assert_allclose(np.asarray(a[1]), 2 * np.asarray(a[0]), rtol=1e-6)  # same gain on y
+    assert np.all(np.asarray(a[0]) == np.asarray(a[0])[:, :1])  # one gain per example
+
+
+def test_resume_is_bit_exact_with_gain_augmentation(tmp_path, caches):
+    kw = dict(max_epochs=3, augment_gain_db=12.0, loss="l1")
+    full = _train(tmp_path / "full", caches, **kw)
+    train.train_model(config.ModelConfig("dae", N), tcfg(**kw), config.PRESETS["fast"], *caches,
+                      tmp_path / "resumed", progress=False, stop_after_epochs=1)
+    resumed = _train(tmp_path / "resumed", caches, **kw)
+    for a, b in zip(jax.tree.leaves(full.params), jax.tree.leaves(resumed.params), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    plain = _train(tmp_path / "plain", caches, max_epochs=3, loss="l1")
+    assert full.result["test_loss"] != plain.result["test_loss"]  # the augmentation did something
+
+
+@pytest.mark.parametrize("kw,match", [
+    (dict(augment_gain_db=50.0), r"augment_gain_db must be between 0 and 40 dB.*augment_gain_db=12.0"),
+    (dict(augment_gain_db=-1.0), r"augment_gain_db"),
+    (dict(recipe="zscore"), r"unknown recipe 'zscore'.*recipe='raw'"),
+])
+def test_recipe_options_are_checked(kw, match):
+    with pytest.raises(ValueError, match=match):
+        config.TrainConfig(**kw)

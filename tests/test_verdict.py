@@ -26,11 +26,16 @@ def _records(diag: dict, *, err=0.5, gain_err=0.7, converged=True, setting=PRIMA
             "rel_l1_heldout": _table(e, seed=10 + i),
             "rel_l1_heldout_clipped": _table(e - 0.05, seed=20 + i),
             "converged": [converged] * S if method in ("nca", "student") else [None] * S,
-            "metrics": {PRIMARY_METRIC: _table(diag[m], seed=30 + i),
-                        "diagonal_energy_ratio": _table(diag[m], seed=40 + i)},
+            "metrics": {"diagonal_energy_ratio": _table(diag[m], seed=40 + i)},
+            "functional": {"keep_diag": _table(diag[m], seed=30 + i)},
         }
+        if method == "jacobian" and m == "dae_sf":  # only the mask_jacobian part may count
+            recs[(m, setting, "pooled")]["part_metrics"] = {
+                "mask": {"diagonal_energy_ratio": _table(1.0, spread=0.0)},
+                "mask_jacobian": {"diagonal_energy_ratio": _table(diag[m], seed=60 + i)}}
         recs[(m, "per_bin_gain", "baseline")] = {"method": "per_bin_gain",
-                                                 "rel_l1_heldout": _table(gain_err, seed=50 + i)}
+                                                 "rel_l1_heldout": _table(gain_err, seed=50 + i),
+                                                 "rel_l1_heldout_clipped": _table(gain_err - 0.05, seed=50 + i)}
     return recs
 
 
@@ -87,10 +92,23 @@ def test_fits_that_did_not_converge_do_not_count():
 def test_the_mean_jacobian_is_not_gated_by_fit_error():
     recs = _records({"dae": 0.6, "dae_deep": 0.55, "dae_sf": 0.3}, err=0.9, gain_err=0.5,
                     setting="jacobian", method="jacobian")
-    v = verdict.setting_verdict(recs, "jacobian")
+    v = verdict.setting_verdict(recs, "jacobian", metric="diagonal_energy_ratio")
     assert not v["informative"]["dae"]["informative"]  # reported...
     assert v["counts"] and v["ordering"] == "dae_more_diagonal"  # ...but not gating
     assert v["by_construction"] and "diag(m(x))" in v["by_construction"]
+
+
+def test_the_diag_m_part_of_dae_sfs_jacobian_never_counts():
+    # dae_sf's full Jacobian table says "dae_sf far more diagonal", its diag(m) part is 1 by construction;
+    # only the mask_jacobian part (here 0.3, below the DAEs) may decide the direction
+    recs = _records({"dae": 0.6, "dae_deep": 0.55, "dae_sf": 0.3}, setting="jacobian", method="jacobian")
+    recs[("dae_sf", "jacobian", "pooled")]["metrics"]["diagonal_energy_ratio"] = _table(0.95)
+    v = verdict.setting_verdict(recs, "jacobian", metric="diagonal_energy_ratio")
+    assert v["ordering"] == "dae_more_diagonal"
+    assert v["intervals"]["dae"]["mean"] == pytest.approx(0.3, abs=0.02)
+    # the functional primary metric has no mask_jacobian table: no direction from the Jacobian
+    v = verdict.setting_verdict(recs, "jacobian")
+    assert v["ordering"] == "undetermined" and not v["counts"]
 
 
 def test_missing_model_and_missing_primary():
@@ -106,7 +124,8 @@ def test_missing_model_and_missing_primary():
 
 def test_non_finite_metric_is_undetermined_not_an_error():
     recs = _records({"dae": 0.6, "dae_deep": 0.55, "dae_sf": 0.3})
-    recs[("dae", PRIMARY_ESTIMATOR, "pooled")]["metrics"][PRIMARY_METRIC][0][0] = float("nan")
+    assert PRIMARY_METRIC == "diagonal_keep"
+    recs[("dae", PRIMARY_ESTIMATOR, "pooled")]["functional"]["keep_diag"][0][0] = float("nan")
     v = verdict.setting_verdict(recs, PRIMARY_ESTIMATOR)
     assert "dae" not in v["intervals"] and v["ordering"] == "undetermined" and not v["counts"]
 
@@ -117,9 +136,44 @@ def test_across_corpora_counts_each_direction():
     und = verdict.conclusion(_records({"dae": 0.4, "dae_deep": 0.4, "dae_sf": 0.4}), [PRIMARY_ESTIMATOR])
     s = verdict.across_corpora({"corpus-0": holds, "corpus-1": rev, "corpus-2": und, "corpus-3": holds})
     assert s["n_corpora"] == 4
-    assert s["verdict_counts"] == {"holds": 2, "reversed": 1, "undetermined": 1}
+    assert s["verdict_counts"] == {"holds": 2, "reversed": 1, "per_bin_filter_suffices": 0,
+                                   "no_linear_summary": 0, "undetermined": 1}
     row = s["settings"][PRIMARY_ESTIMATOR]
     assert row["counted"] == {"dae_more_diagonal": 2, "sf_more_diagonal": 1} and row["not_counted"] == 1
     assert row["orderings"]["corpus-2"] == "undetermined"
     with pytest.raises(ValueError, match="no corpus"):
         verdict.across_corpora({})
+
+
+def _branch_records(err, gain_err, keep, zero_err=1.0):
+    """One model's pooled record and baselines with clipped tables of the given means."""
+    return {("dae", "lstsq", "pooled"): {"method": "lstsq", "rel_l1_heldout_clipped": _table(err),
+                                         "functional": {"keep_diag": _table(keep, seed=1)}},
+            ("dae", "per_bin_gain", "baseline"): {"rel_l1_heldout_clipped": _table(gain_err, seed=2)},
+            ("dae", "zero", "baseline"): {"rel_l1_heldout_clipped": _table(zero_err, spread=0.0)}}
+
+
+@pytest.mark.parametrize("err, gain_err, keep, want", [
+    (0.3, 0.6, 0.5, "couplings"),                  # C clearly beats the gain and silence
+    (0.3, 0.3, 0.99, "per_bin_filter_suffices"),   # no better than the gain, diag(C) keeps ~all
+    (0.3, 0.3, 0.5, "undetermined"),               # no better than the gain, but diag(C) keeps half
+    (1.0, 1.0, 0.5, "no_linear_summary"),          # nothing beats silence
+    (1.0, 0.5, 0.5, "undetermined"),               # the gain beats silence, C does not
+])
+def test_model_branches(err, gain_err, keep, want):
+    assert verdict.model_branch(_branch_records(err, gain_err, keep), "dae", "lstsq")["branch"] == want
+
+
+def test_branch_verdict_when_the_primary_does_not_count():
+    recs = _records({"dae": 0.99, "dae_deep": 0.99, "dae_sf": 0.99}, err=0.4, gain_err=0.45)
+    c = verdict.conclusion(recs, [PRIMARY_ESTIMATOR])  # clipped errors 0.35 vs 0.40: informative
+    assert c["settings"][PRIMARY_ESTIMATOR]["branches"] == {m: "couplings" for m in MODELS}
+    recs = _records({"dae": 0.99, "dae_deep": 0.99, "dae_sf": 0.99}, err=0.5, gain_err=0.5)
+    c = verdict.conclusion(recs, [PRIMARY_ESTIMATOR])  # C == the gain, diag(C) keeps 99 %
+    assert c["overall"]["verdict"] == "per_bin_filter_suffices"
+    assert c["overall"]["models"] == list(MODELS)
+    recs = _records({"dae": 0.99, "dae_deep": 0.99, "dae_sf": 0.99}, err=1.05, gain_err=1.05,
+                    err_by_model={"dae": 0.5})
+    c = verdict.conclusion(recs, [PRIMARY_ESTIMATOR])  # dae_deep, dae_sf: nothing beats silence
+    assert c["overall"]["verdict"] == "no_linear_summary"
+    assert c["overall"]["models"] == ["dae_deep", "dae_sf"]

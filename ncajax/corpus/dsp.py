@@ -64,3 +64,43 @@ def tone(
     x = np.einsum("k,kn->n", (k**-slope).astype(np.float32), waves)  # BLAS gemv is slower here
     x *= np.minimum(1.0, t / attack) * np.clip((seconds - t) / release, 0.0, 1.0)
     return x.astype(np.float64)
+
+
+def glide(
+    f0: np.ndarray,
+    sr: int,
+    *,
+    slope: float,
+    max_partials: int,
+    odd_only: bool = False,
+    attack: float = 0.05,
+    release: float = 0.1,
+) -> np.ndarray:
+    """A sustained harmonic note `(len(f0),)` whose pitch follows the per-sample `f0` (Hz, vibrato and
+    glides): partials k^-slope (odd ones only for `odd_only`, a clarinet-like tone), each faded out
+    as it nears 0.45 * sr, with linear attack and release ramps."""
+    n = f0.size
+    t = np.arange(n) / sr
+    phase = np.cumsum(f0 / sr)
+    step = 2 if odd_only else 1
+    k = np.arange(1, max_partials + 1, step, dtype=np.float64)
+    k = k[k * f0.max() < 0.45 * sr]
+    if k.size == 0:
+        return np.zeros(n)
+    cycles = np.multiply.outer(k, phase)
+    arg = np.subtract(cycles, np.floor(cycles), out=cycles).astype(np.float32)
+    waves = np.sin(arg * np.float32(2 * np.pi), out=arg)
+    x = np.einsum("k,kn->n", (k**-slope).astype(np.float32), waves).astype(np.float64)
+    seconds = n / sr
+    return x * np.minimum(1.0, t / attack) * np.clip((seconds - t) / release, 0.0, 1.0)
+
+
+def peaking_sos(freq: float, gain_db: float, q: float, sr: int) -> np.ndarray:
+    """One peaking-EQ biquad (RBJ cookbook) as a `(1, 6)` sos: `gain_db` at `freq` Hz (kept below
+    0.45 * sr), bandwidth set by `q`."""
+    w = 2 * np.pi * min(freq, 0.45 * sr) / sr
+    a = 10 ** (gain_db / 40)
+    alpha = np.sin(w) / (2 * q)
+    b = np.array([1 + alpha * a, -2 * np.cos(w), 1 - alpha * a])
+    den = np.array([1 + alpha / a, -2 * np.cos(w), 1 - alpha / a])
+    return np.concatenate([b / den[0], den / den[0]])[None]

@@ -1,5 +1,6 @@
 """The accompaniment renderers, in the song's key and chord progression: `other` (piano strikes, pads,
-arpeggios), an optional distorted electric guitar (mixed into `other`), `bass` and `drums`.
+arpeggios), an optional distorted electric guitar and an optional sustained melodic instrument in the
+singer's register (both mixed into `other`), `bass` and `drums`.
 
 Each renderer draws its own parameters from its own generator and returns float64 `(n_samples,)` audio
 at an arbitrary scale (the mix sets the levels).
@@ -10,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import signal
 
-from .dsp import band_noise, midi_hz, place, tone
+from .dsp import band_noise, glide, midi_hz, peaking_sos, place, tone
 from .plan import TRIADS, chord_at, chords, steps
 
 _SEVENTHS = {"maj": 11, "min": 10}
@@ -171,10 +172,10 @@ def render_drums(rng: np.random.Generator, plan: dict, n: int, sr: int) -> np.nd
     kick = np.sin(2 * np.pi * np.cumsum(freq) / sr) * np.exp(-t / rng.uniform(0.12, 0.3))
     kick += 0.3 * band_noise(rng, t.size, sr, 1000, 5000) * np.exp(-t / 0.004)
     tn = t[: int(0.35 * sr)]
-    snare = band_noise(rng, tn.size, sr, 1000, 7000) * np.exp(-tn / rng.uniform(0.04, 0.09))
+    snare = band_noise(rng, tn.size, sr, 1000, 10000) * np.exp(-tn / rng.uniform(0.04, 0.09))
     snare += 0.8 * np.sin(2 * np.pi * rng.uniform(170, 240) * tn) * np.exp(-tn / 0.05)
-    hat_lo = min(6000.0, 0.35 * sr)
-    noise = band_noise(rng, tn.size, sr, hat_lo, 0.45 * sr)
+    hat_lo = min(6000.0, 0.35 * sr)  # full band at 44.1 kHz (6-18 kHz); 2.8-3.6 kHz at 8 kHz
+    noise = band_noise(rng, tn.size, sr, hat_lo, 18000.0)
     hat = noise * np.exp(-tn / rng.uniform(0.015, 0.04))
     open_hat = noise * np.exp(-tn / rng.uniform(0.06, 0.12))
     kit = (
@@ -272,3 +273,76 @@ def _power_chord(
     )
     x = np.tanh(drive * x / max(float(np.abs(x).max()), 1e-12))
     return signal.sosfilt(sos, x)
+
+
+# ----------------------------------------------------------------- melodic lead in the voice's register
+
+# Lead instruments: (partial slope, max partials, odd partials only, vibrato cents range, attack s,
+# body resonances [(Hz, dB, Q)]). Sustained, pitched and in the singer's range: the instruments a
+# separator trained on piano/guitar/bass/drums accompaniment mistakes for a voice.
+LEAD_KINDS = {
+    "strings": (1.0, 24, False, (8.0, 25.0), 0.15, ((450.0, 6.0, 1.5), (2500.0, 4.0, 1.2))),
+    "organ": (1.6, 8, False, (0.0, 0.0), 0.02, ()),
+    "clarinet": (1.1, 15, True, (0.0, 10.0), 0.05, ((1500.0, 4.0, 1.0),)),
+    "sax": (0.8, 24, False, (15.0, 40.0), 0.04, ((700.0, 6.0, 1.2), (1800.0, 8.0, 1.5))),
+    "synth": (0.6, 30, False, (10.0, 50.0), 0.01, ()),
+}
+LEAD_ROLES = ("counter", "fills", "unison")
+
+
+def render_lead(
+    rng: np.random.Generator, plan: dict, n: int, sr: int
+) -> tuple[np.ndarray | None, dict]:
+    """A sustained melodic instrument in the singer's register (or none), `(n_samples,)` or None, and
+    its parameters. Roles: a counter-melody of chord tones throughout ("counter"), lines only in the
+    vocal rests ("fills", call and response), or the vocal melody itself an octave-free unison
+    ("unison": the instrument doubles the lead's notes, as a string line or a sax often does)."""
+    if rng.random() >= 0.5:
+        return None, {"lead": None, "lead_role": None, "lead_level_db": None}
+    kind = tuple(LEAD_KINDS)[int(rng.integers(len(LEAD_KINDS)))]
+    role = LEAD_ROLES[int(rng.integers(len(LEAD_ROLES)))]
+    slope, partials, odd, vib_range, attack, body = LEAD_KINDS[kind]
+    vib_cents, vib_hz = float(rng.uniform(*vib_range)), float(rng.uniform(4.5, 6.5))
+    level_db = float(rng.uniform(-6.0, 3.0))  # relative to the rest of "other"
+    lo, hi = plan["public"]["singer_range_midi"]
+    out = np.zeros(n)
+    for onset, dur, m in _lead_notes(rng, plan, role, lo, hi):
+        length = min(dur, plan["duration"] - onset)
+        if length <= 0.05:
+            continue
+        t = np.arange(int(round(length * sr))) / sr
+        vib = vib_cents * np.clip((t - 0.2) / 0.3, 0.0, 1.0) * np.sin(2 * np.pi * vib_hz * t)
+        f0 = midi_hz(m) * 2.0 ** ((vib + float(rng.normal(0.0, 5.0))) / 1200)
+        note = glide(f0, sr, slope=slope, max_partials=partials, odd_only=odd, attack=attack,
+                     release=min(0.15, 0.4 * length))
+        place(out, onset, sr, note, float(rng.uniform(0.7, 1.0)))
+    if not out.any():
+        return None, {"lead": None, "lead_role": None, "lead_level_db": None}
+    for freq, db, q in body:
+        out = signal.sosfilt(peaking_sos(freq, db, q, sr), out)
+    params = {"lead": kind, "lead_role": role, "lead_level_db": round(level_db, 3)}
+    return out, params
+
+
+def _lead_notes(
+    rng: np.random.Generator, plan: dict, role: str, lo: int, hi: int
+) -> list[tuple[float, float, int]]:
+    """(onset s, duration s, MIDI) of the lead instrument's notes for `role`."""
+    if role == "unison":
+        return [(nt["onset"], nt["dur"], nt["midi"]) for nt in plan["notes"]]
+    chord_list = chords(plan)
+    beat, t, cur = plan["beat"], 0.0, int(rng.integers(lo, hi + 1))
+    notes = []
+    while t < plan["duration"]:
+        if role == "fills":
+            inside = [b for a, b in plan["phrases"] if a - 0.1 <= t < b]
+            if inside:
+                t = inside[0]
+                continue
+        dur = float(rng.choice([1.0, 2.0, 2.0, 3.0, 4.0])) * beat
+        _, _, root, quality = chord_at(chord_list, t)
+        tones = [m for m in range(lo, hi + 1) if (m - root) % 12 in TRIADS[quality]] or [cur]
+        cur = min(tones, key=lambda m: abs(m - cur) + 3 * float(rng.random()))
+        notes.append((t, dur, cur))
+        t += dur
+    return notes

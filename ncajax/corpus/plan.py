@@ -1,7 +1,8 @@
 """The song plan: key, mode, chord progression, tempo, singer and the vocal score of one song.
 
 `song_plan(rng, duration)` draws everything the renderers share; `chords`, `chord_at` and `steps`
-turn a plan into chord spans and pattern hits.
+turn a plan into chord spans and pattern hits; `double_plan` and `backing_plan` derive the scores of a
+doubled take and of backing vocals from the lead's.
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ VOICES = {
     "soprano": (60, 81, 1.20),
 }
 # Consonant noise: (low Hz, high Hz, duration s, level relative to the voiced RMS).
+# The bands are the full-band ones (sibilance up to 11 kHz); band_noise clamps them below Nyquist, so
+# at 8 kHz they end at 3.6 kHz.
 CONSONANTS = {
-    "s": (4000.0, 7500.0, 0.08, 0.30),
-    "sh": (1800.0, 4500.0, 0.09, 0.30),
-    "f": (1000.0, 7000.0, 0.07, 0.12),
-    "t": (2500.0, 6500.0, 0.025, 0.45),
+    "s": (4000.0, 11000.0, 0.08, 0.30),
+    "sh": (1800.0, 6000.0, 0.09, 0.30),
+    "f": (1000.0, 10000.0, 0.07, 0.12),
+    "t": (2500.0, 9000.0, 0.025, 0.45),
     "k": (1200.0, 3200.0, 0.03, 0.40),
     "h": (500.0, 3000.0, 0.06, 0.12),
 }
@@ -195,3 +198,66 @@ def steps(plan: dict, pattern: str) -> list[tuple[float, int]]:
         ]
         bar += 1
     return out
+
+
+# ------------------------------------------------------------------------ doubles, backing vocals
+
+
+def scale_midis(plan: dict) -> list[int]:
+    """Every MIDI note (24..108) of the song's key and mode."""
+    scale = _MAJOR if plan["mode"] == "major" else _MINOR
+    return [m for m in range(24, 109) if (m - plan["key"]) % 12 in scale]
+
+
+def double_plan(rng: np.random.Generator, plan: dict) -> dict:
+    """The lead line sung again: each note 10-35 ms late, its own intonation error, no breaths."""
+    lag = float(rng.uniform(0.01, 0.035))
+    notes = [
+        {**note, "onset": note["onset"] + lag + float(rng.normal(0.0, 0.005)),
+         "detune": note["detune"] + float(rng.normal(0.0, 7.0)),
+         "gain": note["gain"] * float(rng.uniform(0.85, 1.0))}
+        for note in plan["notes"]
+    ]
+    return {**plan, "notes": notes, "breaths": []}
+
+
+def backing_plan(rng: np.random.Generator, plan: dict, kind: str) -> dict:
+    """The score of backing vocals by a second singer, on some of the lead's phrases: "harmony" (the
+    lead's notes moved a diatonic third or sixth up or down, same syllables) or "oohs" (one sustained
+    open-vowel chord tone per chord, no consonants)."""
+    keep = rng.random(len(plan["phrases"])) < 0.6
+    if len(keep) and not keep.any():
+        keep[int(rng.integers(len(keep)))] = True
+    spans = [p for p, k in zip(plan["phrases"], keep, strict=True) if k]
+
+    def inside(t: float) -> bool:
+        return any(a <= t < b for a, b in spans)
+
+    scale = scale_midis(plan)
+    if kind == "harmony":
+        shift = int(rng.choice([2, -2, 5, -5]))
+        notes = []
+        for note in plan["notes"]:
+            if not inside(note["onset"]):
+                continue
+            j = min(range(len(scale)), key=lambda i: abs(scale[i] - note["midi"]))
+            j = int(np.clip(j + shift, 0, len(scale) - 1))
+            notes.append({**note, "midi": scale[j], "detune": float(rng.normal(0.0, 8.0)),
+                          "onset": max(0.0, note["onset"] + float(rng.normal(0.0, 0.01)))})
+    else:
+        lo, hi = plan["public"]["singer_range_midi"]
+        vowel = "uoa"[int(rng.integers(3))]
+        notes = []
+        for t, span, root, quality in chords(plan):
+            if not inside(t) or rng.random() >= 0.8:
+                continue
+            target = float(rng.uniform(lo, hi))
+            tones = [m for m in range(lo - 5, hi + 6) if (m - root) % 12 in TRIADS[quality]]
+            notes.append({"onset": t, "dur": 0.95 * span,
+                          "midi": min(tones, key=lambda m: abs(m - target)), "vowel": vowel,
+                          "cons": None, "gain": float(rng.uniform(0.7, 0.9)),
+                          "detune": float(rng.normal(0.0, 8.0))})
+    mid = float(np.median([nt["midi"] for nt in notes])) if notes else 60.0
+    fits = [v for v, (lo_v, hi_v, _) in VOICES.items() if lo_v + 2 <= mid <= hi_v - 2]
+    voice = fits[int(rng.integers(len(fits)))] if fits else plan["voice"]
+    return {**plan, "notes": notes, "breaths": [], "voice": voice}

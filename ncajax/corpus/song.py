@@ -7,10 +7,10 @@ from jaxtyping import Float
 
 from ..config import CorpusConfig
 from .dsp import rms
-from .instruments import render_bass, render_drums, render_guitar, render_other
+from .instruments import render_bass, render_drums, render_guitar, render_lead, render_other
 from .mix import master, room, tone_eq
 from .plan import song_plan
-from .voice import render_vocals
+from .voice import render_vocal_stem
 
 SPLITS = {"train": 0, "test": 1}
 MIN_SAMPLE_RATE = 8000
@@ -32,24 +32,26 @@ def synthesize_track(
     sr = cfg.sample_rate
     n = int(round(cfg.duration * sr))
     rng = np.random.default_rng([cfg.seed, SPLITS[split], index])
-    plan_rng, voc_rng, drum_rng, bass_rng, other_rng, mix_rng, gtr_rng, room_rng, eq_rng = (
-        rng.spawn(9)
+    plan_rng, voc_rng, drum_rng, bass_rng, other_rng, mix_rng, gtr_rng, room_rng, eq_rng, lead_rng = (
+        rng.spawn(10)
     )
 
     plan = song_plan(plan_rng, cfg.duration)
-    vocals, voice_params = render_vocals(voc_rng, plan, n, sr)
+    vocals, voice_params = render_vocal_stem(voc_rng, plan, n, sr)
     guitar, guitar_params = render_guitar(gtr_rng, plan, n, sr)
+    lead, lead_params = render_lead(lead_rng, plan, n, sr)
     raw = {
         "vocals": vocals,
         "drums": render_drums(drum_rng, plan, n, sr),
         "bass": render_bass(bass_rng, plan, n, sr),
         "other": render_other(other_rng, plan, n, sr),
     }
-    if guitar is not None:  # the guitar sits in "other", as in MUSDB18
-        other = raw["other"]
-        raw["other"] = other + guitar / max(rms(guitar), 1e-12) * rms(other) * 10 ** (
-            guitar_params["guitar_level_db"] / 20
-        )
+    # The guitar and the lead instrument sit in "other", as in MUSDB18, each at its level relative
+    # to the keyboards.
+    keys_rms = rms(raw["other"])
+    for part, db in ((guitar, guitar_params["guitar_level_db"]), (lead, lead_params["lead_level_db"])):
+        if part is not None:
+            raw["other"] = raw["other"] + part / max(rms(part), 1e-12) * keys_rms * 10 ** (db / 20)
     raw, eq_params = tone_eq(eq_rng, raw, sr)
     raw, room_params = room(room_rng, raw, sr)
     stems, levels = master(mix_rng, raw, sr)
@@ -60,6 +62,7 @@ def synthesize_track(
         **plan["public"],
         **voice_params,
         **guitar_params,
+        **lead_params,
         **eq_params,
         **room_params,
         **levels,

@@ -17,11 +17,12 @@ from ..config import CorpusConfig, fingerprint, to_dict
 from .mix import STEMS
 from .song import check_config, synthesize_track, track_name
 
-FORMAT_VERSION = (
-    2  # 2: distorted guitars, accompaniment EQ, room reverb, wider vocal/loudness ranges, limiter
-)
+# 2: distorted guitars, accompaniment EQ, room reverb, wider vocal/loudness ranges, limiter.
+# 3: vocal styles, doubled leads and backing vocals, vocal compression and EQ, a lead instrument in the
+#    singer's register, full-band sibilants/snare/hats at high sample rates.
+FORMAT_VERSION = 3
 MARKER = ".complete"
-DEFAULT_CONFIG = CorpusConfig()  # the study's default corpus: 24 train + 6 test songs of 12 s at 8 kHz
+DEFAULT_CONFIG = CorpusConfig()  # the study's default corpus: 60 train + 30 test songs of 5 s at 8 kHz
 
 
 def corpus_dir(cache_root: str | Path, cfg: CorpusConfig = DEFAULT_CONFIG) -> Path:

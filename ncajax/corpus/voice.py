@@ -4,6 +4,13 @@ A glottal-like harmonic source (all harmonics below Nyquist, spectral tilt varie
 lip radiation) shaped by a cascade of five vowel formants that move smoothly from syllable to syllable,
 with portamento, vibrato, pitch jitter, consonant noise bursts, aspiration and breaths. Pitch, loudness
 and formant tracks are built at a control rate and the harmonics are synthesised additively.
+
+Every singer belongs to one of VOCAL_STYLES (format 3), each its own region of timbre space: "chest"
+(the format-2 voice), "breathy" (steep tilt, strong aspiration, wide formants), "belt" (flat tilt,
+strong singer's formant), "nasal" (a nasal pole-zero pair, narrow formants) and "head" (thin, steep,
+near-sinusoidal). `render_vocal_stem` adds what real vocal stems hold besides the lead: a doubled take
+of the lead line (a few cents and tens of ms off) and backing vocals (a diatonic harmony a third or
+sixth away, or sustained "oo/ah" chord tones, by a second singer).
 """
 
 from __future__ import annotations
@@ -12,7 +19,7 @@ import numpy as np
 from scipy import signal
 
 from .dsp import band_noise
-from .plan import CONSONANTS, VOICES
+from .plan import CONSONANTS, VOICES, backing_plan, double_plan
 
 _CTRL_RATE = 200.0  # Hz; f0, loudness and formant tracks are built at this rate, then interpolated
 
@@ -26,18 +33,67 @@ _VOWELS = {
 }
 
 
-def render_vocals(
+# Timbre families: uniform ranges of the source/filter draws (tilt dB/oct, singer's-formant boost dB,
+# aspiration level, formant-bandwidth scale, vibrato depth cents) and the nasal pole-zero's depth dB.
+VOCAL_STYLES = {
+    "chest": {"tilt": (-13.0, -7.0), "bright": (3.0, 15.0), "asp": (0.005, 0.02),
+              "bw": (0.8, 1.3), "vib": (20.0, 70.0), "nasal": (0.0, 0.0)},
+    "breathy": {"tilt": (-16.0, -11.0), "bright": (0.0, 6.0), "asp": (0.05, 0.15),
+                "bw": (1.2, 1.8), "vib": (10.0, 40.0), "nasal": (0.0, 0.0)},
+    "belt": {"tilt": (-10.0, -7.5), "bright": (6.0, 12.0), "asp": (0.003, 0.01),
+             "bw": (0.85, 1.15), "vib": (30.0, 90.0), "nasal": (0.0, 0.0)},
+    "nasal": {"tilt": (-12.0, -7.0), "bright": (4.0, 12.0), "asp": (0.005, 0.02),
+              "bw": (0.85, 1.1), "vib": (15.0, 50.0), "nasal": (4.0, 9.0)},
+    "head": {"tilt": (-15.0, -12.0), "bright": (0.0, 5.0), "asp": (0.02, 0.06),
+             "bw": (1.0, 1.5), "vib": (20.0, 60.0), "nasal": (0.0, 0.0)},
+}
+
+
+def render_vocal_stem(
     rng: np.random.Generator, plan: dict, n: int, sr: int
 ) -> tuple[np.ndarray, dict]:
-    """The singing voice `(n_samples,)` float64 (arbitrary scale) and its timbre parameters."""
+    """The vocals stem `(n_samples,)` float64: the lead, maybe a doubled take of it and maybe backing
+    vocals (levels relative to the lead's RMS), and the JSON-ready parameters of all three."""
+    lead_rng, dbl_rng, back_rng, choice_rng = rng.spawn(4)
+    style = tuple(VOCAL_STYLES)[int(choice_rng.integers(len(VOCAL_STYLES)))]
+    lead, params = render_vocals(lead_rng, plan, n, sr, style=style)
+    ref = max(_rms(lead), 1e-12)
+    out = lead.copy()
+    params["double_db"] = params["backing"] = None
+    if choice_rng.random() < 0.35:  # the lead line sung twice, as producers stack takes
+        db = float(choice_rng.uniform(-9.0, -2.0))
+        take, _ = render_vocals(dbl_rng, double_plan(dbl_rng, plan), n, sr, style=style)
+        out += take / max(_rms(take), 1e-12) * ref * 10 ** (db / 20)
+        params["double_db"] = round(db, 3)
+    if choice_rng.random() < 0.45:
+        kind = ("harmony", "oohs")[int(choice_rng.integers(2))]
+        bplan = backing_plan(back_rng, plan, kind)
+        if bplan["notes"]:
+            bstyle = tuple(VOCAL_STYLES)[int(choice_rng.integers(len(VOCAL_STYLES)))]
+            db = float(choice_rng.uniform(-14.0, -4.0))
+            back, _ = render_vocals(back_rng, bplan, n, sr, style=bstyle)
+            out += back / max(_rms(back), 1e-12) * ref * 10 ** (db / 20)
+            params["backing"] = {"kind": kind, "singer": bplan["voice"], "style": bstyle,
+                                 "level_db": round(db, 3)}
+    return out, params
+
+
+def _rms(x: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(x))))
+
+
+def render_vocals(
+    rng: np.random.Generator, plan: dict, n: int, sr: int, *, style: str = "chest"
+) -> tuple[np.ndarray, dict]:
+    """One singing voice `(n_samples,)` float64 (arbitrary scale) and its timbre parameters."""
     hop = sr / _CTRL_RATE
     nc = int(np.ceil(n / hop)) + 2
-    timbre, params = _timbre(rng, plan["voice"])
+    timbre, params = _timbre(rng, plan["voice"], style)
     tracks = _note_tracks(plan, nc, timbre["fscale"], timbre["bw_scale"])
     if not np.isfinite(tracks["midi"]).any():
         return np.zeros(n), params
     f0, amp, formants, bands = _control_tracks(rng, tracks, timbre)
-    voiced = _harmonic_sum(f0, amp, formants, bands, timbre["tilt"], timbre["bright_db"], n, sr)
+    voiced = _harmonic_sum(f0, amp, formants, bands, timbre, n, sr)
     active = np.interp(np.arange(n) / hop, np.arange(nc), amp)
     level = np.sqrt(np.mean(voiced[active > 0.3] ** 2)) if (active > 0.3).any() else 1.0
     out = voiced / max(level, 1e-12)
@@ -45,21 +101,26 @@ def render_vocals(
     return out, params
 
 
-def _timbre(rng: np.random.Generator, voice: str) -> tuple[dict, dict]:
-    """The singer's timbre draws and their JSON-ready record."""
+def _timbre(rng: np.random.Generator, voice: str, style: str = "chest") -> tuple[dict, dict]:
+    """The singer's timbre draws (inside the ranges of `style`) and their JSON-ready record."""
     _, _, fscale = VOICES[voice]
+    r = VOCAL_STYLES[style]
     timbre = {
-        "fscale": fscale * float(rng.uniform(0.95, 1.05)),
-        "bw_scale": float(rng.uniform(0.8, 1.3)),
-        "tilt": float(rng.uniform(-13.0, -7.0)),  # dB/oct of the glottal source
-        "bright_db": float(rng.uniform(3.0, 15.0)),  # "singer's formant" boost near 3 kHz
-        "vib_rate": float(rng.uniform(5.0, 7.0)),
-        "vib_depth": float(rng.uniform(20.0, 70.0)),  # cents
+        "fscale": fscale * float(rng.uniform(0.92, 1.08)),
+        "bw_scale": float(rng.uniform(*r["bw"])),
+        "tilt": float(rng.uniform(*r["tilt"])),  # dB/oct of the glottal source
+        "bright_db": float(rng.uniform(*r["bright"])),  # "singer's formant" boost near 3 kHz
+        "bright_hz": float(rng.uniform(2600.0, 3400.0)),
+        "vib_rate": float(rng.uniform(4.5, 7.0)),
+        "vib_depth": float(rng.uniform(*r["vib"])),  # cents
         "jitter": float(rng.uniform(5.0, 15.0)),  # cents
         "tremolo": float(rng.uniform(0.05, 0.2)),
-        "aspiration": float(rng.uniform(0.005, 0.02)),
+        "aspiration": float(rng.uniform(*r["asp"])),
+        "nasal_db": float(rng.uniform(*r["nasal"])),
+        "nasal_hz": float(rng.uniform(220.0, 300.0)),  # nasal resonance; its zero sits ~3x higher
     }
     params = {
+        "vocal_style": style,
         "formant_scale": round(timbre["fscale"], 4),
         "bandwidth_scale": round(timbre["bw_scale"], 4),
         "tilt_db_per_octave": round(timbre["tilt"], 3),
@@ -67,6 +128,8 @@ def _timbre(rng: np.random.Generator, voice: str) -> tuple[dict, dict]:
         "vibrato_hz": round(timbre["vib_rate"], 3),
         "vibrato_cents": round(timbre["vib_depth"], 3),
         "jitter_cents": round(timbre["jitter"], 3),
+        "aspiration": round(timbre["aspiration"], 4),
+        "nasal_db": round(timbre["nasal_db"], 3),
     }
     return timbre, params
 
@@ -141,7 +204,7 @@ def _add_noises(
     """Add aspiration, consonant bursts and breaths to the normalised voice `out` in place."""
     n, nc = out.size, amp.size
     up = np.arange(n) / (sr / _CTRL_RATE)
-    out += aspiration * band_noise(rng, n, sr, 1500.0, 6000.0) * np.interp(up, np.arange(nc), amp)
+    out += aspiration * band_noise(rng, n, sr, 1500.0, 9000.0) * np.interp(up, np.arange(nc), amp)
     for name, env in cons_env.items():
         if env.any():
             lo, hi, _, _ = CONSONANTS[name]
@@ -158,16 +221,19 @@ def _harmonic_sum(
     amp: np.ndarray,
     formants: np.ndarray,
     bands: np.ndarray,
-    tilt: float,
-    bright_db: float,
+    timbre: dict,
     n: int,
     sr: int,
 ) -> np.ndarray:
     """Additive source-filter voice from control-rate tracks `(nc,)`, `(nc, 5)`; returns `(n,)`.
 
     Harmonic k at control frame c has amplitude amp[c] * k**((tilt + 6) / 6.02) * formant envelope at
-    k * f0[c]; amplitudes are interpolated linearly to the sample rate; phases follow the cumulative f0.
+    k * f0[c] (times the singer's-formant boost and the nasal pole-zero pair); amplitudes are
+    interpolated linearly to the sample rate; phases follow the cumulative f0.
     """
+    tilt, bright_db, bright_hz = timbre["tilt"], timbre["bright_db"], timbre["bright_hz"]
+    nasal = 10 ** (timbre["nasal_db"] / 20) - 1
+    nasal_hz = timbre["nasal_hz"]
     hop = sr / _CTRL_RATE
     nc = f0.shape[0]
     nyq = sr / 2
@@ -191,7 +257,11 @@ def _harmonic_sum(
             k = np.arange(k0, min(k0 + 24, n_harm + 1), dtype=np.float64)
             freq = k[:, None] * f0[None, a:b]  # (K, frames)
             env = _formant_env(freq, formants[a:b], bands[a:b])
-            env *= 1 + bright * np.exp(-(((freq - 3000.0) / 700.0) ** 2))
+            env *= 1 + bright * np.exp(-(((freq - bright_hz) / 700.0) ** 2))
+            if nasal > 0:  # nasal murmur: a resonance near 250 Hz, an anti-resonance near 800 Hz
+                env *= (1 + nasal * np.exp(-(((freq - nasal_hz) / 80.0) ** 2))) / (
+                    1 + nasal * np.exp(-(((freq - 3.2 * nasal_hz) / 150.0) ** 2))
+                )
             env *= np.clip((0.95 * nyq - freq) / (0.1 * nyq), 0.0, 1.0)
             ak = (amp[None, a:b] * k[:, None] ** slope * env).astype(np.float32)
             a0, a1 = ak[:, i0], ak[:, np.minimum(i0 + 1, b - a - 1)]

@@ -34,7 +34,7 @@ from .base import (
 )
 from .curves import loss_curves, separation_quality
 from .matrices import MatrixView, draw_matrix_grid, estimator_matrices, mapping_matrices
-from .results import direction_intervals, heldout_error, linearity, structure_metrics
+from .results import direction_intervals, heldout_error, keep_shares, linearity, structure_metrics
 from .spectrograms import draw_spectrograms, spectrogram_panels, spectrograms
 
 __all__ = [
@@ -59,6 +59,7 @@ __all__ = [
     "separation_quality",
     "direction_intervals",
     "heldout_error",
+    "keep_shares",
     "make_all",
 ]
 
@@ -72,7 +73,7 @@ def make_all(run_dir: str | Path, out_dir: str | Path) -> list[Path]:
             f"run directory {run_dir} does not exist: run experiments/reproduce.py"
         )
     written: list[Path] = []
-    for figure in (direction_intervals, heldout_error, mapping_matrices, estimator_matrices,
+    for figure in (direction_intervals, heldout_error, keep_shares, mapping_matrices, estimator_matrices,
                    structure_metrics, loss_curves, linearity, separation_quality, spectrograms):
         written += figure(run_dir, out_dir)
     return written

@@ -234,3 +234,37 @@ def linearity(run_dir: str | Path, out_dir: str | Path) -> list[Path]:
     return base.save_figure(fig, out_dir, "linearity")
 
 
+
+
+# --------------------------------------------------------------------------------------------------
+# functional diagonality
+
+
+def keep_shares(run_dir: str | Path, out_dir: str | Path) -> list[Path]:
+    """Figure `keep_shares`: per estimator (x) and model (colour), the share of the mapping's held-out
+    advantage over silence that its diagonal (left) and its band part (right) keep, mean and 95 % seed
+    x song interval (dots: seeds; seed rows where C does not beat silence are left out)."""
+    records = load_mapping_records(Path(run_dir) / "mappings")
+    pooled = [r for r in records if r.get("kind") == "pooled" and r.get("functional")]
+    if not pooled:
+        return []
+    models = order_models(r["model"] for r in pooled)
+    settings = order_settings(r["setting"] for r in pooled)
+    fig = Figure(figsize=(max(8.0, 1.3 * len(settings) + 3), 4.8), layout="constrained")
+    axes = fig.subplots(1, 2, squeeze=False)[0]
+    for ax, key, title in ((axes[0], "keep_diag", "diagonal diag(C)"), (axes[1], "keep_band", "band part of C")):
+        series = {m: {s: ((record(records, m, s) or {}).get("functional") or {}).get(key) for s in settings}
+                  for m in models}
+        errorbar_groups(ax, settings, series, MODEL_COLOURS)
+        ax.axhline(1.0, color="0.4", ls=":", lw=1.0)
+        ax.axhline(0.0, color="0.6", ls="-", lw=0.8)
+        ax.set_xticklabels([setting_label(s) for s in settings], rotation=35, ha="right", fontsize=8)
+        ax.set_xlabel("estimator", fontsize=8)
+        ax.set_ylabel("kept share of C's advantage over silence\n(err_zero − err_part) / (err_zero − err_C)",
+                      fontsize=8)
+        ax.set_title(title, fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].legend(fontsize=8, loc="best")
+    fig.suptitle("Functional diagonality on unseen songs (1: the part alone does what C does; 95 % seed × song "
+                 "intervals)")
+    return base.save_figure(fig, out_dir, "keep_shares")
