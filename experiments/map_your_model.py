@@ -42,7 +42,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from ncajax import mappings, nca, pipeline, runs, train
-from ncajax.config import CorpusConfig, ModelConfig, TrainConfig, preset
+from ncajax.config import CorpusConfig, ModelConfig, TrainConfig, check_fit_frames, preset
 
 MODEL_NAME = "gelu_mask"
 CALLABLE_NAME = "spectral_subtraction"
@@ -149,6 +149,7 @@ def main(argv=None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     progress = not args.no_progress
     stft = preset("fast")
+    check_fit_frames(args.fit_frames, stft.n_bins, option="--fit-frames", preset_name="fast")  # before training
 
     kw = {"sample_rate": stft.sample_rate}
     if args.corpus_tracks:

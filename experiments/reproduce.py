@@ -6,6 +6,7 @@ Run (the README's `make reproduce` does the first in a fresh virtualenv):
     python experiments/reproduce.py                               # embedded corpus, corpus seed 0
     python experiments/reproduce.py --corpora 3 --out runs/corpora --figures-dir figures   # the committed figures/
     python experiments/reproduce.py --corpus-seed 4 --out runs/corpus4
+    python experiments/reproduce.py --preset mid --out runs/mid      # 16 kHz, N = 513 (the middle rung)
     python experiments/reproduce.py --musdb-root ~/musdb18 --preset paper --out runs/musdb
     python experiments/reproduce.py --musdb-root ../shared/data/musdb18-sample --out runs/sample --seeds 3
 
@@ -25,7 +26,16 @@ import sys
 from pathlib import Path
 
 from ncajax import study
-from ncajax.config import FIT_LEARNING_RATE, FIT_STEPS, STUDY_SEEDS, TrainConfig
+from ncajax.config import (
+    CONTROL_SEEDS,
+    CONTROL_STEPS,
+    FIT_LEARNING_RATE,
+    FIT_STEPS,
+    STUDY_SEEDS,
+    TRAIN_RECIPES,
+    TrainConfig,
+)
+from ncajax.pipeline import PRESET_HELP
 
 REAL_TEST = Path(__file__).resolve().parents[2] / "shared" / "data" / "musdb18-sample"
 
@@ -35,12 +45,28 @@ def parse(argv=None):
     ap.add_argument("--out", default=None, help="run directory (default runs/default, or runs/corpus<seed>)")
     ap.add_argument("--musdb-root", default=None, help="MUSDB18 root (stems) or MUSDB18-HQ root (--is-wav)")
     ap.add_argument("--is-wav", action="store_true", help="read --musdb-root as MUSDB18-HQ wav folders")
-    ap.add_argument("--preset", default="fast", help="STFT preset: fast (8 kHz, N=129) or paper (N=2049)")
+    ap.add_argument("--preset", default="fast", help=PRESET_HELP)
     ap.add_argument("--seeds", type=int, default=STUDY_SEEDS, help="seeds per model (trained in one vmapped program)")
     ap.add_argument("--epochs", type=int, default=TrainConfig.max_epochs)
     ap.add_argument("--fit-steps", type=int, default=FIT_STEPS, help="steps of the converged NCA/student fits")
     ap.add_argument("--fit-lr", type=float, default=FIT_LEARNING_RATE, help="learning rate of the converged fits")
-    ap.add_argument("--fit-frames", type=int, default=1024, help="training-song frames each mapping is fitted on")
+    ap.add_argument("--control-steps", type=int, nargs="*", default=(), metavar="STEPS",
+                    help="run the under-convergence control of the authors' and the converged NCA at these Adam "
+                         f"step counts (the committed study: {' '.join(map(str, CONTROL_STEPS))}; default: none, "
+                         "it costs 10,000-step fits; with --corpora only the first corpus runs it)")
+    ap.add_argument("--control-seeds", type=int, default=CONTROL_SEEDS,
+                    help="seeds per model of the under-convergence control (the first ones)")
+    ap.add_argument("--recipe-control", action="store_true",
+                    help="also train the models with the earlier raw-magnitude MSE recipe (3 seeds) and map them "
+                         "with the primary estimator: what dying output units did to the mappings")
+    ap.add_argument("--recipe", default="study", choices=sorted(TRAIN_RECIPES),
+                    help="training recipe of the study's models (ncajax.config.TRAIN_RECIPES)")
+    ap.add_argument("--fit-frames", type=int, default=None,
+                    help="training-song frames each mapping is fitted on (default 4 N rounded up to a multiple "
+                         "of 256, at least 1024: fast 1024, mid 2304, paper 8448; at least N)")
+    ap.add_argument("--jacobian-chunk", type=int, default=None,
+                    help="frames of per-frame Jacobians formed at a time, seed by seed (default: the most whose "
+                         "(chunk, N, N) float32 block fits in 16 MiB on a CPU, 512 MiB on an accelerator)")
     ap.add_argument("--heldout-frames", type=int, default=256, help="frames of each unseen test song scored")
     ap.add_argument("--extra-settings", action="store_true",
                     help="also fit the NCA variants (output-unit bias, uniform init) and the student at 600 steps")
@@ -52,7 +78,7 @@ def parse(argv=None):
                          "'none' to skip)")
     ap.add_argument("--figures-dir", default=None, help="also copy the figures and REPORT.md here")
     ap.add_argument("--corpus-tracks", type=int, nargs=2, default=None, metavar=("TRAIN", "TEST"),
-                    help="size of the embedded corpus (default 24 6)")
+                    help="size of the embedded corpus (default 60 30)")
     ap.add_argument("--corpus-seconds", type=float, default=None, help="duration of each corpus track")
     return ap.parse_args(argv)
 
@@ -69,7 +95,9 @@ def main(argv=None):
         epochs=args.epochs, fit_steps=args.fit_steps, fit_lr=args.fit_lr, fit_frames=args.fit_frames,
         heldout_frames=args.heldout_frames, extra_settings=args.extra_settings, with_bss=not args.no_bss,
         corpus_seed=args.corpus_seed, corpus_tracks=tuple(args.corpus_tracks) if args.corpus_tracks else None,
-        corpus_seconds=args.corpus_seconds, real_test=real)
+        corpus_seconds=args.corpus_seconds, real_test=real, jacobian_chunk=args.jacobian_chunk,
+        control_steps=tuple(args.control_steps), control_seeds=args.control_seeds,
+        recipe_control=args.recipe_control, recipe=args.recipe)
     default_out = "runs/default" if args.corpus_seed == 0 else f"runs/corpus{args.corpus_seed}"
     out = Path(args.out or default_out)
     if args.corpora > 1:

@@ -4,9 +4,9 @@
 
 - `lstsq`: C^T = (X^T X + ridge)^-1 X^T Y; by default (ridge=None) the least Tikhonov term that keeps
   float32 stable on the Jacobi-scaled normal equations, grown tenfold on a Cholesky breakdown.
-- `mean_jacobian`: the mean over frames of the exact Jacobian dy/dx, streamed in chunks of frames, with
-  the relative spread of the per-frame Jacobians around it; for `dae_sf` (y = x ⊙ m(x)) also its split
-  into the mask part diag(m) and the mask-Jacobian part x ⊙ dm/dx.
+- `mean_jacobian`: the mean over frames of the exact Jacobian dy/dx, streamed in chunks of frames (K fits
+  one after another), with the relative spread of the per-frame Jacobians around it; for `dae_sf`
+  (y = x ⊙ m(x)) also its split into the mask part diag(m) and the mask-Jacobian part x ⊙ dm/dx.
 - `jacobian_stream`: fn(J_t) for every frame, chunk by chunk.
 
 The single fits are pure functions of arrays; `ncajax.programs` jits them, vmaps them over K fits and
@@ -60,15 +60,21 @@ def mean_jacobian(model, apply, params, x, target, *, p_axis: int | None, chunk_
     """Mean Jacobian fit(s) -> (Jbar, relative spread, relative L1, parts), `chunk_size` frames at a time.
 
     apply: `fit_common.resolve_model(model, params)`; p_axis: the K axis of params (0) or None (shared).
-    parts: {"mask", "mask_jacobian"} for a `dae_sf` model, empty otherwise.
+    parts: {"mask", "mask_jacobian"} for a `dae_sf` model, empty otherwise. K fits (x `(K, F, N)`) run
+    one after another through one compiled single-fit program, so only one `(chunk, N, N)` block of
+    per-frame Jacobians exists at a time whatever K (vmapping the K fits would hold K of them); the
+    results are stacked along a leading K axis and equal the vmapped ones to float32 rounding.
     """
     frame_jac = _FrameJacobian(model, apply, isinstance(model, models.SkipFilterDAE))
     chunk = min(chunk_size, x.shape[-2])
-    program = programs.program(
-        _jacobian_single, (0, 0, p_axis), batched=x.ndim == 3, grouped=False,
-        frame_jac=frame_jac, chunk=chunk,
-    )
-    return program(x, target, params)
+    program = programs.program(_jacobian_single, frame_jac=frame_jac, chunk=chunk)
+    if x.ndim == 2:
+        return program(x, target, params)
+    fits = []
+    for k in range(x.shape[0]):
+        params_k = params if p_axis is None else jax.tree_util.tree_map(lambda a, k=k: a[k], params)
+        fits.append(program(x[k], target[k], params_k))
+    return jax.tree_util.tree_map(lambda *a: jnp.stack(a), *fits)
 
 
 def jacobian_stream(

@@ -10,6 +10,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
+import numbers
+import os
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -55,6 +58,10 @@ PRESETS: dict[str, STFTConfig] = {
     # Fast default for the embedded corpus: 8 kHz (the voice band up to 4 kHz), 32 ms Hann window,
     # 8 ms hop -> N = 129 bins of 31.25 Hz, the same frequency resolution as 16 kHz / 512 points.
     "fast": STFTConfig(sample_rate=8000, n_fft=256, win_length=256, hop_length=64, window="hann"),
+    # The middle rung: 16 kHz (the voice band with its sibilance up to 8 kHz), 64 ms Hann window, 16 ms
+    # hop -> N = 513 bins of 15.625 Hz (between fast's 31.25 Hz and paper's 10.8 Hz), 62.5 frames/s; 4x
+    # fast's N at a cost a 2-core CPU can run (the study's matrices are 513 x 513, fits on 2304 frames).
+    "mid": STFTConfig(sample_rate=16000, n_fft=1024, win_length=1024, hop_length=256, window="hann"),
     # The authors' analysis settings in their related papers (Mimilakis et al.): 44.1 kHz, Hamming window
     # of 2049 samples zero-padded to a 4096-point FFT, hop 384 -> N = 2049 bins.
     "paper": STFTConfig(
@@ -64,7 +71,8 @@ PRESETS: dict[str, STFTConfig] = {
 
 
 def preset(name: str) -> STFTConfig:
-    """The STFT preset called `name` ("fast" or "paper")."""
+    """The STFT preset called `name`: the resolution ladder "fast" (8 kHz, N = 129), "mid" (16 kHz,
+    N = 513) or "paper" (44.1 kHz, N = 2049)."""
     if name not in PRESETS:
         raise ValueError(f"unknown STFT preset {name!r}; choose one of {sorted(PRESETS)}")
     return PRESETS[name]
@@ -118,7 +126,10 @@ class TrainConfig:
     batch_size: int = 256
     max_epochs: int = 30
     patience: int = 5
-    loss: str = "mse"
+    # The study's recipe (2026-12-07, benchmarks/bench_recipes.py, results-recipes-cpu-2026-12-07.jsonl):
+    # "standardised" + L1 + a random +-12 dB gain per example keeps <= 3.1 % of every model's output units
+    # dead on the held-out songs (raw magnitudes + MSE, `TRAIN_RECIPES["raw_mse"]`: 21-23 % for the DAEs).
+    loss: str = "l1"
     seed: int = 0
     n_seeds: int = 1
     max_steps_per_epoch: int | None = None
@@ -129,7 +140,16 @@ class TrainConfig:
     recipe: str = "standardised"
     # random gain per training example, uniform in dB on [-augment_gain_db, +augment_gain_db], applied to
     # mixture and target alike (a pure function of (seed, step)); 0 turns it off
-    augment_gain_db: float = 0.0
+    augment_gain_db: float = 12.0
+    # stem remix (as open-unmix augments), training batches only: with probability augment_remix an
+    # example's four stems (vocals, drums, bass, other) come from independent random frames of the whole
+    # training split (other songs) instead of one frame; every stem gets its own random gain, uniform in dB
+    # on [-augment_stem_gain_db, +augment_stem_gain_db]; the mixture is the complex sum of the scaled
+    # stems' STFTs, the target the scaled vocals (`ncajax.features.StemsCache.remix_batch`, a pure
+    # function of (seed, step)). Either > 0 (`remixes`) draws training batches from the stems cache;
+    # validation and test stay on the real mixtures. 0 and 0 turn it off.
+    augment_remix: float = 0.0
+    augment_stem_gain_db: float = 0.0
 
     def __post_init__(self):
         if self.recipe not in ("standardised", "raw"):
@@ -141,6 +161,16 @@ class TrainConfig:
             raise ValueError(
                 f"augment_gain_db must be between 0 and 40 dB (the half-width of the random gain range; "
                 f"e.g. augment_gain_db=12.0), got {self.augment_gain_db}"
+            )
+        if not 0.0 <= self.augment_remix <= 1.0:
+            raise ValueError(
+                f"augment_remix must be a probability between 0 and 1 (the share of training examples "
+                f"whose stems come from different songs; e.g. augment_remix=0.5), got {self.augment_remix}"
+            )
+        if not 0.0 <= self.augment_stem_gain_db <= 24.0:
+            raise ValueError(
+                f"augment_stem_gain_db must be between 0 and 24 dB (the half-width of each stem's random "
+                f"gain range; e.g. augment_stem_gain_db=6.0), got {self.augment_stem_gain_db}"
             )
         if self.loss not in LOSSES:
             raise ValueError(f"unknown loss {self.loss!r}; choose one of {LOSSES}")
@@ -158,6 +188,30 @@ class TrainConfig:
             raise ValueError(f"n_seeds must be positive, got {self.n_seeds}")
         if self.max_steps_per_epoch is not None and self.max_steps_per_epoch < 1:
             raise ValueError(f"max_steps_per_epoch must be positive or None, got {self.max_steps_per_epoch}")
+
+    @property
+    def remixes(self) -> bool:
+        """Whether training batches come from the stem remix (`augment_remix` or
+        `augment_stem_gain_db` > 0)."""
+        return self.augment_remix > 0 or self.augment_stem_gain_db > 0
+
+
+# Named training recipes (TrainConfig fields): "study" is the default TrainConfig; "raw_mse" the recipe
+# before 2026-12-05 (raw magnitudes in and out, MSE, no augmentation), kept for the study's recipe
+# control; "remix" adds open-unmix-style stem remixing across songs with +-6 dB per-stem gains.
+TRAIN_RECIPES: dict[str, dict[str, Any]] = {
+    "study": {"recipe": "standardised", "loss": "l1", "augment_gain_db": 12.0},
+    "raw_mse": {"recipe": "raw", "loss": "mse", "augment_gain_db": 0.0},
+    "remix": {"recipe": "standardised", "loss": "l1", "augment_gain_db": 12.0, "augment_remix": 0.5,
+              "augment_stem_gain_db": 6.0},
+}
+
+
+def train_recipe(name: str, **overrides) -> TrainConfig:
+    """`TrainConfig` of the named recipe (`TRAIN_RECIPES`), with `overrides` (e.g. n_seeds=3)."""
+    if name not in TRAIN_RECIPES:
+        raise ValueError(f"unknown training recipe {name!r}; choose one of {sorted(TRAIN_RECIPES)}")
+    return TrainConfig(**{**TRAIN_RECIPES[name], **overrides})
 
 
 METHODS = ("nca", "student", "lstsq", "jacobian")
@@ -188,6 +242,99 @@ FIT_STEPS = 3000
 # Trained seeds per model in the study (one vmapped program per model); the verdict resamples them.
 STUDY_SEEDS = 10
 FIT_LEARNING_RATE = 1e-3
+# The under-convergence control (`MappingConfig.control_steps`): each NCA setting of CONTROL_SETTINGS
+# (the authors' 600 steps at lr 1e-4 and the primary estimator) fitted once per seed to the largest of
+# CONTROL_STEPS Adam steps, C kept after each step count; 0 is C at the initial P (P frozen, no step).
+CONTROL_STEPS = (0, 600, 3000, 10000)
+# seeds per model of the control in the study (its intervals resample them; the pooled fits use all)
+CONTROL_SEEDS = 5
+CONTROL_SETTINGS = (NCA_AUTHORS, NCA_CONVERGED)
+# The fit set of the mapping stage scales with the preset: FIT_FRAMES_PER_BIN * N frames (an N x N fit
+# on fewer frames than bins is underdetermined; 4 N keeps least squares and NCA well posed), rounded up
+# to a multiple of FIT_FRAMES_MULTIPLE and at least FIT_FRAMES_MIN: fast 1024, mid 2304, paper 8448.
+FIT_FRAMES_PER_BIN = 4
+FIT_FRAMES_MULTIPLE = 256
+FIT_FRAMES_MIN = 1024
+# Half-width (Hz) of the near-diagonal band of the structure metrics (`near_diagonal_energy`), converted
+# to whole bins per preset (at least 1): 62.5 Hz is the 2 bins of 31.25 Hz the study counted at the fast
+# preset when the band was given in bins (mid: 4 bins, paper: 6).
+NEAR_DIAGONAL_BAND_HZ = 62.5
+# The automatic chunk of the mean Jacobian: the most frames whose (chunk, N, N) float32 block of
+# per-frame Jacobians fits in JACOBIAN_BLOCK_BYTES on an accelerator (fast: 8065 frames, mid 510, paper
+# 31) and in JACOBIAN_CPU_BLOCK_BYTES on a CPU (fast 252, mid 15, paper 1), where a block that stays
+# near the caches is faster: 512 mid-preset Jacobians took 1.2 s in 16 MiB blocks and 3.6 s in 512 MiB
+# blocks on the 2-core CPU. The choice is made where the stage runs (`mappings.jacobian_chunk`) and is
+# not part of the stage's config, so a run directory is reused on either kind of machine.
+JACOBIAN_BLOCK_BYTES = 512 * 2**20
+JACOBIAN_CPU_BLOCK_BYTES = 16 * 2**20
+# While a chunk is formed about this many (chunk, N, N) blocks are alive (the forward-mode tangents of
+# each layer, the dae_sf parts): an explicit chunk is refused when that many blocks exceed the memory.
+JACOBIAN_LIVE_BLOCKS = 4
+
+
+def fit_frames_for(n_bins: int) -> int:
+    """The default fit set of an N-bin model: FIT_FRAMES_PER_BIN * N rounded up to a multiple of
+    FIT_FRAMES_MULTIPLE, at least FIT_FRAMES_MIN (fast N = 129: 1024, mid 513: 2304, paper 2049: 8448)."""
+    if n_bins < 1:
+        raise ValueError(f"n_bins must be positive, got {n_bins}")
+    frames = math.ceil(FIT_FRAMES_PER_BIN * n_bins / FIT_FRAMES_MULTIPLE) * FIT_FRAMES_MULTIPLE
+    return max(FIT_FRAMES_MIN, frames)
+
+
+def check_fit_frames(n_fit_frames: int | None, n_bins: int, *, option: str = "n_fit_frames",
+                     preset_name: str | None = None) -> int:
+    """The fit set for an N-bin model: `fit_frames_for(n_bins)` for None, else n_fit_frames, refused
+    (one ValueError naming `option`, N and a working value) when it has fewer frames than bins."""
+    if n_fit_frames is None:
+        return fit_frames_for(n_bins)
+    if n_fit_frames < n_bins:
+        at = f"preset {preset_name!r}" if preset_name else "this STFT"
+        raise ValueError(
+            f"{option} {n_fit_frames} is fewer fit frames than the N = {n_bins} frequency bins of {at}: "
+            f"an N x N mapping fitted on fewer frames than bins is underdetermined; use {option} "
+            f"{fit_frames_for(n_bins)} or more (the default for N = {n_bins}, {FIT_FRAMES_PER_BIN} N "
+            f"rounded up), at the very least {n_bins}"
+        )
+    return int(n_fit_frames)
+
+
+def memory_bytes() -> int | None:
+    """Physical memory of this machine in bytes (None where the OS does not say)."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def jacobian_chunk_for(n_bins: int, chunk: int | None = None, *, option: str = "jacobian_chunk",
+                       memory: int | None = None, budget: int = JACOBIAN_BLOCK_BYTES) -> int:
+    """Frames per chunk of the mean Jacobian for an N-bin model. None: the most frames whose
+    `(chunk, N, N)` float32 block fits in `budget` bytes (at least 1). An explicit chunk is refused (one
+    ValueError naming `option` and a working value, the chunk of a JACOBIAN_BLOCK_BYTES block) when
+    JACOBIAN_LIVE_BLOCKS such blocks exceed `memory` (default: this machine's physical memory)."""
+    block = 4 * n_bins * n_bins  # one frame's float32 Jacobian
+    if chunk is None:
+        return max(1, budget // block)
+    auto = max(1, JACOBIAN_BLOCK_BYTES // block)
+    if isinstance(chunk, bool) or not isinstance(chunk, numbers.Integral) or chunk < 1:
+        raise ValueError(f"{option} must be a positive integer (frames per chunk) or unset, got {chunk!r}; "
+                         f"e.g. {option} {auto}")
+    memory = memory_bytes() if memory is None else memory
+    need = JACOBIAN_LIVE_BLOCKS * chunk * block
+    if memory is not None and need > memory:
+        raise ValueError(
+            f"{option} {chunk} cannot fit in memory: {chunk} Jacobians of {n_bins} x {n_bins} float32 is a "
+            f"{chunk * block / 2**30:.1f} GiB block (~{need / 2**30:.1f} GiB while a chunk is formed), more "
+            f"than this machine's {memory / 2**30:.1f} GiB; use {option} {auto} (a "
+            f"{auto * block / 2**20:.0f} MiB block) or leave it unset (automatic)"
+        )
+    return int(chunk)
+
+
+def band_bins(band_hz: float, stft: STFTConfig) -> int:
+    """A band half-width in Hz as whole bins of `stft` (rounded to the nearest, at least 1)."""
+    width = stft.sample_rate / stft.n_fft
+    return max(1, math.floor(band_hz / width + 0.5))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -237,16 +384,33 @@ def default_settings(
 @dataclasses.dataclass(frozen=True)
 class MappingConfig:
     """The mapping stage's protocol: fit on frames pooled over the training songs, judge on the
-    held-out test songs (`heldout_frames_per_song` frames of each), per seed and song."""
+    held-out test songs (`heldout_frames_per_song` frames of each), per seed and song.
+
+    The sizes that depend on the STFT are resolved against its N by `resolved(stft)` (the stage does it
+    before any work): n_fit_frames None -> `fit_frames_for(N)` (an explicit value below N is refused);
+    jacobian_chunk (frames of per-frame Jacobians formed at a time, seed by seed): None stays None, the
+    stage picks the chunk for its machine (`mappings.jacobian_chunk`); an explicit one that cannot fit
+    in memory is refused (`jacobian_chunk_for`). The near-diagonal band of the structure metrics is
+    `band_hz` either side, in whole bins of the STFT (`near_band_bins`); band_k: that band in bins, as
+    run directories written before band_hz stored it (when set it wins).
+    """
 
     settings: tuple[FitSetting, ...] = default_settings()
-    n_fit_frames: int = 1024
+    n_fit_frames: int | None = None
     heldout_frames_per_song: int = 256
     jacobian_frames: int = 512
     linearity_frames: int = 512
     linearity_seeds: int = 3
-    band_k: int = 2
+    band_k: int | None = None
     seed: int = 0
+    jacobian_chunk: int | None = None
+    band_hz: float = NEAR_DIAGONAL_BAND_HZ
+    # the under-convergence control: Adam step counts at which the CONTROL_SETTINGS fits are kept (one
+    # fit per seed to the largest, e.g. CONTROL_STEPS); () (default) runs no control
+    control_steps: tuple[int, ...] = ()
+    # the control fits the first `control_seeds` seeds of each model (None: all); it costs as much as
+    # 10,000-step fits, so the study runs it on fewer seeds than the pooled fits
+    control_seeds: int | None = None
 
     def __post_init__(self):
         names = [s.name for s in self.settings]
@@ -258,13 +422,49 @@ class MappingConfig:
             if s.method in ("nca", "student") and (s.steps < 1 or s.learning_rate <= 0):
                 raise ValueError(f"setting {s.name!r}: iterative fits need steps >= 1 and learning_rate > 0")
         for field in ("n_fit_frames", "heldout_frames_per_song", "jacobian_frames", "linearity_frames"):
-            if getattr(self, field) < 2:
-                raise ValueError(f"{field} must be >= 2, got {getattr(self, field)}")
-        if self.linearity_seeds < 0 or self.band_k < 0 or self.seed < 0:
+            value = getattr(self, field)
+            if value is not None and value < 2:
+                raise ValueError(f"{field} must be >= 2, got {value}")
+        if self.linearity_seeds < 0 or (self.band_k is not None and self.band_k < 0) or self.seed < 0:
             raise ValueError("linearity_seeds, band_k and seed must be non-negative")
+        if self.jacobian_chunk is not None and (isinstance(self.jacobian_chunk, bool) or self.jacobian_chunk < 1):
+            raise ValueError(f"jacobian_chunk must be a positive number of frames or None (automatic), "
+                             f"got {self.jacobian_chunk!r}")
+        if not (isinstance(self.band_hz, (int, float)) and math.isfinite(self.band_hz) and self.band_hz >= 0):
+            raise ValueError(f"band_hz (half-width of the near-diagonal band, Hz) must be >= 0, got {self.band_hz!r}; "
+                             f"e.g. band_hz={NEAR_DIAGONAL_BAND_HZ}")
+        steps = tuple(self.control_steps) if isinstance(self.control_steps, (tuple, list)) else (None,)
+        if steps and not (all(isinstance(n, int) and not isinstance(n, bool) for n in steps)
+                          and min(steps) >= 0 and max(steps) >= 1
+                          and all(a < b for a, b in zip(steps, steps[1:], strict=False))):
+            raise ValueError(f"control_steps must be increasing non-negative step counts ending at >= 1 "
+                             f"(e.g. {CONTROL_STEPS}) or () for no control, got {self.control_steps!r}")
+        object.__setattr__(self, "control_steps", steps)  # a JSON list becomes the tuple
+        if self.control_seeds is not None and (isinstance(self.control_seeds, bool) or self.control_seeds < 2):
+            raise ValueError(f"control_seeds must be >= 2 (its intervals resample seeds) or None for all seeds, "
+                             f"e.g. control_seeds=5; got {self.control_seeds!r}")
+
+    def resolved(self, stft: STFTConfig, *, preset_name: str | None = None) -> MappingConfig:
+        """This config with the fit set made explicit for the STFT's N, refusing a fit set with fewer
+        frames than bins or an explicit Jacobian chunk that cannot fit in memory."""
+        n = stft.n_bins
+        if self.jacobian_chunk is not None:
+            jacobian_chunk_for(n, self.jacobian_chunk)
+        return dataclasses.replace(
+            self, n_fit_frames=check_fit_frames(self.n_fit_frames, n, preset_name=preset_name))
+
+    def near_band_bins(self, stft: STFTConfig) -> int:
+        """Half-width in bins of the near-diagonal band: band_k if set (older runs), else band_hz in
+        whole bins of `stft` (at least 1)."""
+        return self.band_k if self.band_k is not None else band_bins(self.band_hz, stft)
 
     def to_json(self) -> dict:
-        return to_dict(self)
+        out = to_dict(self)
+        if not self.control_steps:  # no control: the config of stages run before the field existed
+            del out["control_steps"]
+        if self.control_seeds is None:
+            del out["control_seeds"]
+        return out
 
 
 def to_dict(cfg: Any) -> dict:

@@ -19,6 +19,22 @@ epoch `step // steps_per_epoch` draws a permutation of all frames from
 incomplete batch is dropped) and reads the rows in sorted index order, so rows inside a batch come
 in increasing frame order (the set of rows, not their order, is what is random). Resumed training
 therefore sees exactly the batches it would have seen.
+
+Stem remix (`build_stems_cache`, `StemsCache`): for the training split only, and only when a remix
+augmentation is on (`TrainConfig.augment_remix`, `augment_stem_gain_db`), `cache_root /
+f"{name}-stems-{fingerprint}"/` holds one complex64 `(n_frames, nb_bins)` STFT per stem of STEMS
+(`vocals.npy`, `drums.npy`, `bass.npy`, `other.npy`, same frames and offsets as the magnitude cache),
+built and validated like the magnitude cache (its fingerprint adds the format tag STEMS_FORMAT). The STFT
+is linear, so a remixed mixture's spectrum is the sum of its scaled stems' spectra:
+`StemsCache.remix_batch(step, batch_size, seed, remix_prob=, stem_gain_db=)` takes the frames of the
+ordinary batch of (seed, step), replaces, with probability `remix_prob` per example, every stem's frame by
+an independent uniform draw over all frames of the split (other songs, as open-unmix mixes random
+tracks), scales each stem by its own gain uniform in dB on [-stem_gain_db, +stem_gain_db] and returns
+(|sum of the scaled stems|, |scaled vocals|). Its randomness is `np.random.default_rng([seed,
+REMIX_STREAM, step])`, so it too is a pure function of (seed, step) and resume stays bit-exact. With
+remix_prob = 0 and stem_gain_db = 0 it is the ordinary batch (the mixture as |sum of the stems' STFTs|,
+equal to the cached mixture magnitude up to float32 rounding for the embedded corpus and MUSDB18-HQ; for
+MUSDB18's mp4 stems up to the coding noise between the mix and the sum of its stems).
 """
 
 from __future__ import annotations
@@ -40,7 +56,7 @@ from jaxtyping import Complex, Float
 
 from .config import STFTConfig, fingerprint, mismatch, to_dict
 from .prefetch import Prefetch
-from .sources import TrackRef, load_track
+from .sources import SOURCE_STEMS, TrackRef, load_stems, load_track
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +64,12 @@ FORMAT_VERSION = 1
 MARKER = "COMPLETE"
 PREFETCH = 4
 PERM_CACHE = 16
+# the stems of the remix cache, in the order they are summed: ((vocals + drums) + bass) + other
+STEMS = SOURCE_STEMS
+# format tag of the stems cache (part of its fingerprint and meta.json)
+STEMS_FORMAT = "stems-complex64"
+# stream id of the remix randomness: np.random.default_rng([seed, REMIX_STREAM, step])
+REMIX_STREAM = 0x5E3
 
 
 # --------------------------------------------------------------------------------------------- STFT
@@ -319,32 +341,44 @@ def build_cache(
         "refs": _refs_dicts(refs),
         "fingerprint": fp,
     }
+
+    def write(tmp: Path) -> dict:
+        offsets = _write_features(refs, cfg, tmp, progress=progress)
+        return {"track_names": [r.name for r in refs], "offsets": offsets}
+
+    return _materialise(final, expected, write, _check_cache, open_cache, "feature cache")
+
+
+def _materialise(final: Path, expected: dict, write, check, opener, what: str):
+    """`opener(final)` once `final` is a complete cache matching `expected` (`check(path, expected)`
+    is None): reused as is, else (partial or mismatching: deleted first) built by `write(tmp)` (which
+    returns the meta fields beyond `expected`) in a temporary sibling directory that gets meta.json,
+    then the MARKER, and is renamed into place."""
     if final.exists():
-        problem = _check_cache(final, expected)
+        problem = check(final, expected)
         if problem is None:
-            return open_cache(final)
-        log.warning("feature cache %s is unusable (%s); rebuilding it", final, problem)
+            return opener(final)
+        log.warning("%s %s is unusable (%s); rebuilding it", what, final, problem)
         shutil.rmtree(final)
 
-    cache_root.mkdir(parents=True, exist_ok=True)
-    tmp = cache_root / f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
-        offsets = _write_features(refs, cfg, tmp, progress=progress)
-        meta = dict(expected, track_names=[r.name for r in refs], offsets=offsets)
+        meta = dict(expected, **write(tmp))
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
         (tmp / MARKER).write_text("ok\n")
         try:
             os.replace(tmp, final)
         except OSError:
             # another process finished the same cache first: use it if it is valid
-            if _check_cache(final, expected) is not None:
+            if check(final, expected) is not None:
                 raise
             shutil.rmtree(tmp, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return open_cache(final)
+    return opener(final)
 
 
 def _write_features(
@@ -392,14 +426,22 @@ def _write_features(
     return offsets
 
 
-def _write_npy_header(f, n_frames: int, n_bins: int) -> None:
+def _write_npy_header(f, n_frames: int, n_bins: int, dtype=np.float32) -> None:
     np.lib.format.write_array_header_1_0(
-        f, {"descr": np.dtype(np.float32).str, "fortran_order": False, "shape": (n_frames, n_bins)}
+        f, {"descr": np.dtype(dtype).str, "fortran_order": False, "shape": (n_frames, n_bins)}
     )
 
 
-def _check_cache(path: Path, expected: dict | None = None) -> str | None:
-    """None when `path` is a complete cache (matching `expected`), else what is wrong with it."""
+def _check_cache(
+    path: Path,
+    expected: dict | None = None,
+    *,
+    arrays: Sequence[str] = ("mixture", "vocals"),
+    dtype=np.float32,
+    fmt: str | None = None,
+) -> str | None:
+    """None when `path` is a complete cache (matching `expected`), else what is wrong with it.
+    `arrays`, `dtype`, `fmt`: the stems cache's files, dtype and format tag (default: magnitudes)."""
     if not (path / MARKER).is_file():
         return f"no {MARKER} marker (partly written)"
     try:
@@ -408,6 +450,8 @@ def _check_cache(path: Path, expected: dict | None = None) -> str | None:
         return f"unreadable meta.json ({err})"
     if meta.get("format_version") != FORMAT_VERSION:
         return f"format version {meta.get('format_version')} != {FORMAT_VERSION}"
+    if meta.get("format") != fmt:
+        return f"format {meta.get('format')!r} != {fmt!r}"
     if expected is not None:
         diff = mismatch(
             {k: expected[k] for k in ("stft", "fingerprint")},
@@ -418,10 +462,13 @@ def _check_cache(path: Path, expected: dict | None = None) -> str | None:
     try:
         offsets = np.asarray(meta["offsets"], dtype=np.int64)
         n_bins = STFTConfig(**meta["stft"]).n_bins
-        for key in ("mixture", "vocals"):
+        for key in arrays:
             arr = np.load(path / f"{key}.npy", mmap_mode="r")
-            if arr.shape != (int(offsets[-1]), n_bins) or arr.dtype != np.float32:
-                return f"{key}.npy has shape {arr.shape}, expected ({int(offsets[-1])}, {n_bins})"
+            if arr.shape != (int(offsets[-1]), n_bins) or arr.dtype != dtype:
+                return (
+                    f"{key}.npy has shape {arr.shape} and dtype {arr.dtype}, expected "
+                    f"({int(offsets[-1])}, {n_bins}) {np.dtype(dtype)}"
+                )
         if len(offsets) != len(meta["track_names"]) + 1 or np.any(np.diff(offsets) < 0):
             return "inconsistent offsets"
     except (OSError, ValueError, KeyError, TypeError) as err:
@@ -444,3 +491,287 @@ def open_cache(path: str | os.PathLike) -> FeatureCache:
             "build_cache"
         )
     return FeatureCache(path, json.loads((path / "meta.json").read_text()))
+
+
+# ------------------------------------------------------------------------------ stems cache (remix)
+
+
+def _check_remix_options(remix_prob: float, stem_gain_db: float) -> None:
+    if not 0.0 <= remix_prob <= 1.0:
+        raise ValueError(
+            f"remix_prob must be a probability between 0 and 1 (e.g. remix_prob=0.5), got {remix_prob}"
+        )
+    if not 0.0 <= stem_gain_db <= 24.0:
+        raise ValueError(
+            f"stem_gain_db must be between 0 and 24 dB (e.g. stem_gain_db=6.0), got {stem_gain_db}"
+        )
+
+
+class StemsCache:
+    """Read-only memory-mapped complex64 STFTs `(n_frames, nb_bins)` of the stems STEMS of many tracks,
+    frame for frame the rows of the magnitude cache of the same tracks (same offsets), and the
+    stem-remix batches drawn from them (see the module docstring)."""
+
+    # the same epoch permutations and batch frames as the magnitude cache of the same tracks
+    steps_per_epoch = FeatureCache.steps_per_epoch
+    _permutation = FeatureCache._permutation
+    batch_indices = FeatureCache.batch_indices
+
+    def __init__(self, path: Path, meta: dict):
+        self.path = Path(path)
+        self.meta = meta
+        self.stft = STFTConfig(**meta["stft"])
+        self.track_names: list[str] = list(meta["track_names"])
+        self.offsets = np.asarray(meta["offsets"], dtype=np.int64)
+        self.refs = [TrackRef(**r) for r in meta["refs"]]
+        self.stems = {s: np.load(self.path / f"{s}.npy", mmap_mode="r") for s in STEMS}
+        self._perm_lock = threading.Lock()
+        self._perms: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
+
+    def __repr__(self) -> str:
+        return (
+            f"StemsCache({str(self.path)!r}, n_tracks={len(self.track_names)}, "
+            f"n_frames={self.n_frames}, n_bins={self.n_bins})"
+        )
+
+    @property
+    def n_frames(self) -> int:
+        return int(self.stems[STEMS[0]].shape[0])
+
+    @property
+    def n_bins(self) -> int:
+        return int(self.stems[STEMS[0]].shape[1])
+
+    def track_of(self, frames) -> np.ndarray:
+        """The track index of each global frame index (same shape as `frames`)."""
+        frames = np.asarray(frames, np.int64)
+        if frames.size and (frames.min() < 0 or frames.max() >= self.n_frames):
+            raise IndexError(
+                f"frame indices must lie in [0, {self.n_frames}), got {frames.min()}..{frames.max()}"
+            )
+        return np.searchsorted(self.offsets, frames, side="right") - 1
+
+    def remix_draws(
+        self, step: int, batch_size: int, seed: int, *, remix_prob: float, stem_gain_db: float
+    ) -> tuple[np.ndarray, Float[np.ndarray, "batch n_stems"]]:
+        """Frame indices `(batch_size, len(STEMS))` (int64) and linear gains `(batch_size, len(STEMS))`
+        (float32) of every stem of every example of step `step`: a pure function of (seed, step).
+
+        Row b starts from frame `batch_indices(step, batch_size, seed)[b]` for all stems; with
+        probability `remix_prob` every stem's frame is instead drawn independently and uniformly from all
+        frames of the split. Gains are uniform in dB on [-stem_gain_db, +stem_gain_db] (exactly 1 at 0).
+        The draws come from `np.random.default_rng([seed, REMIX_STREAM, step])` in a fixed order and
+        number whatever the options, so changing one option leaves the others' draws alone.
+        """
+        _check_remix_options(remix_prob, stem_gain_db)
+        base = self.batch_indices(step, batch_size, seed).astype(np.int64)
+        rng = np.random.default_rng([int(seed), REMIX_STREAM, int(step)])
+        remix = rng.random(batch_size) < remix_prob
+        drawn = rng.integers(0, self.n_frames, size=(batch_size, len(STEMS)), dtype=np.int64)
+        db = rng.uniform(-stem_gain_db, stem_gain_db, size=(batch_size, len(STEMS)))
+        frames = np.where(remix[:, None], drawn, base[:, None])
+        gains = np.power(10.0, db / 20.0).astype(np.float32)
+        return frames, gains
+
+    def remix_batch(
+        self, step: int, batch_size: int, seed: int, *, remix_prob: float, stem_gain_db: float
+    ) -> tuple[Float[np.ndarray, "batch nb_bins"], Float[np.ndarray, "batch nb_bins"]]:
+        """Mixture and vocal magnitudes `(batch_size, nb_bins)` float32 of the remixed step `step`:
+        x = |sum over STEMS of gain * STFT frame|, y = |gain_vocals * vocals STFT frame| with the frames
+        and gains of `remix_draws`. With remix_prob = 0 and stem_gain_db = 0 these are the frames of
+        `FeatureCache.batch(step, batch_size, seed)` (y bit for bit; x up to float32 rounding)."""
+        frames, gains = self.remix_draws(
+            step, batch_size, seed, remix_prob=remix_prob, stem_gain_db=stem_gain_db
+        )
+        mix = y = None
+        for k, stem in enumerate(STEMS):  # vocals first: ((vocals + drums) + bass) + other
+            rows = np.asarray(np.take(self.stems[stem], frames[:, k], axis=0))  # a fresh copy
+            if stem_gain_db > 0:  # (else every gain is exactly 1)
+                # a real gain scales real and imaginary parts alike: float32 work in place
+                parts = rows.view(np.float32)
+                parts *= gains[:, k : k + 1]
+            if mix is None:
+                y, mix = np.abs(rows), rows
+            else:
+                mix += rows
+        return np.abs(mix), y
+
+    def remixer(self, remix_prob: float, stem_gain_db: float) -> RemixBatches:
+        """These stems as a batch source for training (`RemixBatches`)."""
+        return RemixBatches(self, float(remix_prob), float(stem_gain_db))
+
+
+@dataclasses.dataclass(frozen=True)
+class RemixBatches:
+    """The training batches of the stem remix with fixed options: `batch(step, batch_size, seed)` and
+    `steps_per_epoch` as a `FeatureCache` has them (what `ncajax.trainer.Trainer.make_batch` reads),
+    from `StemsCache.remix_batch`; shapes `(batch_size, nb_bins)`."""
+
+    stems: StemsCache
+    remix_prob: float
+    stem_gain_db: float
+
+    def __post_init__(self):
+        _check_remix_options(self.remix_prob, self.stem_gain_db)
+
+    @property
+    def n_frames(self) -> int:
+        return self.stems.n_frames
+
+    @property
+    def n_bins(self) -> int:
+        return self.stems.n_bins
+
+    def steps_per_epoch(self, batch_size: int) -> int:
+        return self.stems.steps_per_epoch(batch_size)
+
+    def batch(
+        self, step: int, batch_size: int, seed: int
+    ) -> tuple[Float[np.ndarray, "batch nb_bins"], Float[np.ndarray, "batch nb_bins"]]:
+        return self.stems.remix_batch(
+            step, batch_size, seed, remix_prob=self.remix_prob, stem_gain_db=self.stem_gain_db
+        )
+
+
+def stems_fingerprint(refs: Sequence[TrackRef], cfg: STFTConfig) -> str:
+    """Fingerprint of (STFT config, FORMAT_VERSION, STEMS_FORMAT, TrackRefs) naming the stems cache."""
+    return fingerprint(
+        {"stft": to_dict(cfg), "format_version": FORMAT_VERSION, "format": STEMS_FORMAT,
+         "refs": _refs_dicts(refs)}
+    )
+
+
+def build_stems_cache(
+    refs: list[TrackRef],
+    cfg: STFTConfig,
+    cache_root: str | os.PathLike,
+    *,
+    name: str,
+    progress: bool = False,
+) -> StemsCache:
+    """The complex STFTs `(nb_frames, nb_bins)` of each stem of `refs` under
+    `cache_root / f"{name}-stems-{fingerprint}"`, computed only when missing (like `build_cache`: a
+    complete matching cache is reused, a partial or mismatching one deleted and rebuilt, one track in
+    memory at a time). Reads MUSDB18, MUSDB18-HQ and the embedded corpus alike (`sources.load_stems`).
+    Raises ValueError naming a track with NaN/Inf stems or stems of unequal length."""
+    refs = list(refs)
+    if not refs:
+        raise ValueError(
+            "build_stems_cache got no tracks; pass a non-empty list of TrackRef (dataset_splits)"
+        )
+    if not name or any(c in name for c in "/\\") or name.startswith("."):
+        raise ValueError(f"cache name must be a plain folder-name prefix, got {name!r}")
+    fp = stems_fingerprint(refs, cfg)
+    final = Path(cache_root) / f"{name}-stems-{fp}"
+    expected = {
+        "stft": to_dict(cfg),
+        "format_version": FORMAT_VERSION,
+        "format": STEMS_FORMAT,
+        "stems": list(STEMS),
+        "refs": _refs_dicts(refs),
+        "fingerprint": fp,
+    }
+
+    def write(tmp: Path) -> dict:
+        offsets = _write_stems(refs, cfg, tmp, progress=progress)
+        return {"track_names": [r.name for r in refs], "offsets": offsets}
+
+    return _materialise(final, expected, write, _check_stems, open_stems_cache, "stems cache")
+
+
+def _check_stems(path: Path, expected: dict | None = None) -> str | None:
+    return _check_cache(path, expected, arrays=STEMS, dtype=np.complex64, fmt=STEMS_FORMAT)
+
+
+def _write_stems(refs: list[TrackRef], cfg: STFTConfig, out: Path, *, progress: bool) -> list[int]:
+    """Append each track's stem STFTs to `<stem>.npy` (complex64), finalising the headers at the end
+    as `_write_features` does."""
+    files = {s: open(out / f"{s}.npy", "wb") for s in STEMS}
+    try:
+        starts = {}
+        for f in files.values():
+            _write_npy_header(f, 0, cfg.n_bins, np.complex64)
+            starts[f] = f.tell()
+        offsets = [0]
+        it = refs
+        if progress:
+            from tqdm import tqdm
+
+            it = tqdm(refs, desc=f"stems {out.name}", unit="track")
+        for ref in it:
+            stems = load_stems(ref, cfg.sample_rate)
+            n = None
+            for s in STEMS:
+                spec = stft(stems[s], cfg)
+                if not np.all(np.isfinite(spec)):
+                    raise ValueError(
+                        f"track {ref.name!r} ({ref.path}) gives NaN/Inf {s} STFT; check its audio"
+                    )
+                if n is not None and len(spec) != n:
+                    raise ValueError(
+                        f"track {ref.name!r} ({ref.path}): stem {s} has {len(spec)} frames, the "
+                        f"others {n}; all stems of a track must have the same length"
+                    )
+                spec.astype(np.complex64, copy=False).tofile(files[s])
+                n = len(spec)
+            offsets.append(offsets[-1] + n)
+        for f in files.values():
+            f.flush()
+            f.seek(0)
+            _write_npy_header(f, offsets[-1], cfg.n_bins, np.complex64)
+            if f.tell() != starts[f]:
+                raise RuntimeError("npy header changed size while finalising the stems cache")
+            f.flush()
+            os.fsync(f.fileno())
+    finally:
+        for f in files.values():
+            f.close()
+    return offsets
+
+
+def open_stems_cache(path: str | os.PathLike) -> StemsCache:
+    """Open a complete stems cache directory read-only; ValueError when partial, corrupt or outdated."""
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(
+            f"stems cache {str(path)!r} does not exist; create it with "
+            "ncajax.features.build_stems_cache"
+        )
+    problem = _check_stems(path)
+    if problem is not None:
+        raise ValueError(
+            f"stems cache {str(path)!r} is unusable ({problem}); delete it and rebuild it with "
+            "build_stems_cache"
+        )
+    return StemsCache(path, json.loads((path / "meta.json").read_text()))
+
+
+def stems_cache_for(cache: FeatureCache, *, progress: bool = False) -> StemsCache:
+    """The stems cache of the tracks of `cache` (a `build_cache` cache), built next to it when missing,
+    checked to have the same frames."""
+    fp = cache.meta.get("fingerprint")
+    if not cache.refs or not fp or cache.stft is None:
+        raise ValueError(
+            f"the stem remix needs the tracks behind the training features, but {cache!r} has none "
+            "(an in-memory cache): build the training cache with build_cache, or turn the remix off "
+            "(augment_remix=0.0, augment_stem_gain_db=0.0)"
+        )
+    name = cache.path.name.removesuffix(f"-{fp}")
+    stems = build_stems_cache(cache.refs, cache.stft, cache.path.parent, name=name, progress=progress)
+    check_same_frames(stems, cache)
+    return stems
+
+
+def check_same_frames(stems: StemsCache, cache: FeatureCache) -> None:
+    """ValueError unless `stems` holds the same tracks, frames and bins as the magnitude `cache`."""
+    if (
+        stems.n_bins != cache.n_bins
+        or stems.n_frames != cache.n_frames
+        or not np.array_equal(stems.offsets, cache.offsets)
+    ):
+        raise ValueError(
+            f"stems cache {stems.path.name} ({stems.n_frames} frames x {stems.n_bins} bins, "
+            f"{len(stems.track_names)} tracks) does not match the training features {cache.path.name} "
+            f"({cache.n_frames} x {cache.n_bins}, {len(cache.track_names)} tracks): build both from "
+            "the same tracks and STFT preset (stems_cache_for(train_cache))"
+        )

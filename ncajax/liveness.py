@@ -80,3 +80,35 @@ def homogeneity_error(f: Callable, x, alpha: float) -> float:
     if den == 0:
         return float("inf")
     return float(np.linalg.norm(scaled - ref) / den)
+
+
+HOMOGENEITY_ALPHAS = (0.25, 4.0)
+
+
+def output_units(model, params, x) -> np.ndarray:
+    """The last layer's units on frames x `(nb_frames, nb_bins)` for ONE seed's params: the estimate
+    for `dae` / `dae_deep`, the mask m(x) for `dae_sf` (any module with a `mask` method)."""
+    import jax.numpy as jnp
+
+    x = jnp.asarray(x, jnp.float32)
+    if hasattr(model, "mask"):
+        return np.asarray(model.apply(params, x, method="mask"))
+    return np.asarray(model.apply(params, x))
+
+
+def unit_facts(model, params, x, freqs, *, alphas=HOMOGENEITY_ALPHAS) -> dict:
+    """Liveness and homogeneity of ONE seed of a separator on held-out frames x `(nb_frames, nb_bins)`:
+    {"dead_share", "live_by_octave" (`live_output_share_by_octave`), "homogeneity": {alpha: error}}.
+    Homogeneity is that of the estimate x ↦ f(x) (for `dae_sf`, x ⊙ m(x))."""
+    import jax.numpy as jnp
+
+    units = output_units(model, params, x)
+
+    def estimate(frames):
+        return np.asarray(model.apply(params, jnp.asarray(frames, jnp.float32)))
+
+    return {
+        "dead_share": dead_output_share(units),
+        "live_by_octave": live_output_share_by_octave(units, freqs),
+        "homogeneity": {f"{a:g}": homogeneity_error(estimate, x, a) for a in alphas},
+    }

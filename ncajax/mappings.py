@@ -1,10 +1,12 @@
 """The mapping-function stage: fit every estimator to every trained separator, judge it on unseen songs.
 
-Protocol (`config.MappingConfig`): each matrix C is fitted on `n_fit_frames` frames pooled over the
+Protocol (`config.MappingConfig`): each matrix C is fitted on `n_fit_frames` frames (default
+`config.fit_frames_for(N)`: 4 N rounded up, fast 1024, mid 2304, paper 8448) pooled over the
 songs of the *training* split, and judged on `heldout_frames_per_song` frames of each *test* song,
 songs that neither the separator nor the fit has seen. Every number is kept per trained seed and per
 test song, which is what the seed x song bootstrap of `ncajax.verdict` resamples. Every model (all its
-seeds at once, one vmapped program per setting, each fit with its own initialisation key) gets:
+seeds at once, one vmapped program per iterative setting, each fit with its own initialisation key; the
+mean Jacobian seed by seed, `jacobian_chunk` frames at a time) gets:
 
 - per setting: C, the relative L1 error on the fitted frames, on every held-out song (raw x C^T and
   clipped at 0), convergence of iterative fits, and the structure metrics of C per seed and song (the
@@ -16,10 +18,15 @@ seeds at once, one vmapped program per setting, each fit with its own initialisa
   the held-out error of C, of diag(C), of its band part and of silence, and the share of C's advantage
   that the diagonal / the band keeps; structure restricted to live output rows and the voice band;
 - the dead units of each seed and, for `linearity_seeds` seeds, how far one matrix can stand for the
-  model (the spread and structure of the per-frame Jacobians).
+  model (the spread and structure of the per-frame Jacobians);
+- with `control_steps` (the under-convergence control), for each NCA setting of
+  `config.CONTROL_SETTINGS`: one fit per seed to the largest step count with C kept at every step count
+  (0: P frozen at its initialisation), each snapshot recorded like a pooled fit (kind "control", setting
+  `<setting>@<steps>`, `record["control"]` naming the setting and step count).
 
 Writes into its run directory: config.json, meta.json, metrics.jsonl (one line per finished fit, which
-lets an interrupted stage resume), matrices/<model>__<setting>.npz, frames.npz and result.json.
+lets an interrupted stage resume), matrices/<model>__<setting>.npz, control/<model>__<setting>.npz (the
+control's snapshots), frames.npz and result.json.
 """
 
 from __future__ import annotations
@@ -38,18 +45,23 @@ from tqdm.auto import tqdm
 
 from . import analysis, nca, runs
 from .config import (
+    CONTROL_SETTINGS,
     DIAGONAL_BAND_HZ,
+    JACOBIAN_BLOCK_BYTES,
+    JACOBIAN_CPU_BLOCK_BYTES,
     VOICE_BAND_HZ,
     FitSetting,
     MappingConfig,
     STFTConfig,
     default_settings,
+    fit_frames_for,
+    jacobian_chunk_for,
     to_dict,
 )
 from .models import predict
 
 __all__ = ["FitSetting", "MappingConfig", "Separator", "default_settings", "per_bin_gain", "per_bin_gain_l1",
-           "best_per_bin_gain", "run_stage", "select_frames", "linearity"]
+           "best_per_bin_gain", "check_fit_set", "jacobian_chunk", "run_stage", "select_frames", "linearity"]
 
 BASELINES = ("zero", "per_bin_gain")
 
@@ -155,7 +167,8 @@ def select_frames(train_cache, test_cache, cfg: MappingConfig) -> dict:
     n = int(train_cache.offsets[-1])
     if n < 2:
         raise ValueError("the training split has fewer than 2 frames: nothing to fit a mapping on")
-    idx = np.sort(rng.choice(n, size=min(cfg.n_fit_frames, n), replace=False))
+    n_fit = cfg.n_fit_frames or fit_frames_for(np.shape(train_cache.mixture)[-1])
+    idx = np.sort(rng.choice(n, size=min(n_fit, n), replace=False))
     song_of = np.searchsorted(train_cache.offsets, idx, side="right") - 1
     heldout, names, heldout_vocals = [], [], []
     vocals = getattr(test_cache, "vocals", None)
@@ -179,16 +192,30 @@ def select_frames(train_cache, test_cache, cfg: MappingConfig) -> dict:
     }
 
 
-def _fit(sep: Separator, setting: FitSetting, x: np.ndarray, target: np.ndarray, seeds: list[int]
-         ) -> nca.MappingFit:
-    """S fits in one vmapped call: x and target `(S, nb_frames, nb_bins)`, fit s on seed s's params."""
+def _fit(sep: Separator, setting: FitSetting, x: np.ndarray, target: np.ndarray, seeds: list[int],
+         chunk: int | None = None) -> nca.MappingFit:
+    """S fits in one call: x and target `(S, nb_frames, nb_bins)`, fit s on seed s's params (iterative
+    fits vmapped; the mean Jacobian seed by seed, `chunk` frames at a time)."""
+    kwargs = setting.kwargs()
+    if setting.method == "jacobian":
+        kwargs["chunk_size"] = chunk or jacobian_chunk(None, np.shape(x)[-1])
     if sep.params is None:
         x1 = x if np.ndim(x) == 2 else x[0]  # the stage passes the shared (F, N) fit frames
         return nca.fit_mapping(sep.model, None, x1, target=target[0], method=setting.method,
-                               seed=seeds[0], **setting.kwargs())
+                               seed=seeds[0], **kwargs)
     frames = np.broadcast_to(x, target.shape)
     return nca.fit_mapping(sep.model, sep.params, np.ascontiguousarray(frames), target=target,
-                           method=setting.method, seed=seeds, params_axis=0, **setting.kwargs())
+                           method=setting.method, seed=seeds, params_axis=0, **kwargs)
+
+
+def jacobian_chunk(cfg: MappingConfig | None, n_bins: int) -> int:
+    """Frames of per-frame Jacobians the stage forms at a time: cfg.jacobian_chunk when set, else the
+    automatic chunk for this machine (`config.jacobian_chunk_for`: a JACOBIAN_BLOCK_BYTES block on an
+    accelerator, JACOBIAN_CPU_BLOCK_BYTES on a CPU, where smaller blocks run faster)."""
+    if cfg is not None and cfg.jacobian_chunk is not None:
+        return cfg.jacobian_chunk
+    budget = JACOBIAN_CPU_BLOCK_BYTES if jax.default_backend() == "cpu" else JACOBIAN_BLOCK_BYTES
+    return jacobian_chunk_for(n_bins, budget=budget)
 
 
 def _as_seeds(values, n: int) -> list:
@@ -210,6 +237,14 @@ class _Held:
                                                          for v in vocals]
         self.live_rows = live_rows  # (S, N): teacher output nonzero on some fit frame
         self.band_hz = band_hz
+
+    def subset(self, n_seeds: int) -> _Held:
+        """The same songs with the teacher outputs (and live rows) of the first `n_seeds` seeds only."""
+        out = object.__new__(_Held)
+        out.__dict__.update(self.__dict__)
+        out.outputs = [y[:n_seeds] for y in self.outputs]
+        out.live_rows = None if self.live_rows is None else self.live_rows[:n_seeds]
+        return out
 
     def functional(self, matrices: np.ndarray, freqs: np.ndarray) -> dict[str, list]:
         """`analysis.functional_diagonality` per seed and song: `{name: (S, T)}`, NaN stored as None."""
@@ -268,25 +303,32 @@ _FRAME_METRICS = ("diagonal_energy_ratio", "weighted_diagonal_energy_ratio", "ne
 _QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 
 
-def linearity(sep: Separator, x: np.ndarray, cfg: MappingConfig, s: int = 0) -> dict:
+def linearity(sep: Separator, x: np.ndarray, cfg: MappingConfig, s: int = 0, *,
+              stft: STFTConfig | None = None) -> dict:
     """How well one matrix describes seed `s` of a model on frames x.
 
     Quantiles over frames of the structure metrics of the per-frame Jacobians J(x_t), leaving out the
     frames whose Jacobian is all zero (every unit shut: the model outputs a constant there, and a zero
     matrix would score as perfectly diagonal and local); the relative L1 error of the per-frame linear
     maps J(x_t) x_t (via a Jacobian-vector product) against that of the mean Jacobian; and the local
-    spread sqrt(mean ||J_t - Jbar||^2) / ||Jbar||.
+    spread sqrt(mean ||J_t - Jbar||^2) / ||Jbar||. The near-diagonal band is `cfg.near_band_bins(stft)`
+    (without `stft`: cfg.band_k, else `analysis.DEFAULT_K`); the Jacobians are formed
+    `jacobian_chunk(cfg, N)` frames at a time.
     """
     energy = analysis.mean_input_energy(jnp.asarray(x))
-    k = cfg.band_k
+    if stft is not None:
+        k = cfg.near_band_bins(stft)
+    else:
+        k = cfg.band_k if cfg.band_k is not None else analysis.DEFAULT_K
+    chunk = jacobian_chunk(cfg, np.shape(x)[-1])
     params = sep.seed_params(s)
-    per_frame = nca.jacobian_stream(sep.model, params, x, fn=_cached_fn(energy, k))
+    per_frame = nca.jacobian_stream(sep.model, params, x, fn=_cached_fn(energy, k), chunk_size=chunk)
     live = np.asarray(per_frame.pop("frobenius_norm")) > 0
     f = sep.apply(s)
     y = np.asarray(jax.jit(f)(x))
     # frame-wise f: the JVP of the batch with tangent x is J(x_t) x_t for every frame t
     jx = np.asarray(jax.jit(lambda v: jax.jvp(f, (v,), (v,))[1])(x))
-    mean_fit = nca.fit_mapping(sep.model, params, x, method="jacobian")
+    mean_fit = nca.fit_mapping(sep.model, params, x, method="jacobian", chunk_size=chunk)
     values = {name: np.asarray(v)[live] for name, v in per_frame.items()}
     return {
         "frame_metric_quantiles": {
@@ -338,7 +380,14 @@ def run_stage(
     every matrix in the functional-diagonality tables (`analysis.functional_diagonality`).
 
     Every matmul runs at full float32 precision (on GPUs the default would be TF32), so targets,
-    fits and metrics agree with `nca.fit_mapping` run on its own."""
+    fits and metrics agree with `nca.fit_mapping` run on its own.
+
+    `cfg` is first resolved against the STFT's N (`MappingConfig.resolved`: the default fit set; a fit
+    set with fewer frames than bins or an explicit Jacobian chunk that cannot fit in memory is refused
+    here, as is a training split with fewer frames than bins), before any fit. The mean Jacobian is
+    formed seed by seed, `jacobian_chunk(cfg, N)` frames at a time."""
+    cfg = cfg.resolved(stft)
+    check_fit_set(int(train_cache.offsets[-1]), stft)
     with jax.default_matmul_precision("highest"):
         return _run_stage(separators, train_cache, test_cache, stft, Path(out_dir), cfg, provenance,
                           progress, float(band_hz))
@@ -362,11 +411,11 @@ def _run_stage(separators, train_cache, test_cache, stft, out_dir, cfg, provenan
     records: list[dict] = runs.read_metrics(out_dir)  # fits finished before an interruption
     done_keys = {(r["model"], r["setting"], r["kind"]) for r in records}
     jobs = list(_jobs(separators, cfg))
-    bar = tqdm(total=len(jobs), initial=sum((m, s, k) in done_keys for m, s, k in jobs),
+    bar = tqdm(total=len(jobs), initial=sum(_job_done(job, done_keys, cfg) for job in jobs),
                disable=not progress, desc="fit mappings", unit="fit", dynamic_ncols=True)
     context: dict[str, tuple] = {}
     for model_name, setting_name, kind in jobs:
-        if (model_name, setting_name, kind) in done_keys:
+        if _job_done((model_name, setting_name, kind), done_keys, cfg):
             continue
         bar.set_postfix_str(f"{model_name} {setting_name}")
         sep = separators[model_name]
@@ -386,8 +435,20 @@ def _run_stage(separators, train_cache, test_cache, stft, out_dir, cfg, provenan
         elif kind == "pooled":
             setting = next(s for s in cfg.settings if s.name == setting_name)
             record = _pooled(sep, setting, frames["fit"], target, held, stft, cfg, path, freqs)
+        elif kind == "control":  # one fit, one record per step count (those not recorded before)
+            setting = next(s for s in cfg.settings if s.name == setting_name)
+            control = _control(sep, setting, frames["fit"], target, held, stft, cfg,
+                               out_dir / "control" / f"{model_name}__{setting_name}.npz", freqs)
+            wall = (time.perf_counter() - t0) / len(control)
+            for name, record in control.items():
+                if (model_name, name, kind) not in done_keys:
+                    record.update(model=model_name, setting=name, kind=kind, wall_s=wall)
+                    runs.append_metrics(out_dir, record)
+                    records.append(record)
+            bar.update(1)
+            continue
         else:
-            record = _model_facts(sep, frames["fit"], cfg)
+            record = _model_facts(sep, frames["fit"], cfg, stft)
         record.update(model=model_name, setting=setting_name, kind=kind, wall_s=time.perf_counter() - t0)
         runs.append_metrics(out_dir, record)
         records.append(record)
@@ -401,15 +462,51 @@ def _run_stage(separators, train_cache, test_cache, stft, out_dir, cfg, provenan
     return result
 
 
+def check_fit_set(n_train_frames: int, stft: STFTConfig) -> None:
+    """Refuse a training split with fewer frames than the STFT has bins: every N x N mapping fitted on
+    it would be underdetermined, whatever n_fit_frames asks for."""
+    if n_train_frames < stft.n_bins:
+        raise ValueError(
+            f"the training split has {n_train_frames} frames, fewer than the N = {stft.n_bins} frequency "
+            f"bins: every mapping fitted on it would be underdetermined; use longer or more training songs "
+            f"(e.g. --corpus-seconds / --corpus-tracks) for at least {stft.n_bins} frames, "
+            f"{4 * stft.n_bins} or more to be well posed"
+        )
+
+
 def _jobs(separators: dict[str, Separator], cfg: MappingConfig):
     """(model, setting, kind) of every job of the stage, in order. NCA needs the layer weights: a bare
-    callable gets one "not_applicable" record instead of its NCA fits."""
+    callable gets one "not_applicable" record instead of its NCA fits (and no convergence control)."""
     for name, sep in separators.items():
         for b in BASELINES:
             yield name, b, "baseline"
         for s in cfg.settings:
             yield name, s.name, "not_applicable" if s.method == "nca" and sep.params is None else "pooled"
+        if sep.params is not None:
+            for s in _control_settings(cfg):
+                yield name, s.name, "control"
         yield name, "-", "model"
+
+
+def control_name(setting: str, steps: int) -> str:
+    """The setting name of a convergence-control record: `<setting>@<steps>`, e.g. nca_authors@600."""
+    return f"{setting}@{steps}"
+
+
+def _control_settings(cfg: MappingConfig) -> list[FitSetting]:
+    """The settings of the under-convergence control: the NCA settings named in CONTROL_SETTINGS
+    (none when cfg.control_steps is empty)."""
+    if not cfg.control_steps:
+        return []
+    return [s for s in cfg.settings if s.name in CONTROL_SETTINGS and s.method == "nca"]
+
+
+def _job_done(job: tuple[str, str, str], done_keys: set, cfg: MappingConfig) -> bool:
+    """Whether a job's records were all written before (a control job has one per step count)."""
+    model, setting, kind = job
+    if kind == "control":
+        return all((model, control_name(setting, n), kind) in done_keys for n in cfg.control_steps)
+    return job in done_keys
 
 
 def _baseline(name: str, x: np.ndarray, target: np.ndarray, held: _Held, path: Path) -> dict:
@@ -433,7 +530,7 @@ def _pooled(sep, setting, x, target, held: _Held, stft, cfg, path, freqs) -> dic
     seeds = [cfg.seed + s for s in range(s_count)]  # its own initialisation key for every fit
     if setting.method == "jacobian":
         n = min(cfg.jacobian_frames, len(x))
-        fit = _fit(sep, setting, x[:n], target[:, :n], seeds)
+        fit = _fit(sep, setting, x[:n], target[:, :n], seeds, jacobian_chunk(cfg, x.shape[-1]))
     else:
         fit = _fit(sep, setting, x, target, seeds)
     matrix = np.asarray(fit.matrix).reshape(s_count, *np.shape(fit.matrix)[-2:])
@@ -453,15 +550,66 @@ def _pooled(sep, setting, x, target, held: _Held, stft, cfg, path, freqs) -> dic
         "converged": _as_seeds(fit.converged, s_count),
         "final_loss": _as_seeds(None if fit.losses is None else np.asarray(fit.losses)[..., -1], s_count),
         "local_spread": _as_seeds(fit.local_spread, s_count),
-        "metrics": {**held.structure(matrix, stft, cfg.band_k), **held.restricted(matrix, stft, freqs)},
+        "metrics": {**held.structure(matrix, stft, cfg.near_band_bins(stft)),
+                    **held.restricted(matrix, stft, freqs)},
         "functional": held.functional(matrix, freqs),
     }
     if parts:
-        record["part_metrics"] = {name: held.structure(p, stft, cfg.band_k) for name, p in parts.items()}
+        record["part_metrics"] = {name: held.structure(p, stft, cfg.near_band_bins(stft))
+                                  for name, p in parts.items()}
     return record
 
 
-def _model_facts(sep: Separator, x: np.ndarray, cfg: MappingConfig) -> dict:
+def _control(sep, setting: FitSetting, x, target, held: _Held, stft, cfg, path: Path, freqs) -> dict[str, dict]:
+    """The under-convergence control of one NCA setting: per seed one fit of max(cfg.control_steps) Adam
+    steps (same frames, target, learning rate and initialisation keys as the pooled fit), C kept after
+    each step count of cfg.control_steps (0: P frozen at its initialisation; the snapshot at the
+    setting's own step count is its pooled matrix, see `nca.fit_mapping(snapshots=...)`).
+
+    Returns {`control_name(setting, n)`: record} with the tables of a pooled record (held-out errors,
+    structure and functional diagonality per seed and song) and the fit error on the fit frames; writes
+    the snapshots `(S, n_steps, N, N)`, the step counts, the per-seed fit errors and the loss curves to
+    `path`."""
+    s_count = min(target.shape[0], cfg.control_seeds or target.shape[0])
+    target = target[:s_count]
+    if s_count < held.outputs[0].shape[0]:
+        held = held.subset(s_count)
+    params = jax.tree_util.tree_map(lambda a: a[:s_count], sep.params)
+    seeds = [cfg.seed + s for s in range(s_count)]
+    steps = tuple(cfg.control_steps)
+    kwargs = {**setting.kwargs(), "steps": steps[-1]}
+    frames = np.ascontiguousarray(np.broadcast_to(x, target.shape))
+    fit = nca.fit_mapping(sep.model, params, frames, target=target, method="nca", seed=seeds,
+                          params_axis=0, snapshots=steps, **kwargs)
+    n_bins = np.shape(fit.matrix)[-1]
+    snaps = np.asarray(fit.snapshot_matrices).reshape(s_count, len(steps), n_bins, n_bins)
+    fit_err = np.asarray(fit.snapshot_rel_l1, np.float64).reshape(s_count, len(steps))
+    losses = np.asarray(fit.losses, np.float64).reshape(s_count, -1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, matrix=snaps.astype(np.float32), steps=np.asarray(steps), rel_l1_fit=fit_err,
+             losses=losses.astype(np.float32))
+    out = {}
+    for i, n in enumerate(steps):
+        matrix = snaps[:, i]
+        raw, clipped = held.errors(lambda t, xt, c=matrix: np.asarray(nca.predict(c, xt)))
+        converged = nca._converged(losses[:, :n]) if n > 0 else None
+        out[control_name(setting.name, n)] = {
+            "method": "nca", "settings": dataclasses.asdict(setting),
+            "control": {"setting": setting.name, "steps": int(n), "fit_steps": int(steps[-1]),
+                        "learning_rate": float(setting.learning_rate)},
+            "fit_seeds": seeds,
+            "rel_l1_fit": fit_err[:, i].tolist(),
+            "rel_l1_heldout": raw.tolist(),
+            "rel_l1_heldout_clipped": clipped.tolist(),
+            "converged": _as_seeds(converged, s_count),
+            "metrics": {**held.structure(matrix, stft, cfg.near_band_bins(stft)),
+                        **held.restricted(matrix, stft, freqs)},
+            "functional": held.functional(matrix, freqs),
+        }
+    return out
+
+
+def _model_facts(sep: Separator, x: np.ndarray, cfg: MappingConfig, stft: STFTConfig | None = None) -> dict:
     out: dict[str, Any] = {}
     if sep.params is not None and sep.relu_stack:
         try:
@@ -472,5 +620,6 @@ def _model_facts(sep: Separator, x: np.ndarray, cfg: MappingConfig) -> dict:
         except ValueError as err:  # not a stack of dense layers
             out["dead_units_error"] = str(err)
     xs = x[: cfg.linearity_frames]
-    out["linearity"] = [linearity(sep, xs, cfg, s) for s in range(min(cfg.linearity_seeds, sep.n_seeds))]
+    out["linearity"] = [linearity(sep, xs, cfg, s, stft=stft)
+                        for s in range(min(cfg.linearity_seeds, sep.n_seeds))]
     return out

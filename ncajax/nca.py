@@ -21,6 +21,9 @@ This module holds `MappingFit`, the NCA product and loss, the two iterative sing
 "jacobian", `jacobian_stream`) live in `ncajax.closed_forms`, `predict`/`relative_l1` and the shared input
 checks in `ncajax.fit_common`; all three public helpers are importable from here too.
 
+An iterative fit can also keep C at chosen step counts (`snapshots`): the Adam scan then runs in
+segments between them, so one fit of the largest count gives every shorter fit's matrix.
+
 The single fit of each method is written once as a pure function and `jax.vmap`-ed for K fits (x with a
 leading K axis, params optionally too). Compiled programs are cached at module level by their static
 settings (`ncajax.programs`), so repeated calls with the same shapes do not retrace. Every program runs at
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import operator
 from collections.abc import Sequence
 from typing import Any
 
@@ -83,6 +87,12 @@ class MappingFit:
     init: str | None
     bias_axis: str | None = None
     ridge: float | None = None
+    # iterative fits run with `snapshots` only (None otherwise): the step counts, C after that many Adam
+    # steps `(n_snap, N, N)` or `(K, n_snap, N, N)`, and its relative L1 error on the fit frames
+    # `(n_snap,)` or `(K, n_snap)`; step 0 is C at the initial P (or the initial student matrix)
+    snapshot_steps: tuple[int, ...] | None = None
+    snapshot_matrices: np.ndarray | None = None
+    snapshot_rel_l1: np.ndarray | None = None
 
     @property
     def n_fits(self) -> int | None:
@@ -100,6 +110,8 @@ class MappingFit:
             return np.asarray(v).tolist()
 
         final_loss = None if self.losses is None else self.losses[..., -1]
+        snapshots = {} if self.snapshot_steps is None else {
+            "snapshot_steps": list(self.snapshot_steps), "snapshot_rel_l1": plain(self.snapshot_rel_l1)}
         return {
             "method": self.method,
             "n_bins": int(self.matrix.shape[-1]),
@@ -114,6 +126,7 @@ class MappingFit:
             "final_loss": plain(final_loss),
             "converged": plain(self.converged),
             "local_spread": plain(self.local_spread),
+            **snapshots,
         }
 
 
@@ -177,6 +190,7 @@ def fit_mapping(
     ridge: float | None = None,
     chunk_size: int = 256,
     params_axis: int | None = None,
+    snapshots: Sequence[int] | None = None,
 ) -> MappingFit:
     """Fit the mapping matrix C (y ≈ x @ C.T) of a separator on magnitude frames x.
 
@@ -189,7 +203,8 @@ def fit_mapping(
     target: frames the mapping must reproduce, shaped like x; default: the model's output on x.
     method: "nca" | "student" (Adam, `steps` full-batch steps at `learning_rate`, in one `lax.scan`),
         "lstsq" (closed form, see `ridge`) or "jacobian" (mean exact Jacobian, `chunk_size` frames at a
-        time; memory ~ K * chunk_size * N^2 floats).
+        time, K fits one after another; memory ~ chunk_size * N^2 floats whatever K, see
+        `config.jacobian_chunk_for` for a chunk sized to N).
     ridge: "lstsq" only. None (default): the least Tikhonov term mu on the Jacobi-scaled normal equations
         that keeps float32 stable (N * eps, grown tenfold on a Cholesky breakdown; `MappingFit.ridge`
         records it, a tuple when K fits differ); 0: minimum-norm least squares (SVD); > 0: a fixed ridge
@@ -206,15 +221,21 @@ def fit_mapping(
         use it (fit k equals the single fit with that seed) unless it is a sequence of K ints, one a fit.
     bias_axis: "input" (default: the authors' PyTorch `W + b` broadcast, b[j] added to column j; square
         layers only) or "output" (a named variant: b[i] added to row i, per output unit; any shape).
+    snapshots: "nca"/"student" only: step counts in [0, steps] (e.g. (0, 600, 3000, 10000) with
+        steps=10000) at which the fit also returns C and its relative L1 error on x
+        (`MappingFit.snapshot_*`); 0 is C at the initial P. The Adam scan runs in segments between
+        them, so the snapshot after n steps is the matrix of an ordinary n-step fit with the same seed
+        (to float32 rounding). None (default): one scan, no snapshots.
     """
     _check_options(method, steps, learning_rate, init, bias_axis, ridge, chunk_size, params_axis)
+    snapshots = _check_snapshots(method, steps, snapshots)
     apply = fit_common.resolve_model(model, params)
     x = fit_common.check_fit_frames(x, model, params, params_axis)
     p_axis = params_axis if x.ndim == 3 else None
     with jax.default_matmul_precision("highest"):
         target = fit_common.model_target(apply, params, x, target, p_axis)
         if method in ("nca", "student"):
-            options = dict(steps=steps, learning_rate=learning_rate, seed=seed, init=init)
+            options = dict(steps=steps, learning_rate=learning_rate, seed=seed, init=init, snapshots=snapshots)
             fields = _fit_iterative(method, model, params, x, target, p_axis, bias_axis, **options)
         elif method == "lstsq":
             fields = _fit_lstsq(x, target, ridge)
@@ -236,28 +257,35 @@ def _record(method: str, matrix, rel_err, **fields) -> dict[str, Any]:
 
 
 def _fit_iterative(method, model, params, x, target, p_axis, bias_axis, *, steps, learning_rate,
-                   seed, init) -> dict[str, Any]:
-    """The "nca" or "student" fit(s): `steps` Adam steps from `init` in one program."""
+                   seed, init, snapshots=None) -> dict[str, Any]:
+    """The "nca" or "student" fit(s): `steps` Adam steps from `init` in one program (with `snapshots`,
+    the same steps in segments, C and its fit error kept after each snapshot's step count)."""
     batched = x.ndim == 3
     keys, seed_record = _keys(seed, x.shape[0] if batched else None)
     lr = jnp.asarray(learning_rate, x.dtype)
+    # the option only when asked for: ordinary fits keep their program (and cache key) unchanged
+    snap = {} if snapshots is None else {"snapshots": snapshots}
     if method == "nca":
         layers = _nca_layers(model, params, x.shape[-1], bias_axis)
         program = programs.program(
             _nca_single, (0, 0, p_axis, 0, None), batched=batched,
-            steps=steps, init=init, bias_axis=bias_axis,
+            steps=steps, init=init, bias_axis=bias_axis, **snap,
         )
-        matrix, losses, rel_err = program(x, target, layers, keys, lr)
+        out = program(x, target, layers, keys, lr)
     else:
         program = programs.program(
-            _student_single, (0, 0, 0, None), batched=batched, steps=steps, init=init
+            _student_single, (0, 0, 0, None), batched=batched, steps=steps, init=init, **snap
         )
-        matrix, losses, rel_err = program(x, target, keys, lr)
+        out = program(x, target, keys, lr)
+    matrix, losses, rel_err = out[:3]
+    if snapshots is not None:
+        snap = {"snapshot_steps": snapshots, "snapshot_matrices": np.asarray(out[3]),
+                "snapshot_rel_l1": np.asarray(out[4])}
     losses = np.asarray(losses)
     return _record(
         method, matrix, rel_err, losses=losses, converged=_converged(losses), steps=steps,
         learning_rate=float(learning_rate), seed=seed_record, init=init,
-        bias_axis=bias_axis if method == "nca" else None,
+        bias_axis=bias_axis if method == "nca" else None, **snap,
     )
 
 
@@ -304,18 +332,41 @@ def _init_matrix(key, n: int, init: str, dtype) -> jax.Array:
 def _adam_scan(loss_fn, theta, lr, steps: int):
     """`steps` full-batch Adam steps on loss_fn(theta); returns final theta and the loss before each."""
     opt = optax.adam(lr)
+    (theta, _), losses = jax.lax.scan(_adam_step(loss_fn, opt), (theta, opt.init(theta)), None, length=steps)
+    return theta, losses
 
+
+def _adam_step(loss_fn, opt):
     def step(carry, _):
         theta, state = carry
         loss, grad = jax.value_and_grad(loss_fn)(theta)
         updates, state = opt.update(grad, state, theta)
         return (optax.apply_updates(theta, updates), state), loss
 
-    (theta, _), losses = jax.lax.scan(step, (theta, opt.init(theta)), None, length=steps)
-    return theta, losses
+    return step
 
 
-def _nca_single(x, target, layers, key, lr, *, steps, init, bias_axis):
+def _adam_segments(loss_fn, theta, lr, steps: int, snapshots: tuple[int, ...], snapshot_fn):
+    """`_adam_scan` run as one scan per segment between the sorted `snapshots` (step counts in
+    [0, steps]), the Adam state carried across: the same steps, so theta after n steps is the one an
+    ordinary n-step scan reaches. Returns final theta, the loss before each step and snapshot_fn(theta)
+    after each snapshot's step count, stacked on a leading axis (a pytree of stacked arrays)."""
+    opt = optax.adam(lr)
+    step = _adam_step(loss_fn, opt)
+    carry, losses, taken, done = (theta, opt.init(theta)), [], [], 0
+    for boundary in sorted({*snapshots, steps}):
+        if boundary > done:
+            carry, seg = jax.lax.scan(step, carry, None, length=boundary - done)
+            losses.append(seg)
+            done = boundary
+        if boundary in snapshots:
+            taken.append(snapshot_fn(carry[0]))
+    stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *taken)
+    return carry[0], jnp.concatenate(losses), stacked
+
+
+def _nca_single(x, target, layers, key, lr, *, steps, init, bias_axis, snapshots=()):
+    """One NCA fit; with `snapshots` also C and its fit error after each snapshot's step count."""
     ps = [
         _init_matrix(jax.random.fold_in(key, i), kernel.shape[0], init, x.dtype)
         for i, (kernel, _) in enumerate(layers)
@@ -324,14 +375,31 @@ def _nca_single(x, target, layers, key, lr, *, steps, init, bias_axis):
     def loss_fn(ps):
         return nca_loss(ps, x, target, layers, bias_axis=bias_axis)
 
+    def matrix_and_error(ps):
+        c = nca_matrix(ps, layers, bias_axis=bias_axis)
+        return c, relative_l1(target, predict(c, x))
+
+    if snapshots:
+        ps, losses, (snap_c, snap_err) = _adam_segments(loss_fn, ps, lr, steps, snapshots, matrix_and_error)
+        c, err = matrix_and_error(ps)
+        return c, losses, err, snap_c, snap_err
     ps, losses = _adam_scan(loss_fn, ps, lr, steps)
     c = nca_matrix(ps, layers, bias_axis=bias_axis)
     return c, losses, relative_l1(target, predict(c, x))
 
 
-def _student_single(x, target, key, lr, *, steps, init):
+def _student_single(x, target, key, lr, *, steps, init, snapshots=()):
+    """One student fit; with `snapshots` also C and its fit error after each snapshot's step count."""
     c0 = _init_matrix(key, x.shape[-1], init, x.dtype)
-    c, losses = _adam_scan(lambda c: _l1(x, target, c), c0, lr, steps)
+
+    def loss_fn(c):
+        return _l1(x, target, c)
+
+    if snapshots:
+        c, losses, (snap_c, snap_err) = _adam_segments(
+            loss_fn, c0, lr, steps, snapshots, lambda c: (c, relative_l1(target, predict(c, x))))
+        return c, losses, relative_l1(target, predict(c, x)), snap_c, snap_err
+    c, losses = _adam_scan(loss_fn, c0, lr, steps)
     return c, losses, relative_l1(target, predict(c, x))
 
 
@@ -366,6 +434,23 @@ def _check_options(method, steps, learning_rate, init, bias_axis, ridge, chunk_s
     fit_common.check_chunk(chunk_size)
     if params_axis not in (None, 0):
         raise ValueError(f"params_axis must be 0 or None, got {params_axis!r}")
+
+
+def _check_snapshots(method, steps, snapshots) -> tuple[int, ...] | None:
+    """The snapshot step counts as a sorted tuple of distinct ints in [0, steps], or None."""
+    if snapshots is None:
+        return None
+    if method not in ("nca", "student"):
+        raise ValueError(f"snapshots are for the iterative methods 'nca' and 'student', not {method!r}")
+    try:
+        values = [operator.index(n) for n in snapshots]
+    except TypeError:
+        raise ValueError(f"snapshots must be a sequence of step counts (integers), got {snapshots!r}") from None
+    if not values or min(values) < 0 or max(values) > steps or len(set(values)) != len(values):
+        raise ValueError(
+            f"snapshots must be distinct step counts in [0, steps={steps}], at least one, got {list(values)}"
+        )
+    return tuple(sorted(int(n) for n in values))
 
 
 def _nca_layers(model, params, n_bins: int, bias_axis: str):

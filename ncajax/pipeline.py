@@ -28,6 +28,8 @@ from .config import (
 )
 from .train import TrainResult, train_model
 
+PRESET_HELP = "STFT preset: fast (8 kHz, N=129), mid (16 kHz, N=513) or paper (44.1 kHz, N=2049)"
+
 
 def add_data_arguments(parser, *, stage_dirs: tuple[str, str] | None = None) -> None:
     """The data options every stage script shares (--musdb-root, --is-wav, --preset, --models) and,
@@ -38,7 +40,7 @@ def add_data_arguments(parser, *, stage_dirs: tuple[str, str] | None = None) -> 
     parser.add_argument("--musdb-root", default=None,
                         help="MUSDB18 root (stems) or MUSDB18-HQ root (--is-wav); default: the embedded corpus")
     parser.add_argument("--is-wav", action="store_true", help="read --musdb-root as MUSDB18-HQ wav folders")
-    parser.add_argument("--preset", default="fast", help="STFT preset: fast (8 kHz, N=129) or paper (N=2049)")
+    parser.add_argument("--preset", default="fast", help=PRESET_HELP)
     parser.add_argument("--models", nargs="+", default=list(MODEL_NAMES), choices=MODEL_NAMES)
 
 
@@ -63,6 +65,17 @@ class Data:
     refs: dict[str, list[sources.TrackRef]]
     description: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
+    _train_stems: features.StemsCache | None = field(default=None, repr=False, compare=False)
+
+    def train_stems(self, *, progress: bool = True) -> features.StemsCache:
+        """The stems cache (complex STFT `(nb_frames, nb_bins)` per stem) of the training split, for the
+        stem-remix augmentation: built next to the training features on the first call (MUSDB18,
+        MUSDB18-HQ and the embedded corpus alike), so data without remix never pays for it."""
+        if self._train_stems is None:
+            t0 = time.perf_counter()
+            self._train_stems = features.stems_cache_for(self.train, progress=progress)
+            self.timings["stems_s"] = time.perf_counter() - t0
+        return self._train_stems
 
 
 def prepare_data(
@@ -127,7 +140,9 @@ def train_all(
     train_cfg: TrainConfig = TrainConfig(n_seeds=STUDY_SEEDS),
     progress: bool = True,
 ) -> dict[str, TrainResult]:
-    """Train every model of `model_names` (all seeds vmapped) into `out_dir/<model>/`."""
+    """Train every model of `model_names` (all seeds vmapped) into `out_dir/<model>/`. A stem-remix
+    option of `train_cfg` trains on `data.train_stems()` (built on first use)."""
+    stems = data.train_stems(progress=progress) if train_cfg.remixes else None
     results = {}
     for name in model_names:
         results[name] = train_model(
@@ -140,6 +155,7 @@ def train_all(
             Path(out_dir) / name,
             data={k: v for k, v in data.description.items() if k != "root"},
             progress=progress,
+            train_stems=stems,
         )
     return results
 
@@ -219,10 +235,41 @@ def evaluate_all(data: Data, train_dir: str | Path, out_dir: str | Path, *,
         result["real"] = evaluate.evaluate_tracks(predictors, real, data.stft, with_bss=with_bss,
                                                   progress=progress)
         result["real"]["tracks"] = [t.name for t in real]
+    result["units"] = unit_facts(data, trained_all)
+    result["loudness"] = {t.name: _rms_dbfs(t.mixture) for t in tracks}
     result["wall_s"] = time.perf_counter() - t0
     save_spectrograms(data, trained_all, out_dir)
     runs.finish(out_dir, result)
     return result
+
+
+def unit_facts(data: Data, trained: dict) -> dict:
+    """Per model, per seed, on every frame of the held-out test songs (`liveness.unit_facts`): the dead
+    share of output units (for `dae_sf` its mask units), the live share per octave band and the
+    homogeneity errors at alpha = 1/4 and 4. `{model: {"seeds": [...], "dead_share": [...],
+    "live_by_octave": [[{"lo_hz", "hi_hz", "n_units", "live_share"}, ...] per seed],
+    "homogeneity": {alpha: [...]}}}`."""
+    from . import analysis, liveness
+
+    x = np.asarray(data.test.mixture, np.float32)
+    freqs = analysis.bin_frequencies(data.stft.n_bins, sample_rate=data.stft.sample_rate, n_fft=data.stft.n_fft)
+    out = {}
+    for name, t in trained.items():
+        facts = [liveness.unit_facts(t.model, t.seed_params(s), x, freqs) for s in range(t.train_cfg.n_seeds)]
+        out[name] = {
+            "seeds": [t.train_cfg.seed + s for s in range(t.train_cfg.n_seeds)],
+            "frames": int(x.shape[0]),
+            "dead_share": [f["dead_share"] for f in facts],
+            "live_by_octave": [f["live_by_octave"] for f in facts],
+            "homogeneity": {a: [f["homogeneity"][a] for f in facts] for a in facts[0]["homogeneity"]},
+        }
+    return out
+
+
+def _rms_dbfs(audio) -> float:
+    """RMS level of a waveform in dBFS (all channels)."""
+    ms = float(np.mean(np.square(np.asarray(audio, np.float64))))
+    return 10.0 * float(np.log10(max(ms, 1e-20)))
 
 
 def _finished_all(train_dir: str | Path, model_names: tuple[str, ...]) -> dict:

@@ -22,11 +22,14 @@ from .report_format import settings_of
 from .report_results import (
     dead_units_section,
     linearity_section,
+    live_units_section,
     real_music_section,
+    recipe_control_section,
     separation_section,
 )
 from .report_sections import (
     conclusion_section,
+    convergence_control_section,
     corpora_section,
     errors_section,
     figures_section,
@@ -35,7 +38,7 @@ from .report_sections import (
     structure_section,
     verdict_sentence,
 )
-from .runs import read_json, read_metrics, write_json
+from .runs import RECIPE_CONTROL_DIR, read_json, read_metrics, write_json
 
 __all__ = ["build_report", "write_report", "conclusion", "copy_outputs", "corpora_section", "verdict_sentence"]
 
@@ -93,7 +96,18 @@ def _load(run_dir: Path) -> dict:
         notes.append("no separation evaluation (`evaluation/result.json` is missing): the separation "
                      "table shows only the training stage's test magnitude SDR.")
     return {"run_dir": run_dir, "train": train, "mappings": mappings, "evaluation": evaluation,
-            "eval_meta": _read(run_dir / "evaluation" / "meta.json"), "notes": notes}
+            "eval_meta": _read(run_dir / "evaluation" / "meta.json"), "notes": notes,
+            "recipe_control": _load_recipe_control(run_dir / RECIPE_CONTROL_DIR)}
+
+
+def _load_recipe_control(control: Path) -> dict | None:
+    """The study's recipe control (`<run>/control/`: the models trained with the earlier recipe and their
+    primary-estimator mappings), or None when the run has none."""
+    if not (control / "mappings" / "config.json").exists():
+        return None
+    first = next((d for d in sorted((control / "train").glob("*")) if (d / "config.json").exists()), None)
+    return {"mappings": _load_mappings(control, []),
+            "train_config": _read(first / "config.json") if first is not None else None}
 
 
 def _conclusion(data: dict) -> dict:
@@ -115,38 +129,45 @@ def conclusion(run_dir: str | Path) -> dict:
 
 
 def build_report(run_dir: str | Path, *, timings: dict | None = None, figures_link: str = "figures",
-                 corpora: dict | None = None) -> str:
+                 corpora: dict | None = None, resolution: dict | None = None) -> str:
     """The markdown report of the run in `run_dir`.
 
     `timings`: {stage: seconds} for the timings table. `figures_link`: the path from the report's
     folder to `<run>/figures` (the default suits `<run>/REPORT.md`). `corpora`: a
     `verdict.across_corpora` summary to include. Missing stages leave a note in the report instead of
-    failing; a missing `run_dir` raises FileNotFoundError.
+    failing; a missing `run_dir` raises FileNotFoundError. `resolution`: a `resolution.summarise`
+    summary of the ladder's rungs to include.
     """
     data = _load(Path(run_dir))
-    return _render(data, _conclusion(data), timings, figures_link, corpora)
+    return _render(data, _conclusion(data), timings, figures_link, corpora, resolution)
 
 
-def _render(data: dict, concl: dict, timings: dict | None, figures_link: str, corpora: dict | None) -> str:
+def _render(data: dict, concl: dict, timings: dict | None, figures_link: str, corpora: dict | None,
+            resolution: dict | None = None) -> str:
     sections = [header_section(data, concl, timings), conclusion_section(data, concl)]
     if corpora:
         sections.append(corpora_section(corpora))
-    sections += [errors_section(data, concl), functional_section(data, concl), structure_section(data),
+    if resolution:
+        from .resolution import section as resolution_section
+
+        sections.append(resolution_section(resolution))
+    sections += [errors_section(data, concl), functional_section(data, concl), convergence_control_section(data, concl),
+                 structure_section(data),
                  separation_section(data) + [""] + real_music_section(data), linearity_section(data),
-                 dead_units_section(data), figures_section(data, figures_link)]
+                 live_units_section(data), recipe_control_section(data), dead_units_section(data), figures_section(data, figures_link)]
     text = "\n".join("\n".join(s).rstrip() + "\n" for s in sections).rstrip() + "\n"
     return re.sub(r"\n{3,}", "\n\n", text)
 
 
 def write_report(run_dir: str | Path, path: str | Path, *, timings: dict | None = None,
-                 corpora: dict | None = None) -> Path:
+                 corpora: dict | None = None, resolution: dict | None = None) -> Path:
     """Write `build_report(run_dir)` to `path` and the verdict to `<run>/conclusion.json`."""
     run_dir, path = Path(run_dir), Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     link = Path(os.path.relpath(run_dir.resolve() / "figures", path.parent.resolve())).as_posix()
     data = _load(run_dir)
     concl = _conclusion(data)
-    path.write_text(_render(data, concl, timings, link, corpora))
+    path.write_text(_render(data, concl, timings, link, corpora, resolution))
     write_json(run_dir / "conclusion.json", concl)
     return path
 

@@ -22,6 +22,8 @@ POOR_SPREAD = 0.5
 FIGURES = (
     ("direction_intervals", "DAE − dae_sf intervals per estimator (seed × song bootstrap)"),
     ("heldout_error", "Held-out error of every mapping against the baselines"),
+    ("keep_shares", "Functional diagonality: the share of C's advantage that diag(C) and its band keep"),
+    ("convergence_control", "Under-convergence control: fit error and DAE − dae_sf interval against fit steps"),
     ("mapping_matrices", "Mapping matrices per model"),
     ("estimator_matrices", "One model's mapping under every estimator"),
     ("structure_metrics", "Structure metrics with seed × song intervals"),
@@ -30,6 +32,8 @@ FIGURES = (
     ("spectrograms", "Spectrograms of a test excerpt"),
     ("linearity", "Per-frame Jacobian structure (is one matrix a fair summary?)"),
     ("separation_quality", "Separation quality"),
+    ("live_units", "Live output units per octave band and homogeneity errors"),
+    ("sdr_vs_loudness", "Per-song separation gain against the song's loudness"),
 )
 METRIC_LABELS = {
     "weighted_diagonal_energy_ratio": "weighted diag. ratio",

@@ -195,3 +195,100 @@ def dead_units_section(data: dict) -> list[str]:
         lines += ["Share of ReLU units that output zero on every fit frame (mean ± 95 % CI over seeds):", ""]
         lines += md_table(["model", "overall", "output layer", "per layer"], rows)
     return lines + errs
+
+
+def _octave_label(band: dict) -> str:
+    lo, hi = band["lo_hz"], band["hi_hz"]
+    if hi == 0:
+        return "0 Hz"
+    return f"{lo / 1000:.2g}-{hi / 1000:.2g} kHz" if lo >= 1000 else f"{lo:.0f}-{hi:.0f} Hz"
+
+
+def live_units_section(data: dict) -> list[str]:
+    """Dead output units on the held-out songs, the live share per octave band and the homogeneity
+    errors, per model (from the evaluation stage's "units")."""
+    lines = ["## Live output units and level robustness", ""]
+    units = (data["evaluation"] or {}).get("units")
+    if not units:
+        return lines + ["_This run's evaluation has no unit facts (evaluated before they were recorded)._"]
+    rows, bands_rows = [], []
+    bands = None
+    for model in models_of(data):
+        u = units.get(model)
+        if not u:
+            continue
+        dead = np.asarray(u["dead_share"], np.float64)
+        homog = u.get("homogeneity") or {}
+        rows.append([f"`{model}`", f"{dead.mean():.3f}", f"{dead.max():.3f}",
+                     *(fmt(float(np.mean(homog[a])), 3) if a in homog else "—" for a in ("0.25", "4"))])
+        per_seed = u["live_by_octave"]
+        bands = per_seed[0]
+        share = np.mean([[b["live_share"] for b in seed] for seed in per_seed], axis=0)
+        bands_rows.append([f"`{model}`", *(f"{v:.2f}" for v in share)])
+    lines += [
+        f"Output units (for `dae_sf` its mask units) that are zero on every frame of the {next(iter(units.values()))['frames']:,} "
+        "held-out test frames, per model (mean and worst seed), and the homogeneity error "
+        "‖f(αx) − αf(x)‖ / ‖αf(x)‖ at α = ¼ and 4 (0 for a map that scales with its input's level; "
+        "mean over seeds). Target: at most 5 % dead output units for every model.", "",
+    ]
+    lines += md_table(["model", "dead output share (mean)", "worst seed", "homogeneity α = ¼", "α = 4"], rows)
+    if bands is not None:
+        lines += ["", "Live share of output units per octave band (mean over seeds):", ""]
+        lines += md_table(["model", *(f"{_octave_label(b)} ({b['n_units']})" for b in bands)], bands_rows)
+    return lines
+
+
+def _control_row(label: str, model: str, mappings: dict | None) -> list[str] | None:
+    """One row of the recipe control: dead output share on the fit frames and the primary estimator's
+    held-out error (clipped), diagonal keep and weighted diagonal energy ratio, means over seeds × songs."""
+    from .config import PRIMARY_ESTIMATOR
+
+    if mappings is None:
+        return None
+    recs = mappings["records"]
+    facts = recs.get((model, "-", "model")) or {}
+    fit = recs.get((model, PRIMARY_ESTIMATOR, "pooled"))
+    if fit is None:
+        return None
+    dead = seed_stat([d.get("output") for d in facts.get("dead_units") or []])
+
+    def mean_of(table):
+        arr = np.asarray(table if table is not None else [], np.float64)
+        arr = arr[np.isfinite(arr)] if arr.size else arr
+        return fmt(float(arr.mean())) if arr.size else "—"
+
+    fn = fit.get("functional") or {}
+    return [f"`{model}`", label, fmt_pm(dead), mean_of(fit.get("rel_l1_heldout_clipped")),
+            mean_of(fn.get("keep_diag")), mean_of((fit.get("metrics") or {}).get("weighted_diagonal_energy_ratio")),
+            str(len(fit.get("rel_l1_heldout_clipped") or []))]
+
+
+def recipe_control_section(data: dict) -> list[str]:
+    """What dying output units did to the mappings: the models trained with the recipe before
+    2026-12-05 (raw magnitudes, MSE; about a fifth to a half of the DAEs' output units die) against the
+    study's models, under the primary estimator (the `control/` stage of the study)."""
+    from .config import PRIMARY_ESTIMATOR
+
+    control = data.get("recipe_control")
+    lines = ["## What dying units did to the mappings", ""]
+    if not control:
+        return lines + ["_This run has no recipe control (`control/`): run the study with the control on._"]
+    rows = []
+    recipe = ((control.get("train_config") or {}).get("train") or {})
+    for model in models_of(data):
+        for label, m in (("raw magnitudes, MSE (before)", control.get("mappings")),
+                         ("the study's recipe", data["mappings"])):
+            row = _control_row(label, model, m)
+            if row is not None:
+                rows.append(row)
+    if not rows:
+        return lines + ["_The recipe control's mapping stage has no records yet._"]
+    lines += [f"The same models trained with the earlier recipe (`recipe={recipe.get('recipe', 'raw')!r}`, "
+              f"`loss={recipe.get('loss', 'mse')!r}`, {recipe.get('n_seeds', '?')} seeds) and mapped by the primary "
+              f"estimator `{PRIMARY_ESTIMATOR}` on the same frames. Dead output share on the fit frames (mean ± "
+              "95 % CI over seeds); held-out relative L1 error (clipped), diagonal keep and weighted diagonal "
+              "energy ratio, means over seeds × unseen songs. A dead output row of C is zero whatever the "
+              "estimator, so a half-dead DAE's mapping is diagonal-looking on a smaller support.", ""]
+    lines += md_table(["model", "training", "dead output share", "held-out error", "diagonal keep",
+                       "weighted diag. ratio", "seeds"], rows)
+    return lines

@@ -8,7 +8,7 @@ import time
 import numpy as np
 
 from . import verdict
-from .config import DIAGONAL_BAND_HZ, KEEP_SUFFICES, PRIMARY_ESTIMATOR
+from .config import DIAGONAL_BAND_HZ, KEEP_SUFFICES, PRIMARY_ESTIMATOR, STFTConfig, band_bins
 from .report_format import (
     FIGURES,
     METRIC_LABELS,
@@ -246,6 +246,68 @@ def functional_section(data: dict, concl: dict) -> list[str]:
     return lines
 
 
+FROZEN_P_SENTENCE = ("the authors' setting measures products of gated weights, not mappings")
+
+
+def convergence_control_section(data: dict, concl: dict) -> list[str]:
+    """The under-convergence control (`verdict.convergence_control`): per control setting and fit step
+    count, the mean fit error per model and the DAE − dae_sf intervals of the primary metric and of
+    the authors' weighted diagonal energy ratio; the frozen-P sentence when step 0 gives the authors'
+    direction. Empty when the stage ran no control."""
+    control = concl.get("convergence_control")
+    if data["mappings"] is None or not control:
+        return []
+    lines = ["## Under-convergence control", ""]
+    models = list(dict.fromkeys(m for r in control["rows"] for m in r["fit_error"]))
+    metrics = control["metrics"]
+    labels = {verdict.AUTHORS_METRIC: METRIC_LABELS.get(verdict.AUTHORS_METRIC, verdict.AUTHORS_METRIC)}
+    rows = []
+    for r in control["rows"]:
+        cells = [f"`{r['setting']}`", f"{r['steps']:,}" + (" (P frozen)" if r["steps"] == 0 else ""),
+                 *(fmt((r["fit_error"] or {}).get(m)) for m in models)]
+        for metric in metrics:
+            ivs = r["directions"][metric].get("intervals") or {}
+            cells += [fmt_iv(ivs.get(dae)) for dae in verdict.DAE_MODELS]
+        rows.append(cells)
+    header = ["setting", "Adam steps", *(f"fit error `{m}`" for m in models)]
+    for metric in metrics:
+        header += [f"{dae} − dae_sf ({labels.get(metric, metric.replace('_', ' '))})" for dae in verdict.DAE_MODELS]
+    lines += md_table(header, rows)
+    frozen = control["frozen_p"]
+    lines += ["", "The NCA settings refitted once per seed (same frames, targets, learning rates and "
+              "initialisation keys as their pooled fits) to the largest step count, the matrix C kept after "
+              "each step count; 0 is C at the initial P, no Adam step (P frozen). Fit error: relative L1 "
+              "error on the fit frames, mean over seeds. Intervals: DAE − `dae_sf`, mean [95 % seed × song "
+              "bootstrap interval] on unseen songs, of the primary metric and of the authors' metric (the "
+              "input-energy weighted diagonal energy ratio). Where a setting's own step count is among "
+              "them, that snapshot is its pooled fit.", ""]
+    authors = ", ".join(f"{labels.get(k, k.replace('_', ' '))}: {ORDERING_TEXT.get(v, v)}"
+                        for k, v in frozen["authors"].items())
+    step0 = ", ".join(f"{labels.get(k, k.replace('_', ' '))}: {ORDERING_TEXT.get(v, v) if v else '—'}"
+                      for k, v in frozen["step0"].items())
+    if control["frozen_p_reproduces_authors"]:
+        lines.append(f"**The frozen-P control reproduces the authors' direction** (`{frozen['authors_setting']}`: "
+                     f"{authors}; P frozen at its initialisation: {step0}): {FROZEN_P_SENTENCE}.")
+    else:
+        lines.append(f"The frozen-P control does not reproduce a counting direction of the authors' setting "
+                     f"(`{frozen['authors_setting']}`: {authors}; P frozen at its initialisation: {step0}).")
+    return lines
+
+
+def near_band_text(stage_config: dict | None) -> str:
+    """The near-diagonal band of a mapping stage's structure metrics from its config.json: "k bins
+    (±band_hz Hz)" (band_hz in whole bins of its STFT), or "k bins" as older runs stored it (band_k)."""
+    mapping = (stage_config or {}).get("mapping") or {}
+    stft = (stage_config or {}).get("stft") or {}
+    if mapping.get("band_k") is not None:
+        return f"{mapping['band_k']} bins"
+    band_hz = mapping.get("band_hz")
+    if band_hz is None or not stft.get("sample_rate") or not stft.get("n_fft"):
+        return "k bins"
+    k = band_bins(float(band_hz), STFTConfig(**stft))
+    return f"{k} bin{'s' if k != 1 else ''} (±{band_hz:g} Hz)"
+
+
 def structure_section(data: dict) -> list[str]:
     lines, m, rows = ["## Structure of the mapping matrices", ""], data["mappings"], []
     if m is None:
@@ -258,7 +320,8 @@ def structure_section(data: dict) -> list[str]:
             rows.append([f"`{s['name']}`", f"`{model}`", *(_metric_iv(r.get("metrics"), c) for c in STRUCT_COLS)])
     lines += md_table(["estimator", "model", *(METRIC_LABELS[c] for c in STRUCT_COLS)], rows)
     lines += ["", "Each cell: mean [95 % seed × song bootstrap interval]. Weighted metrics weight input bin "
-              "j by the mean input power of each held-out song; near-diagonal counts |i − j| ≤ k bins.", "",
+              "j by the mean input power of each held-out song; near-diagonal counts |i − j| ≤ "
+              f"{near_band_text(m.get('config'))}.", "",
               "Estimators:", ""]
     lines += [f"- `{s['name']}`: {describe_setting(s)}" for s in settings_of(m)]
     prow = []

@@ -27,6 +27,7 @@ from typing import Any
 from .config import mismatch
 
 SPECTROGRAMS_FILE = "spectrograms.npz"
+RECIPE_CONTROL_DIR = "control"  # the study's recipe control: <run>/control/{train,mappings}
 """In the evaluation stage's directory: the test excerpt the spectrogram figure draws (written by
 `ncajax.pipeline.evaluate_all`, read by `ncajax.plots.spectrograms`)."""
 

@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 
 STEMS = ("mixture", "vocals", "drums", "bass", "other")
 ACCOMPANIMENT_STEMS = ("drums", "bass", "other")
+# the separate sources of a track (every layout has them); the mixture is their sum (MUSDB18's mp4 mix
+# up to coding noise)
+SOURCE_STEMS = ("vocals", *ACCOMPANIMENT_STEMS)
 SUBSETS = ("train", "test")
 TIME_SPLIT = {"train": (0.0, 0.6), "valid": (0.6, 0.7), "test": (0.7, 1.0)}
 
@@ -309,14 +312,37 @@ def load_track(ref: TrackRef, sample_rate: int) -> TrackAudio:
             f"track {ref.name!r} ({ref.path}) has zero-length audio in segment [{ref.start}, "
             f"{ref.stop}) s: the file is empty or the segment lies past its end"
         )
-    out = []
-    for signal in (mixture, vocals, accompaniment):
-        if rate != sample_rate:
-            import librosa
-
-            signal = librosa.resample(signal, orig_sr=rate, target_sr=sample_rate)
-        out.append(np.ascontiguousarray(signal, dtype=np.float32))
+    out = [_at_rate(signal, rate, sample_rate) for signal in (mixture, vocals, accompaniment)]
     return TrackAudio(ref.name, int(sample_rate), *out)
+
+
+def load_stems(ref: TrackRef, sample_rate: int) -> dict[str, np.ndarray]:
+    """The separate stems of `ref` as mono float32 `(n_samples,)` arrays at `sample_rate`, keyed by
+    SOURCE_STEMS ("vocals", "drums", "bass", "other"), cut to [start, stop) exactly as `load_track` cuts
+    (so each stem has the samples of `load_track(ref, sample_rate).mixture`).
+
+    The same reader serves MUSDB18-HQ/embedded-corpus wav folders and MUSDB18 `.stem.mp4` files (the
+    stem file's streams by musdb's stem ids). Used by the stem-remix training augmentation
+    (`ncajax.features.build_stems_cache`); raises like `load_track`.
+    """
+    if sample_rate <= 0:
+        raise ValueError(f"sample_rate must be positive, got {sample_rate}")
+    stems, rate = _read_wav_stems(ref) if ref.kind == "wav" else _read_stem_streams(ref)
+    if len(stems["vocals"]) == 0:
+        raise ValueError(
+            f"track {ref.name!r} ({ref.path}) has zero-length audio in segment [{ref.start}, "
+            f"{ref.stop}) s: the file is empty or the segment lies past its end"
+        )
+    return {s: _at_rate(stems[s], rate, sample_rate) for s in SOURCE_STEMS}
+
+
+def _at_rate(signal: np.ndarray, rate: int, sample_rate: int) -> np.ndarray:
+    """`signal` resampled (librosa) from `rate` to `sample_rate` when they differ, float32."""
+    if rate != sample_rate:
+        import librosa
+
+        signal = librosa.resample(signal, orig_sr=rate, target_sr=sample_rate)
+    return np.ascontiguousarray(signal, dtype=np.float32)
 
 
 def _sf_info(path: Path):
@@ -386,6 +412,15 @@ def _read_wav_stems(ref: TrackRef) -> tuple[dict[str, np.ndarray], int]:
 
 
 def _read_stem_file(ref: TrackRef) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    mono, rate = _read_stem_streams(ref)
+    ids = _musdb_setup()
+    accompaniment = sum(g * mono[s] for s, g in ids["accompaniment"].items())
+    return mono["mixture"], mono["vocals"], np.asarray(accompaniment, np.float32), rate
+
+
+def _read_stem_streams(ref: TrackRef) -> tuple[dict[str, np.ndarray], int]:
+    """Every stream of a MUSDB18 stem file (mixture, drums, bass, other, vocals), mono float32, and
+    the file's rate."""
     path = Path(ref.path)
     if not path.is_file():
         raise FileNotFoundError(
@@ -415,9 +450,7 @@ def _read_stem_file(ref: TrackRef) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
     if n_want is not None:
         stems = stems[:, :n_want]
     ids = _musdb_setup()
-    mono = {s: _mono_checked(stems[i], str(path)) for s, i in ids["stem_ids"].items()}
-    accompaniment = sum(g * mono[s] for s, g in ids["accompaniment"].items())
-    return mono["mixture"], mono["vocals"], np.asarray(accompaniment, np.float32), rate
+    return {s: _mono_checked(stems[i], str(path)) for s, i in ids["stem_ids"].items()}, rate
 
 
 def _musdb_setup() -> dict:

@@ -15,20 +15,33 @@ from pathlib import Path
 
 from . import pipeline, runs, verdict
 from .config import (
+    CONTROL_SEEDS,
     FIT_LEARNING_RATE,
     FIT_STEPS,
+    PRIMARY_ESTIMATOR,
     STUDY_SEEDS,
     CorpusConfig,
     MappingConfig,
     TrainConfig,
+    check_fit_frames,
     default_settings,
+    jacobian_chunk_for,
     preset,
+    train_recipe,
 )
 
 
 @dataclasses.dataclass(frozen=True)
 class StudyOptions:
-    """What `run_study` runs. Defaults: the embedded corpus at the fast preset, 10 seeds per model."""
+    """What `run_study` runs. Defaults: the embedded corpus at the fast preset, 10 seeds per model.
+
+    Sizes that scale with the preset's N (fast 129, mid 513, paper 2049): fit_frames None -> 4 N rounded
+    up (`config.fit_frames_for`: 1024, 2304, 8448); jacobian_chunk None -> the automatic chunk of the
+    machine the stage runs on (`mappings.jacobian_chunk`). Every option is checked against the preset
+    when the options are made, before any data is generated or any model trained: a fit set with fewer
+    frames than bins or a Jacobian chunk that cannot fit in memory is refused with the option's name
+    and a working value.
+    """
 
     musdb_root: str | None = None
     is_wav: bool = False
@@ -37,7 +50,7 @@ class StudyOptions:
     epochs: int = TrainConfig.max_epochs
     fit_steps: int = FIT_STEPS
     fit_lr: float = FIT_LEARNING_RATE
-    fit_frames: int = 1024
+    fit_frames: int | None = None
     heldout_frames: int = 256
     extra_settings: bool = False
     with_bss: bool = True
@@ -45,13 +58,41 @@ class StudyOptions:
     corpus_tracks: tuple[int, int] | None = None
     corpus_seconds: float | None = None
     real_test: str | None = None  # a MUSDB18 root scored as real music (every track, whole)
+    jacobian_chunk: int | None = None  # frames of per-frame Jacobians formed at a time (None: automatic)
+    # Adam step counts of the under-convergence control of the NCA settings (`MappingConfig.control_steps`,
+    # e.g. CONTROL_STEPS); () (default) runs none: the control costs 10,000-step fits, more than the rest of
+    # the mapping stage on a 2-core CPU, so `make reproduce` leaves it out and the committed study turns it
+    # on (README). Tiny runs (e.g. fit_steps=20) pass tiny ones. With several corpora only the first runs it.
+    control_steps: tuple[int, ...] = ()
+    control_seeds: int | None = CONTROL_SEEDS  # the control fits the first control_seeds seeds of each model
+    # the training recipe (`config.TRAIN_RECIPES`) of the study's models
+    recipe: str = "study"
+    # the recipe control: the same models trained with the earlier "raw_mse" recipe (RECIPE_CONTROL_SEEDS
+    # seeds) and mapped by the primary estimator, to show what dying output units did to the mappings
+    recipe_control: bool = False
 
     def __post_init__(self):
         if self.seeds < 2:
             raise ValueError(f"seeds must be >= 2 (the verdict's intervals resample seeds), got {self.seeds}")
         if self.corpus_seed < 0:
             raise ValueError(f"corpus_seed must be a non-negative integer, got {self.corpus_seed}")
-        preset(self.preset)
+        n_bins = preset(self.preset).n_bins
+        check_fit_frames(self.fit_frames, n_bins, option="--fit-frames", preset_name=self.preset)
+        jacobian_chunk_for(n_bins, self.jacobian_chunk, option="--jacobian-chunk")
+        self.train_config()
+        self.mapping_config()
+
+    def train_config(self) -> TrainConfig:
+        return train_recipe(self.recipe, max_epochs=self.epochs, n_seeds=self.seeds)
+
+    def recipe_control_configs(self) -> tuple[TrainConfig, MappingConfig]:
+        """The recipe control's training config ("raw_mse") and mapping config (the primary estimator
+        only, on the main stage's frames, no linearity and no under-convergence control)."""
+        main = self.mapping_config()
+        primary = tuple(s for s in main.settings if s.name == PRIMARY_ESTIMATOR)
+        train = train_recipe("raw_mse", max_epochs=self.epochs, n_seeds=min(RECIPE_CONTROL_SEEDS, self.seeds))
+        return train, dataclasses.replace(main, settings=primary, control_steps=(), control_seeds=None,
+                                          linearity_seeds=0)
 
     def corpus_config(self) -> CorpusConfig | None:
         if self.musdb_root is not None:
@@ -64,8 +105,16 @@ class StudyOptions:
         return CorpusConfig(**kw)
 
     def mapping_config(self) -> MappingConfig:
-        return MappingConfig(settings=default_settings(self.fit_steps, self.fit_lr, extra=self.extra_settings),
-                             n_fit_frames=self.fit_frames, heldout_frames_per_song=self.heldout_frames)
+        """The mapping stage's config, resolved against the preset (explicit fit frames and chunk)."""
+        cfg = MappingConfig(settings=default_settings(self.fit_steps, self.fit_lr, extra=self.extra_settings),
+                            n_fit_frames=self.fit_frames, heldout_frames_per_song=self.heldout_frames,
+                            jacobian_chunk=self.jacobian_chunk, control_steps=tuple(self.control_steps),
+                            control_seeds=None if not self.control_steps else min(self.control_seeds or self.seeds,
+                                                                                   self.seeds))
+        return cfg.resolved(preset(self.preset), preset_name=self.preset)
+
+
+RECIPE_CONTROL_SEEDS = 3
 
 
 def run_study(out: str | Path, opts: StudyOptions = StudyOptions(), *,
@@ -88,9 +137,14 @@ def run_study(out: str | Path, opts: StudyOptions = StudyOptions(), *,
         musdb_root=opts.musdb_root, is_wav=opts.is_wav or None, preset_name=opts.preset,
         corpus_cfg=opts.corpus_config()))
     timings.update({f"data.{k}": round(v, 2) for k, v in data.timings.items()})
-    train_cfg = TrainConfig(max_epochs=opts.epochs, n_seeds=opts.seeds)
+    from .mappings import check_fit_set
+
+    check_fit_set(int(data.train.offsets[-1]), data.stft)  # before training, not after it
+    train_cfg = opts.train_config()
     stage("train", lambda: pipeline.train_all(data, out / "train", train_cfg=train_cfg))
     stage("mappings", lambda: pipeline.fit_all(data, out / "train", out / "mappings", cfg=opts.mapping_config()))
+    if opts.recipe_control:
+        stage("recipe_control", lambda: _recipe_control(data, out / runs.RECIPE_CONTROL_DIR, opts))
     stage("evaluate", lambda: pipeline.evaluate_all(data, out / "train", out / "evaluation",
                                                     with_bss=opts.with_bss, real_root=opts.real_test))
     from . import plots, report
@@ -100,6 +154,13 @@ def run_study(out: str | Path, opts: StudyOptions = StudyOptions(), *,
     timings["total"] = round(time.perf_counter() - t_all, 2)
     runs.write_json(out / "timings.json", timings)
     return timings
+
+
+def _recipe_control(data, out: Path, opts: StudyOptions) -> dict:
+    """The recipe control into `out/{train,mappings}` (`StudyOptions.recipe_control_configs`)."""
+    train_cfg, mapping_cfg = opts.recipe_control_configs()
+    pipeline.train_all(data, out / "train", train_cfg=train_cfg)
+    return pipeline.fit_all(data, out / "train", out / "mappings", cfg=mapping_cfg)
 
 
 def corpus_dir(out: str | Path, seed: int) -> Path:
@@ -121,7 +182,9 @@ def run_corpora(out: str | Path, opts: StudyOptions, n_corpora: int, *,
         seed = opts.corpus_seed + k
         log(f"==== corpus seed {seed} ({k + 1} of {n_corpora}) ====")
         d = corpus_dir(out, seed)
-        timings[d.name] = run_study(d, dataclasses.replace(opts, corpus_seed=seed), log=log)
+        # the under-convergence control runs on the first corpus only (its cost is that of 10,000-step fits)
+        k_opts = dataclasses.replace(opts, corpus_seed=seed, control_steps=opts.control_steps if k == 0 else ())
+        timings[d.name] = run_study(d, k_opts, log=log)
         conclusions[d.name] = runs.read_json(d / "conclusion.json")
     summary = verdict.across_corpora(conclusions)
     runs.write_json(out / "across_corpora.json", summary)

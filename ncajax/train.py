@@ -14,6 +14,11 @@ evaluation and every later stage need no change. config.json records it as
 (`test_mag_sdr_db_folded`, equal to `test_mag_sdr_db` up to float rounding). Runs written before the
 recipe options existed load as recipe "raw". A custom module trains on raw magnitudes (normalisation
 None): the fold is defined for the built-in separators only.
+
+With a stem-remix option on (`TrainConfig.augment_remix` or `augment_stem_gain_db` > 0) the training
+batches come from the stems cache of the training tracks (`features.StemsCache.remix_batch`, built next
+to the training cache on first use, or passed as `train_stems`); the per-bin scaling, validation and test
+stay on the real, un-augmented magnitude caches.
 """
 
 from __future__ import annotations
@@ -116,6 +121,7 @@ def train_model(
     progress: bool = True,
     stop_after_epochs: int | None = None,
     model: nn.Module | None = None,
+    train_stems: features.StemsCache | None = None,
 ) -> TrainResult:
     """Train `train_cfg.n_seeds` seeds of one model in one vmapped program, resuming from `run_dir`.
 
@@ -126,6 +132,8 @@ def train_model(
     `model`: a custom flax module mapping `(..., nb_bins) -> (..., nb_bins)` to train instead of the
     built-in named by `model_cfg.name` (its repr is recorded in the config; restore it with
     `load_trained(run_dir, model=...)`).
+    `train_stems`: the stems cache of the training tracks for a remix option of `train_cfg` (default:
+    `features.stems_cache_for(train_cache)`, built on first use); unused without remix.
     """
     if train_cache.n_bins != model_cfg.n_bins:
         raise ValueError(
@@ -141,6 +149,7 @@ def train_model(
         config["custom_module"] = repr(model)
     if (done := runs.finished_result(run_dir, config)) is not None:
         return TrainResult(Path(run_dir), load_params(run_dir, model=model), done)
+    batches = _train_batches(train_cfg, train_cache, train_stems, progress)
     runs.open_run(run_dir, config)
     scaling = _run_scaling(run_dir, train_cache) if standardised else None
 
@@ -150,7 +159,7 @@ def train_model(
         spe = min(spe, train_cfg.max_steps_per_epoch)
     loop = _Loop(trainer, Path(run_dir), config, spe)
     desc = f"train {model_cfg.name} x{train_cfg.n_seeds} seeds"
-    _run_epochs(loop, train_cache, valid_cache, stop_after_epochs, progress, desc)
+    _run_epochs(loop, batches, valid_cache, stop_after_epochs, progress, desc)
     best = _folded(model, loop.state.best_params, scaling)
     if loop.epoch < train_cfg.max_epochs and not loop.stopped_early:
         return TrainResult(Path(run_dir), best, {"finished": False, "epoch": loop.epoch})
@@ -170,6 +179,18 @@ def train_model(
             f"{np.round(gain, 2).tolist()} dB)"
         )
     return TrainResult(Path(run_dir), best, result)
+
+
+def _train_batches(train_cfg: TrainConfig, train_cache, train_stems, progress: bool):
+    """Where training batches come from: the magnitude cache, or with a remix option its stems
+    (`features.RemixBatches`), checked to hold the same frames."""
+    if not train_cfg.remixes:
+        return train_cache
+    if train_stems is None:
+        train_stems = features.stems_cache_for(train_cache, progress=progress)
+    else:
+        features.check_same_frames(train_stems, train_cache)
+    return train_stems.remixer(train_cfg.augment_remix, train_cfg.augment_stem_gain_db)
 
 
 @dataclass
@@ -206,7 +227,8 @@ class _Loop:
         self.t0 = time.perf_counter()
 
     def train_epoch(self, train_cache, bar) -> np.ndarray:
-        """The steps of one epoch; returns the mean training loss per seed."""
+        """The steps of one epoch from `train_cache` (a `FeatureCache` or `features.RemixBatches`);
+        returns the mean training loss per seed."""
         losses = []
         steps = range(self.epoch * self.spe, (self.epoch + 1) * self.spe)
         for batch in Prefetch(functools.partial(self.trainer.make_batch, train_cache), steps, 4):
@@ -317,7 +339,8 @@ def _restore_state(run_dir: Path, model: nn.Module | None = None):
     config = runs.read_json(run_dir / "config.json")
     model_cfg = from_dict(ModelConfig, config["model"])
     # runs written before the recipe options existed trained on raw magnitudes without augmentation
-    train_cfg = from_dict(TrainConfig, {"recipe": "raw", "augment_gain_db": 0.0, **config["train"]})
+    old = {"recipe": "raw", "augment_gain_db": 0.0, "augment_remix": 0.0, "augment_stem_gain_db": 0.0}
+    train_cfg = from_dict(TrainConfig, {**old, **config["train"]})
     if model is None and "custom_module" in config:
         raise ValueError(
             f"{run_dir} holds a custom module ({config['custom_module'][:80]}...): pass it as model="

@@ -267,7 +267,8 @@ class Trainer:
         )
 
     def make_batch(self, cache, step: int):
-        """The `(S, B, nb_bins)` inputs and targets of `step`: seed s's minibatch in row block s."""
+        """The `(S, B, nb_bins)` inputs and targets of `step`: seed s's minibatch in row block s, from
+        `cache.batch(step, B, s)` (a `FeatureCache`, or `features.RemixBatches` for the stem remix)."""
         pairs = [cache.batch(step, self.cfg.batch_size, s) for s in self.seeds]
         return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
 

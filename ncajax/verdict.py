@@ -29,12 +29,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from .config import KEEP_SUFFICES, PRIMARY_ESTIMATOR, PRIMARY_METRIC
+from .config import CONTROL_SETTINGS, KEEP_SUFFICES, NCA_AUTHORS, PRIMARY_ESTIMATOR, PRIMARY_METRIC
 from .stats import seed_song_bootstrap, sign
 
 DAE_MODELS = ("dae", "dae_deep")
 SF_MODEL = "dae_sf"
 SECONDARY_METRIC = "diagonal_energy_ratio"
+# The authors' own metric (the input-energy weighted diagonal energy ratio of C), and the metrics the
+# under-convergence control reports its DAE − dae_sf intervals on.
+AUTHORS_METRIC = "weighted_diagonal_energy_ratio"
+CONTROL_METRICS = (PRIMARY_METRIC, AUTHORS_METRIC)
 # metrics read from a record's "functional" tables (per seed x song), under their table names
 FUNCTIONAL_METRICS = {"diagonal_keep": "keep_diag", "band_keep": "keep_band"}
 BRANCHES = ("couplings", "per_bin_filter_suffices", "no_linear_summary", "undetermined")
@@ -245,7 +249,89 @@ def conclusion(records: dict, settings: list[str], *, seed: int = 0, primary: st
     overall.update(primary_estimator=primary, primary_metric=PRIMARY_METRIC)
     agree = [s for s, v in per_setting.items() if s != primary and v["counts"]]
     overall["secondary_counting"] = {s: per_setting[s]["ordering"] for s in agree}
-    return {"overall": overall, "settings": per_setting, "primary_secondary_metric": secondary}
+    return {"overall": overall, "settings": per_setting, "primary_secondary_metric": secondary,
+            "convergence_control": convergence_control(records, seed=seed)}
+
+
+def _seed_mean(values) -> float | None:
+    """Mean of the finite entries of a per-seed list or a seed x song table (None if there are none)."""
+    arr = np.asarray(values if values is not None else [], dtype=np.float64).ravel()  # None -> NaN
+    arr = arr[np.isfinite(arr)]
+    return float(arr.mean()) if arr.size else None
+
+
+def control_groups(records: dict) -> dict[tuple[str, int], dict[str, dict]]:
+    """The under-convergence control records of a stage, {(setting, steps): {model: record}}, read from
+    the records of kind "control" (`ncajax.mappings`: one per model, setting and step count)."""
+    out: dict[tuple[str, int], dict[str, dict]] = {}
+    for (model, _, kind), rec in records.items():
+        info = rec.get("control") if kind == "control" else None
+        if info:
+            out.setdefault((info["setting"], int(info["steps"])), {})[model] = rec
+    return out
+
+
+def convergence_control(records: dict, *, seed: int = 0, authors: str = NCA_AUTHORS) -> dict | None:
+    """The under-convergence control: per control setting and step count, the DAE − dae_sf interval
+    (`direction`) of each of CONTROL_METRICS (the primary metric and the authors' weighted diagonal
+    energy ratio) and per model the mean fit error (relative L1 on the fit frames) and mean held-out error
+    (clipped at 0); None when the stage ran no control.
+
+    `frozen_p_reproduces_authors`: the step-0 control (P frozen at its initialisation, no Adam step)
+    gives the authors' direction. Per metric, the authors' direction is the ordering of the `authors`
+    setting's pooled fits (its control snapshot at the authors' step count when the stage has no pooled
+    fit); it is a counting direction when both DAE − dae_sf intervals exclude 0 on the same side.
+    `reproduces[metric]`: None where the authors' direction does not count, else whether the step-0
+    ordering is the same. The flag is true when it is the same on every metric where the authors'
+    direction counts, and that is at least one of them.
+    """
+    groups = control_groups(records)
+    if not groups:
+        return None
+    order = {s: i for i, s in enumerate(CONTROL_SETTINGS)}
+    rows = []
+    for (setting, steps), recs in sorted(groups.items(), key=lambda kv: (order.get(kv[0][0], len(order)),
+                                                                          kv[0][0], kv[0][1])):
+        models = [m for m in (*DAE_MODELS, SF_MODEL) if m in recs] + sorted(set(recs) - {*DAE_MODELS, SF_MODEL})
+        rows.append({
+            "setting": setting, "steps": steps,
+            "learning_rate": next(iter(recs.values()))["control"].get("learning_rate"),
+            "fit_error": {m: _seed_mean(recs[m].get("rel_l1_fit")) for m in models},
+            "heldout_error": {m: _seed_mean(_errors(recs[m])) for m in models},
+            "directions": {metric: direction({m: metric_table(r, metric, model=m) for m, r in recs.items()},
+                                             seed=seed) for metric in CONTROL_METRICS},
+        })
+    frozen = next((r for r in rows if r["steps"] == 0 and r["setting"] == authors),
+                  next((r for r in rows if r["steps"] == 0), None))
+    pooled = {m: records.get((m, authors, "pooled")) for m in (*DAE_MODELS, SF_MODEL)}
+    authors_steps = next((r.get("settings", {}).get("steps") for r in pooled.values() if r), None)
+    if all(pooled.values()):
+        source = "pooled"
+        authors_dirs = {metric: direction({m: metric_table(r, metric, model=m) for m, r in pooled.items()},
+                                          seed=seed)["ordering"] for metric in CONTROL_METRICS}
+    else:
+        row = next((r for r in rows if r["setting"] == authors and r["steps"] == authors_steps), None)
+        source = None if row is None else "control"
+        authors_dirs = {metric: (row["directions"][metric]["ordering"] if row else "undetermined")
+                        for metric in CONTROL_METRICS}
+    reproduces: dict[str, bool | None] = {}
+    for metric in CONTROL_METRICS:
+        counting = authors_dirs[metric] in ("dae_more_diagonal", "sf_more_diagonal")
+        step0 = frozen["directions"][metric]["ordering"] if frozen else None
+        reproduces[metric] = (step0 == authors_dirs[metric]) if counting and frozen else None
+    flags = [v for v in reproduces.values() if v is not None]
+    return {
+        "metrics": list(CONTROL_METRICS),
+        "rows": rows,
+        "frozen_p": {
+            "authors_setting": authors, "authors_source": source,
+            "authors": authors_dirs,
+            "step0": {metric: (frozen["directions"][metric]["ordering"] if frozen else None)
+                      for metric in CONTROL_METRICS},
+            "reproduces": reproduces,
+        },
+        "frozen_p_reproduces_authors": bool(flags) and all(flags),
+    }
 
 
 def across_corpora(conclusions: dict[str, dict]) -> dict:

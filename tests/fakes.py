@@ -38,3 +38,18 @@ def write_mapping_stage(mdir: Path, records: list[dict], *, cfg: MappingConfig, 
                   "heldout_frames": [cfg.heldout_frames_per_song] * len(heldout_songs),
                   "wall_s": float(sum(r.get("wall_s", 0.0) for r in records))}
         (mdir / "result.json").write_text(json.dumps(result))
+
+
+def control_record(model: str, setting: str, steps: int, *, keep: list[list[float]], ratio: list[list[float]],
+                   fit_err: list[float], fit_steps: int, learning_rate: float) -> dict:
+    """One record of the under-convergence control (kind "control", setting `<setting>@<steps>`): the
+    diagonal keep (primary metric) and weighted diagonal energy ratio tables `(S, T)` and the per-seed
+    fit errors the tests choose; every held-out error 0.3."""
+    n_seeds, n_songs = len(keep), len(keep[0])
+    errs = [[0.3] * n_songs for _ in range(n_seeds)]
+    return {"model": model, "setting": f"{setting}@{steps}", "kind": "control", "method": "nca",
+            "control": {"setting": setting, "steps": steps, "fit_steps": fit_steps, "learning_rate": learning_rate},
+            "fit_seeds": list(range(n_seeds)), "rel_l1_fit": list(fit_err), "rel_l1_heldout": errs,
+            "rel_l1_heldout_clipped": errs, "converged": [None if steps == 0 else True] * n_seeds,
+            "metrics": {"weighted_diagonal_energy_ratio": ratio}, "functional": {"keep_diag": keep},
+            "wall_s": 0.5}

@@ -132,6 +132,12 @@ def build_cases(tmp: Path, run_dir: Path | None) -> dict[str, tuple[tuple, dict,
         "reproduce: unknown STFT preset": (
             script("reproduce", "--preset", "bogus", "--out", out / "r4"), {},
             ["unknown STFT preset 'bogus'", "choose one of"]),
+        "reproduce: fewer fit frames than bins": (
+            script("reproduce", "--preset", "mid", "--fit-frames", "300", "--out", out / "r5"), {},
+            ["--fit-frames 300", "N = 513", "underdetermined", "use --fit-frames 2304 or more"]),
+        "fit_mappings: Jacobian chunk too large for memory": (
+            script("fit_mappings", "--preset", "paper", "--jacobian-chunk", "100000", "--out", out / "f2"), {},
+            ["--jacobian-chunk 100000 cannot fit in memory", "use --jacobian-chunk 31"]),
         "map_your_model: epochs must be positive": (
             script("map_your_model", "--epochs", "0", "--out", out / "m1"), {},
             ["--epochs must be a positive integer"]),
@@ -165,6 +171,8 @@ INPROCESS_CASES = [
     "reproduce: ffmpeg not found",
     "train_separators: run dir with a different config",
     "reproduce: unknown STFT preset",
+    "reproduce: fewer fit frames than bins",
+    "fit_mappings: Jacobian chunk too large for memory",
     "separate: not a run directory",
 ]
 

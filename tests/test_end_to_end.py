@@ -18,7 +18,10 @@ import reproduce  # noqa: E402
 
 from ncajax import mappings, pipeline, sources, study, verdict  # noqa: E402
 
-TINY = ["--seeds", "2", "--epochs", "1", "--fit-steps", "20", "--fit-frames", "64", "--heldout-frames", "32"]
+# 160 fit frames: at least the fast preset's N = 129 bins (fewer would be an underdetermined fit, refused)
+TINY = ["--seeds", "2", "--epochs", "1", "--fit-steps", "20", "--fit-frames", "160", "--heldout-frames", "32",
+        "--control-steps", "0", "6", "20", "30", "--recipe-control"]
+CONTROL = (0, 6, 20, 30)  # the under-convergence control at tiny sizes (the study's: config.CONTROL_STEPS)
 CORPUS = ["--corpus-tracks", "3", "3", "--corpus-seconds", "2", "--no-bss"]
 MODELS = ("dae", "dae_deep", "dae_sf")
 VERDICT = "The DAEs' mappings are more diagonal than `dae_sf`'s"
@@ -73,12 +76,32 @@ def test_main_job_on_tiny_corpus(tiny_run):
     data = json.loads((out / "train" / "dae" / "config.json").read_text())["data"]
     assert mapping["heldout_songs"] == data["tracks"]["test"] and len(mapping["heldout_songs"]) == 3
     assert set(mapping["fit_songs"]) <= set(data["tracks"]["train"])
-    assert mapping["n_fit_frames"] == 64 and mapping["heldout_frames"] == [32, 32, 32]
+    assert mapping["n_fit_frames"] == 160 and mapping["heldout_frames"] == [32, 32, 32]
     for rec in mapping["records"]:
         if rec["kind"] in ("pooled", "baseline"):
             assert np.shape(rec["rel_l1_heldout"]) == (2, 3), (rec["model"], rec["setting"])
     assert {(r["model"], r["setting"]) for r in mapping["records"] if r["kind"] == "baseline"} == {
         (m, b) for m in MODELS for b in ("zero", "per_bin_gain")}
+    # the under-convergence control: the authors' and the converged NCA at every control step count
+    assert {(r["model"], r["setting"]) for r in mapping["records"] if r["kind"] == "control"} == {
+        (m, f"{s}@{n}") for m in MODELS for s in ("nca_authors", "nca_converged") for n in CONTROL}
+    rows = conclusion["convergence_control"]["rows"]
+    assert [(r["setting"], r["steps"]) for r in rows] == [(s, n) for s in ("nca_authors", "nca_converged")
+                                                          for n in CONTROL]
+    assert isinstance(conclusion["convergence_control"]["frozen_p_reproduces_authors"], bool)
+    assert "## Under-convergence control" in report
+    assert (out / "figures" / "convergence_control.png").exists()
+    # the recipe control: the raw-MSE models (2 seeds here), mapped by the primary estimator only
+    ctrl = json.loads((out / "control" / "mappings" / "result.json").read_text())
+    assert {(r["model"], r["setting"]) for r in ctrl["records"] if r["kind"] == "pooled"} == {
+        (m, "nca_converged") for m in MODELS}
+    assert json.loads((out / "control" / "train" / "dae" / "config.json").read_text())["train"]["loss"] == "mse"
+    assert "## What dying units did to the mappings" in report and "raw magnitudes, MSE (before)" in report
+    assert "## Live output units and level robustness" in report
+    evaluation = json.loads((out / "evaluation" / "result.json").read_text())
+    assert set(evaluation["units"]) == set(MODELS) and len(evaluation["loudness"]) == 3
+    for name in ("live_units", "sdr_vs_loudness", "keep_shares"):
+        assert (out / "figures" / f"{name}.png").exists(), name
     assert json.loads((out / "timings.json").read_text())["total"] > 0
 
 
@@ -123,7 +146,8 @@ def test_main_job_on_the_real_musdb18_track(cache_root, tmp_path, musdb_sample_r
     mapping = json.loads((out / "mappings" / "result.json").read_text())
     assert mapping["heldout_songs"] == data.test.track_names
     assert mapping["fit_songs"] == data.train.track_names
-    cfg = study.StudyOptions(seeds=2, fit_steps=20, fit_frames=64, heldout_frames=32).mapping_config()
+    cfg = study.StudyOptions(seeds=2, fit_steps=20, fit_frames=160, heldout_frames=32,
+                             control_steps=CONTROL).mapping_config()
     assert json.loads((out / "mappings" / "config.json").read_text())["mapping"] == json.loads(
         json.dumps(cfg.to_json()))
     frames = mappings.select_frames(data.train, data.test, cfg)
@@ -131,7 +155,7 @@ def test_main_job_on_the_real_musdb18_track(cache_root, tmp_path, musdb_sample_r
     np.testing.assert_allclose(saved["heldout_input_energy"],
                                np.stack([np.mean(x.astype(np.float64) ** 2, axis=0) for x in frames["heldout"]]),
                                rtol=1e-5, atol=1e-12)
-    assert mapping["heldout_frames"] == [32] and mapping["n_fit_frames"] == 64
+    assert mapping["heldout_frames"] == [32] and mapping["n_fit_frames"] == 160
     assert mapping["fit_songs"] == ["Music Delta - 80s Rock [0-60%]"]
     assert mapping["heldout_songs"] == ["Music Delta - 80s Rock [70-100%]"]
     assert "Music Delta - 80s Rock" in json.dumps(
@@ -142,3 +166,29 @@ def test_main_job_on_the_real_musdb18_track(cache_root, tmp_path, musdb_sample_r
     sdr = real["summary"]["oracle_irm"]["vocals"]["SDR"]
     assert sdr is not None and sdr > real["summary"]["mixture"]["vocals"]["SDR"]
     assert VERDICT in (out / "REPORT.md").read_text()
+
+
+def test_resolution_section_from_finished_runs(tiny_run, tmp_path):
+    """The Resolution section reads finished runs only; the numbers are those of their result files."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
+    import resolution_report
+
+    from ncajax import resolution
+
+    run = tmp_path / "copy"
+    shutil.copytree(tiny_run, run)
+    summary = resolution.summarise({"fast": run})
+    rung = summary["rungs"]["fast"]
+    evaluation = json.loads((run / "evaluation" / "result.json").read_text())
+    assert rung["n_bins"] == 129 and rung["preset"] == "fast"
+    assert rung["models"]["dae"]["dead_share"] == pytest.approx(np.mean(evaluation["units"]["dae"]["dead_share"]))
+    conclusion = json.loads((run / "conclusion.json").read_text())
+    assert rung["verdict"] == conclusion["overall"]["verdict"]
+    assert resolution_report.main(["--rung", f"fast={run}", "--figures-dir", str(tmp_path / "figs")]) == 0
+    text = (run / "REPORT.md").read_text()
+    assert "## Resolution" in text and "`fast` (8 kHz, N = 129)" in text
+    assert (tmp_path / "figs" / "resolution.json").exists() and (tmp_path / "figs" / "REPORT.md").exists()
+    with pytest.raises(ValueError, match="NAME=RUN_DIR"):
+        resolution_report.main(["--rung", str(run)])
+    with pytest.raises(FileNotFoundError, match="conclusion.json"):
+        resolution.summarise({"fast": tmp_path / "nothing"})

@@ -84,7 +84,7 @@ def test_main_tiny_corpus(example, tmp_path, monkeypatch):
     out = tmp_path / "run"
     summary = example.main([
         "--out", str(out), "--corpus-tracks", "3", "2", "--corpus-seconds", "2", "--epochs", "1",
-        "--fit-steps", "20", "--fit-frames", "64", "--seeds", "1", "--settings", "one-per-method",
+        "--fit-steps", "20", "--fit-frames", "160", "--seeds", "1", "--settings", "one-per-method",
         "--no-figures", "--no-progress",
     ])  # figures are drawn by ncajax.plots (tested there); the default run draws them
     assert (tmp_path / "cache" / "corpus").is_dir()  # the cache was isolated
@@ -112,10 +112,10 @@ def test_main_tiny_corpus(example, tmp_path, monkeypatch):
     # the stored lstsq matrix of the callable reproduces its recorded relative L1 errors: on the stage's
     # fit frames (training songs) and on each held-out test song
     module_cfg, cfg = example.mapping_configs(
-        example.parse(["--fit-frames", "64", "--settings", "one-per-method"]))
+        example.parse(["--fit-frames", "160", "--settings", "one-per-method"]))
     assert {s.method for s in cfg.settings} == {"student", "lstsq", "jacobian"}
     assert {s.method for s in module_cfg.settings} == set(nca.METHODS)
-    assert cfg.n_fit_frames == module_cfg.n_fit_frames == 64 and cfg.heldout_frames_per_song == 64
+    assert cfg.n_fit_frames == module_cfg.n_fit_frames == 160 and cfg.heldout_frames_per_song == 160
     data = pipeline.prepare_data(
         corpus_cfg=CorpusConfig(sample_rate=8000, n_train=3, n_test=2, duration=2.0), progress=False)
     frames = mappings.select_frames(data.train, data.test, cfg)

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ncajax import analysis, mappings, models, nca, runs
+from ncajax import analysis, config, mappings, models, nca, runs
 from ncajax.config import STFTConfig
 
 N = 16
@@ -301,6 +301,35 @@ def test_weighted_metric_uses_each_songs_input_energy(stage, setting):
         rtol=1e-5)
 
 
+def test_stage_resolves_its_config_and_counts_the_band_in_hz(stage):
+    # the stored config is resolved against N: explicit fit frames and Jacobian chunk
+    saved = json.loads((stage["out"] / "config.json").read_text())["mapping"]
+    assert saved["n_fit_frames"] == 64 and saved["jacobian_chunk"] is None  # chosen by the machine
+    assert saved["band_hz"] == config.NEAR_DIAGONAL_BAND_HZ and saved["band_k"] is None
+    # near-diagonal band: 62.5 Hz in whole bins of this STFT's 267 Hz bins -> 1 bin (not DEFAULT_K = 2)
+    k = CFG.near_band_bins(STFT)
+    assert k == 1 != analysis.DEFAULT_K
+    matrix = np.load(stage["out"] / "matrices" / "dae__lstsq.npz")["matrix"]
+    near = _record(stage["result"], "dae", "lstsq")["metrics"]["near_diagonal_energy"]
+    for s in range(S):
+        want = float(analysis.near_diagonal_energy(jnp.asarray(matrix[s]), k))
+        assert near[s] == pytest.approx([want] * 3, rel=1e-5), s
+
+
+def test_stage_refuses_an_underdetermined_fit_before_any_work(tmp_path):
+    seps = {"dae": _separator("dae")}
+    cfg = mappings.MappingConfig(settings=SETTINGS, n_fit_frames=N - 1)
+    with pytest.raises(ValueError, match=rf"n_fit_frames {N - 1} .* N = {N} .* use n_fit_frames \d+ or more"):
+        mappings.run_stage(seps, _train(), _test(), STFT, tmp_path / "a", cfg, progress=False)
+    short = TinyCache(0, [5, 5], "train")  # 10 training frames for 16 bins
+    with pytest.raises(ValueError, match=f"training split has 10 frames, fewer than the N = {N}"):
+        mappings.run_stage(seps, short, _test(), STFT, tmp_path / "b", CFG, progress=False)
+    with pytest.raises(ValueError, match="jacobian_chunk 10000000000 cannot fit in memory"):
+        mappings.run_stage(seps, _train(), _test(), STFT, tmp_path / "c",
+                           mappings.MappingConfig(settings=SETTINGS, jacobian_chunk=10**10), progress=False)
+    assert not any((tmp_path / d).exists() for d in "abc")
+
+
 # ------------------------------------------------------------------------------------------------
 # resume, callables, linearity, validation
 
@@ -388,6 +417,9 @@ def test_separator_checks_its_seed_axis():
     (dict(n_fit_frames=1), "n_fit_frames must be >= 2"),
     (dict(heldout_frames_per_song=1), "heldout_frames_per_song must be >= 2"),
     (dict(jacobian_frames=0), "jacobian_frames must be >= 2"),
+    (dict(jacobian_chunk=0), "jacobian_chunk must be a positive number of frames"),
+    (dict(band_hz=-5.0), "band_hz"),
+    (dict(band_k=-1), "non-negative"),
     (dict(linearity_seeds=-1), "non-negative"),
     (dict(seed=-1), "non-negative"),
 ])
@@ -439,3 +471,99 @@ def test_best_gain_picks_the_better_of_least_squares_and_l1_on_the_fit_frames():
         l1 = mappings.per_bin_gain_l1(x, y[s])
         err = {name: _rel_l1(y[s], np.maximum(x * gv, 0)) for name, gv in (("least_squares", ls), ("l1", l1))}
         assert _rel_l1(y[s], x * gain[s]) == pytest.approx(min(err.values()), rel=1e-9)
+
+
+# ------------------------------------------------------------------------------------------------
+# the under-convergence control
+
+
+CONTROL_SETTINGS = (
+    mappings.FitSetting("nca_authors", "nca", 6, 1e-2, "xavier_normal", "input"),
+    mappings.FitSetting("nca_converged", "nca", 12, 3e-2, "xavier_normal", "input"),
+    mappings.FitSetting("lstsq", "lstsq"),
+)
+CONTROL_STEPS = (0, 6, 12, 20)
+
+
+def test_stage_writes_convergence_control_records_and_resumes(tmp_path, monkeypatch):
+    cfg = mappings.MappingConfig(settings=CONTROL_SETTINGS, n_fit_frames=64, heldout_frames_per_song=20,
+                                 jacobian_frames=16, linearity_frames=16, linearity_seeds=0, seed=3,
+                                 control_steps=CONTROL_STEPS)
+    seps = {name: _separator(name) for name in MODELS}
+    result = mappings.run_stage(seps, _train(), _test(), STFT, tmp_path, cfg, progress=False)
+    control = {(r["model"], r["setting"]): r for r in result["records"] if r["kind"] == "control"}
+    assert set(control) == {(m, f"{s}@{n}") for m in MODELS for s in ("nca_authors", "nca_converged")
+                            for n in CONTROL_STEPS}
+    for (_, name), rec in control.items():
+        setting, steps = name.split("@")
+        assert rec["control"] == {"setting": setting, "steps": int(steps), "fit_steps": 20,
+                                  "learning_rate": 1e-2 if setting == "nca_authors" else 3e-2}
+        assert rec["fit_seeds"] == [3, 4] and np.shape(rec["rel_l1_fit"]) == (S,)
+        for key in ("rel_l1_heldout", "rel_l1_heldout_clipped"):
+            assert np.shape(rec[key]) == (S, 3)
+        assert {k: np.shape(v) for k, v in rec["metrics"].items()} == {k: (S, 3) for k in rec["metrics"]}
+        assert {k: np.shape(v) for k, v in rec["functional"].items()} == {k: (S, 3) for k in rec["functional"]}
+        assert rec["converged"] == ([None] * S if steps == "0" else [bool(c) for c in rec["converged"]])
+    for m in MODELS:
+        for setting in ("nca_authors", "nca_converged"):
+            saved = np.load(tmp_path / "control" / f"{m}__{setting}.npz")
+            assert saved["matrix"].shape == (S, 4, N, N) and saved["steps"].tolist() == list(CONTROL_STEPS)
+            assert saved["losses"].shape == (S, 20)
+            np.testing.assert_allclose(saved["rel_l1_fit"][:, 1], control[(m, f"{setting}@6")]["rel_l1_fit"])
+        # the snapshot at a setting's own step count is its pooled fit (same keys, frames, target)
+        for setting, own in (("nca_authors", 1), ("nca_converged", 2)):
+            pooled = np.load(tmp_path / "matrices" / f"{m}__{setting}.npz")["matrix"]
+            snap = np.load(tmp_path / "control" / f"{m}__{setting}.npz")["matrix"][:, own]
+            np.testing.assert_allclose(snap, pooled, rtol=1e-6, atol=1e-7 * np.abs(pooled).max())
+            np.testing.assert_allclose(control[(m, f"{setting}@{CONTROL_STEPS[own]}")]["rel_l1_fit"],
+                                       _record(result, m, setting)["rel_l1_fit"], rtol=1e-5)
+        # step 0: P frozen at its initialisation, the same for both settings (same keys, no step)
+        a, b = (np.load(tmp_path / "control" / f"{m}__{s}.npz")["matrix"][:, 0]
+                for s in ("nca_authors", "nca_converged"))
+        np.testing.assert_array_equal(a, b)
+        assert control[(m, "nca_authors@0")]["rel_l1_heldout"] == control[(m, "nca_converged@0")]["rel_l1_heldout"]
+    # the held-out tables of a snapshot are those of its matrix
+    sep, mat = seps["dae"], np.load(tmp_path / "control" / "dae__nca_converged.npz")["matrix"][:, 3]
+    x = mappings.select_frames(_train(), _test(), cfg)["heldout"][1]
+    for s in range(S):
+        want = _rel_l1(_teacher(sep, s, x), np.asarray(x, np.float64) @ mat[s].astype(np.float64).T)
+        assert control[("dae", "nca_converged@20")]["rel_l1_heldout"][s][1] == pytest.approx(want, rel=1e-4)
+
+    # an interruption after the first control record of dae_sf's nca_converged: that fit is redone and
+    # only its missing step counts are recorded; nothing else is refitted
+    (tmp_path / "result.json").unlink()
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    keys = [(json.loads(line)["model"], json.loads(line)["setting"]) for line in lines]
+    cut = keys.index(("dae_sf", "nca_converged@0")) + 1
+    (tmp_path / "metrics.jsonl").write_text("\n".join(lines[:cut]) + "\n")
+    calls, fits = [], []
+    real_control, real_fit = mappings._control, mappings._fit
+    monkeypatch.setattr(mappings, "_control", lambda *a, **k: calls.append(a[1].name) or real_control(*a, **k))
+    monkeypatch.setattr(mappings, "_fit", lambda *a, **k: fits.append(a[1].name) or real_fit(*a, **k))
+    again = mappings.run_stage(seps, _train(), _test(), STFT, tmp_path, cfg, progress=False)
+    assert calls == ["nca_converged"] and fits == []
+    again_keys = [(r["model"], r["setting"], r["kind"]) for r in again["records"]]
+    assert len(again_keys) == len(set(again_keys)) and len(again_keys) == len(result["records"])
+
+    def strip(r):
+        return json.dumps({k: v for k, v in r.items() if k != "wall_s"}, sort_keys=True)
+
+    assert sorted(map(strip, again["records"])) == sorted(map(strip, json.loads(json.dumps(result["records"]))))
+
+
+def test_control_steps_validation_and_default_off():
+    assert mappings.MappingConfig(settings=SETTINGS).control_steps == ()
+    assert "control_steps" not in mappings.MappingConfig(settings=SETTINGS).to_json()
+    cfg = mappings.MappingConfig(settings=SETTINGS, control_steps=[0, 5, 9])
+    assert cfg.control_steps == (0, 5, 9) and cfg.to_json()["control_steps"] == (0, 5, 9)
+    for bad in ((5, 3), (0,), (-1, 4), (0, 2.5), (0, 3, 3), 7):
+        with pytest.raises(ValueError, match="control_steps"):
+            mappings.MappingConfig(settings=SETTINGS, control_steps=bad)
+    # no control settings among the fits, or no control steps: no control job
+    seps = {"dae": _separator("dae")}
+    assert all(k != "control" for *_, k in mappings._jobs(seps, cfg))
+    cfg = mappings.MappingConfig(settings=CONTROL_SETTINGS, control_steps=(0, 5))
+    assert [(s, k) for _, s, k in mappings._jobs(seps, cfg) if k == "control"] == [
+        ("nca_authors", "control"), ("nca_converged", "control")]
+    callable_sep = {"f": mappings.Separator(lambda x: x, None, 1)}
+    assert all(k != "control" for *_, k in mappings._jobs(callable_sep, cfg))

@@ -588,3 +588,80 @@ def test_fit_mapping_defaults_to_the_authors_bias_broadcast():
     explicit = nca.fit_mapping(model, params, x, method="nca", steps=5, bias_axis="input")
     assert default.bias_axis == "input"
     np.testing.assert_array_equal(default.matrix, explicit.matrix)
+
+
+# ---------------------------------------------------------------------------------------------- snapshots
+
+
+@pytest.mark.parametrize("name, fit_grouping", [("dae", "vmap"), ("dae_deep", "vmap"), ("dae_sf", "grouped")],
+                         indirect=["fit_grouping"])
+def test_snapshots_equal_ordinary_fits_of_that_many_steps(name, fit_grouping):
+    """One fit with snapshots gives, at each snapshot, the matrix, fit error and losses of an ordinary
+    fit of that many steps with the same keys (the Adam scan only runs in segments)."""
+    n, k = 12, 3
+    model = models.build(name, n)
+    stacked = jax.vmap(lambda key: models.init_params(model, key))(jax.random.split(jax.random.key(2), k))
+    stacked = jax.tree.map(lambda a: a + 0.05, stacked)
+    xs = np.stack([_frames(20 + i, 48, n) for i in range(k)])
+    seeds = (5, 6, 7)
+    kw = dict(learning_rate=1e-2, seed=seeds, params_axis=0)
+    snap = nca.fit_mapping(model, stacked, xs, steps=50, snapshots=(30, 0, 7, 50), **kw)
+    assert snap.snapshot_steps == (0, 7, 30, 50)
+    assert snap.snapshot_matrices.shape == (k, 4, n, n) and snap.snapshot_rel_l1.shape == (k, 4)
+    assert snap.losses.shape == (k, 50) and snap.steps == 50
+    np.testing.assert_array_equal(snap.snapshot_matrices[:, -1], snap.matrix)
+    for i, steps in enumerate((7, 30, 50)):
+        ref = nca.fit_mapping(model, stacked, xs, steps=steps, **kw)
+        assert ref.snapshot_steps is None and ref.snapshot_matrices is None
+        # the same arithmetic in the same order: equal to float32 rounding (bitwise on this CPU)
+        np.testing.assert_allclose(snap.snapshot_matrices[:, i + 1], ref.matrix, rtol=1e-6,
+                                   atol=1e-7 * np.abs(ref.matrix).max())
+        np.testing.assert_allclose(snap.snapshot_rel_l1[:, i + 1], ref.rel_l1_error, rtol=1e-6)
+        np.testing.assert_allclose(snap.losses[:, :steps], ref.losses, rtol=1e-6)
+    d = snap.to_dict()
+    assert d["snapshot_steps"] == [0, 7, 30, 50] and np.shape(d["snapshot_rel_l1"]) == (k, 4)
+    assert "snapshot_steps" not in ref.to_dict()
+    student = nca.fit_mapping(model, stacked, xs, method="student", steps=20, snapshots=(0, 9), **kw)
+    ref = nca.fit_mapping(model, stacked, xs, method="student", steps=9, **kw)
+    np.testing.assert_allclose(student.snapshot_matrices[:, 1], ref.matrix, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("name, bias_axis", [("dae", "input"), ("dae_deep", "input"), ("dae_sf", "output")])
+def test_step_zero_snapshot_is_the_matrix_at_the_initial_p(name, bias_axis):
+    """Step 0: no Adam step, C = nca_matrix at P_l ~ N(0, 1 / in) drawn with fold_in(key(seed), l)
+    (PyTorch's xavier_normal_ on square P), recomputed here from jax.random.normal directly."""
+    n, seed = 10, 11
+    model, params = _model(name, n, seed=1)
+    params = jax.tree.map(lambda a: a + 0.05, params)
+    x = _frames(3, 40, n)
+    fit = nca.fit_mapping(model, params, x, steps=5, learning_rate=1e-2, seed=seed, bias_axis=bias_axis,
+                          snapshots=(0, 5))
+    layers = models.dense_layers(params)
+    key = jax.random.key(seed)
+    ps = [np.asarray(jax.random.normal(jax.random.fold_in(key, i), (kern.shape[0],) * 2, jnp.float32),
+                     np.float64) / np.sqrt(kern.shape[0]) for i, (kern, _) in enumerate(layers)]
+    with jax.default_matmul_precision("highest"):
+        want = nca.nca_matrix([jnp.asarray(p, jnp.float32) for p in ps],
+                              [(jnp.asarray(k), jnp.asarray(b)) for k, b in layers], bias_axis=bias_axis)
+    np.testing.assert_allclose(fit.snapshot_matrices[0], want, rtol=1e-5, atol=1e-6 * np.abs(want).max())
+    ref64 = _numpy_nca(ps, [(np.asarray(k, np.float64), np.asarray(b, np.float64)) for k, b in layers], bias_axis)
+    np.testing.assert_allclose(fit.snapshot_matrices[0], ref64, rtol=1e-4, atol=1e-5 * np.abs(ref64).max())
+    y = np.asarray(model.apply(params, x), np.float64)
+    err0 = np.abs(y - x @ ref64.T).sum() / np.abs(y).sum()
+    assert fit.snapshot_rel_l1[0] == pytest.approx(err0, rel=1e-4)
+    assert fit.losses[0] == pytest.approx(np.abs(y - x @ ref64.T).sum() / len(x), rel=1e-4)
+    assert not np.allclose(fit.snapshot_matrices[1], fit.snapshot_matrices[0])  # 5 steps moved it
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(snapshots=(0, 11)), r"in \[0, steps=10\]"),
+    (dict(snapshots=(3, 3)), "distinct"),
+    (dict(snapshots=()), "at least one"),
+    (dict(snapshots=(-1, 2)), r"in \[0, steps=10\]"),
+    (dict(snapshots=(0.5,)), "integers"),
+    (dict(snapshots=(0, 5), method="lstsq"), "iterative"),
+])
+def test_snapshot_validation(kwargs, match):
+    model, params = _model("dae", 6)
+    with pytest.raises(ValueError, match=match):
+        nca.fit_mapping(model, params, _frames(0, 8, 6), steps=10, **kwargs)

@@ -13,7 +13,7 @@ import zlib
 
 import numpy as np
 import pytest
-from fakes import baseline_records, write_mapping_stage
+from fakes import baseline_records, control_record, write_mapping_stage
 from matplotlib.colors import to_hex
 
 from ncajax import plots, verdict
@@ -99,11 +99,17 @@ def mapping_records(rng, *, heldout: dict | None = None) -> list[dict]:
                 "fit_seeds": list(range(S)) if it else None,
                 "rel_l1_fit": [0.15] * S,
                 "rel_l1_heldout": heldout.get((m, s.name), grid(FIT_ERR, key + "/err")),
-                "rel_l1_heldout_clipped": grid(FIT_ERR - 0.01, key + "/clip"),
+                # an overridden (finite) held-out error is gated clipped too, as the stage gates
+                "rel_l1_heldout_clipped": (np.asarray(heldout[(m, s.name)]) - 0.01).tolist()
+                if (m, s.name) in heldout and np.all(np.isfinite(heldout[(m, s.name)]))
+                else grid(FIT_ERR - 0.01, key + "/clip"),
                 "converged": [True] * S if it else [None] * S,
                 "final_loss": [0.01] * S if it else [None] * S,
                 "local_spread": [0.7] * S if s.method == "jacobian" else [None] * S,
                 "metrics": _metrics(LEVELS[m], key),
+                # functional diagonality (the primary metric reads keep_diag): the DAEs keep more
+                "functional": {"keep_diag": grid(LEVELS[m], key + "/keep"),
+                               "keep_band": grid(min(1.0, LEVELS[m] + 0.1), key + "/keepband")},
                 "wall_s": 1.0,
             }
             if s.method == "jacobian" and m == "dae_sf":
@@ -197,6 +203,7 @@ def make_run(root, **mapping_kw):
 ALL_FIGURES = {
     "direction_intervals",
     "heldout_error",
+    "keep_shares",
     f"mapping_matrices_{PRIMARY_ESTIMATOR}",
     "estimator_matrices",
     "estimator_matrices_zoom",
@@ -314,8 +321,12 @@ def test_direction_intervals_show_the_verdicts_intervals(tmp_path, capture):
         "mean Jacobian",
     ]
     bars = _errorbars(ax)
-    assert len(bars) == len(SETTINGS) * len(verdict.DAE_MODELS)
-    for i, s in enumerate(SETTINGS):
+    # dae_sf's mean Jacobian has no primary-metric table of its mask_jacobian part (its diag(m) part never
+    # counts): that row has no interval
+    assert not concl["settings"]["jacobian"].get("intervals")
+    with_iv = [s for s in SETTINGS if concl["settings"][s.name].get("intervals")]
+    assert len(bars) == len(with_iv) * len(verdict.DAE_MODELS) == (len(SETTINGS) - 1) * 2
+    for i, s in enumerate(with_iv):
         v = concl["settings"][s.name]
         for k, dae in enumerate(verdict.DAE_MODELS):
             x, _, seg, face = bars[2 * i + k]
@@ -515,3 +526,69 @@ def test_spectrograms_are_drawn_from_the_saved_excerpt(tmp_path, capture):
     fig = capture["spectrograms"]
     assert {ax.get_title() for ax in fig.axes} >= {*names, "dae_sf mask m(x)"}
     assert _names(plots.make_all(run, tmp_path / "g")) == ALL_FIGURES | {"spectrograms"}
+
+
+# --------------------------------------------------------------------------------------------------
+# the under-convergence control
+
+
+def _control_records(step_levels: dict) -> list[dict]:
+    out = []
+    for setting, lr in (("nca_authors", 1e-4), (PRIMARY_ESTIMATOR, 1e-2)):
+        for steps, levels in step_levels.items():
+            for m in MODELS:
+                key = f"{m}/{setting}@{steps}"
+                out.append(control_record(m, setting, steps, keep=grid(levels[m], key + "/kd"),
+                                          ratio=grid(levels[m], key + "/w"), fit_err=[1.0 / (1 + steps)] * S,
+                                          fit_steps=max(step_levels), learning_rate=lr))
+    return out
+
+
+def test_convergence_control_figure_shows_fit_errors_and_the_verdicts_intervals(tmp_path, capture):
+    reversed_ = {"dae": 0.2, "dae_deep": 0.25, "dae_sf": 0.8}
+    steps = {0: LEVELS, 30: LEVELS, 300: reversed_}
+    recs = mapping_records(np.random.default_rng(0)) + _control_records(steps)
+    run = make_run(tmp_path, records=recs)
+    assert _names(plots.convergence_control(run, tmp_path / "f")) == {"convergence_control"}
+    fig = capture["convergence_control"]
+    ax_err, ax_keep, ax_ratio = fig.axes
+    by_key = {(r["model"], r["setting"], r["kind"]): r for r in plots.load_mapping_records(run / "mappings")}
+    control = verdict.convergence_control(by_key)
+    for ax in fig.axes:
+        assert ax.get_xscale() == "symlog" and ax.get_xlabel() and ax.get_ylabel()
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["0\n(P frozen)", "30", "300"]
+        assert ax.get_xlim()[0] < 0  # step 0 sits inside the axes, not on its edge
+    # fit error: one line per model and setting through the mean fit error at each step count
+    lines = [ln for ln in ax_err.get_lines() if ln.get_label() and not ln.get_label().startswith("_")]
+    assert len(lines) == 2 * len(MODELS)
+    for ln in lines:
+        np.testing.assert_allclose(ln.get_ydata(), [1.0, 1 / 31, 1 / 301])
+    # intervals: the verdict's, per DAE and setting, with their bootstrap ends
+    for ax, metric in ((ax_keep, "diagonal_keep"), (ax_ratio, "weighted_diagonal_energy_ratio")):
+        assert len(ax.containers) == 2 * len(verdict.DAE_MODELS)
+        for container in ax.containers:
+            label = container.get_label()
+            dae, setting = label.split(" − dae_sf, ")
+            rows = [r for r in control["rows"] if plots.SETTING_LABELS[r["setting"]] == setting]
+            line, _, bars = container.lines
+            np.testing.assert_allclose(line.get_ydata(), [r["directions"][metric]["intervals"][dae]["mean"]
+                                                          for r in rows])
+            segs = bars[0].get_segments()
+            for seg, r in zip(segs, rows, strict=True):
+                iv = r["directions"][metric]["intervals"][dae]
+                assert sorted(seg[:, 1]) == pytest.approx([iv["lo"], iv["hi"]])
+    # this fake stage has no pooled nca_authors fit to take the authors' direction from
+    assert control["frozen_p"]["authors_source"] is None and not control["frozen_p_reproduces_authors"]
+    assert "does not reproduce the authors' direction" in fig._suptitle.get_text()
+
+
+def test_convergence_control_files_and_make_all(tmp_path):
+    run = make_run(tmp_path, records=mapping_records(np.random.default_rng(0)) + _control_records(
+        {0: LEVELS, 600: LEVELS, 3000: LEVELS, 10000: LEVELS}))
+    out = tmp_path / "figs"
+    paths = plots.convergence_control(run, out)
+    assert sorted(paths) == [out / "convergence_control.pdf", out / "convergence_control.png"]
+    assert (out / "convergence_control.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "convergence_control.pdf").read_bytes()[:5] == b"%PDF-"
+    # without control records there is no such figure
+    assert plots.convergence_control(make_run(tmp_path / "plain"), tmp_path / "g") == []

@@ -231,7 +231,7 @@ def _fit(**kw):
         (lambda: config.STFTConfig(n_fft=255), "positive even number"),
         (lambda: config.TrainConfig(max_epochs=-1), "max_epochs must be positive"),
         (lambda: config.TrainConfig(loss="kl"), "unknown loss 'kl'"),
-        (lambda: config.preset("slow"), r"unknown STFT preset 'slow'.*\['fast', 'paper'\]"),
+        (lambda: config.preset("slow"), r"unknown STFT preset 'slow'.*\['fast', 'mid', 'paper'\]"),
         (lambda: config.ModelConfig("dae", n_bins=0), "n_bins must be positive"),
         (lambda: _fit(x=np.full((4, 8), np.inf, np.float32)), "NaN or Inf"),
         (lambda: _fit(method="lstsq", x=np.full((4, 8), np.inf, np.float32)), "NaN or Inf"),

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fakes import baseline_records, write_mapping_stage
+from fakes import baseline_records, control_record, write_mapping_stage
 
 from ncajax import report, verdict
 from ncajax.config import (
@@ -789,3 +789,67 @@ def test_functional_diagonality_table_and_branch_verdict(tmp_path):
     c = report.conclusion(run)
     assert c["overall"]["verdict"] == "per_bin_filter_suffices" and c["overall"]["models"] == list(MODELS)
     assert "a per-bin filter suffices for `dae`, `dae_deep`, `dae_sf`" in verdict_line(report.build_report(run))
+
+
+# --------------------------------------------------------------------------------------------------
+# the under-convergence control
+
+
+CONTROL_STEPS = (0, 50, 200)
+
+
+def control_records(step_levels: dict, fit_err: dict) -> list[dict]:
+    """Control records of nca_authors (lr 1e-4) and nca_converged: step_levels[steps] = {model: level} of
+    both the diagonal keep and the weighted diagonal energy ratio, fit_err[steps] the fit error."""
+    out = []
+    for setting, lr in (("nca_authors", 1e-4), (PRIMARY_ESTIMATOR, 1e-2)):
+        for steps in CONTROL_STEPS:
+            for m in MODELS:
+                key = f"{m}/{setting}@{steps}"
+                out.append(control_record(
+                    m, setting, steps, keep=grid(step_levels[steps][m], key + "/kd"),
+                    ratio=grid(step_levels[steps][m], key + "/w"), fit_err=[fit_err[steps] + 0.01 * s for s in range(S)],
+                    fit_steps=CONTROL_STEPS[-1], learning_rate=lr))
+    return out
+
+
+def test_under_convergence_control_section_and_the_frozen_p_sentence(tmp_path):
+    sentence = "the authors' setting measures products of gated weights, not mappings"
+    fit_err = {0: 0.9, 50: 0.5, 200: 0.25}
+    # P frozen at its initialisation gives the authors' direction (DAEs more diagonal) on both metrics
+    run = make_run(tmp_path / "a", records=records_for(HOLDS) + control_records(
+        {0: HOLDS, 50: HOLDS, 200: REVERSED}, fit_err))
+    report.write_report(run, run / "REPORT.md")
+    md = (run / "REPORT.md").read_text()
+    control = json.loads((run / "conclusion.json").read_text())["convergence_control"]
+    assert control["frozen_p_reproduces_authors"] is True
+    assert control["frozen_p"]["authors"] == {PRIMARY_METRIC: "dae_more_diagonal",
+                                              "weighted_diagonal_energy_ratio": "dae_more_diagonal"}
+    sec = section(md, "## Under-convergence control")
+    assert sentence in sec and "**The frozen-P control reproduces the authors' direction**" in sec
+    assert md.index("## Functional diagonality") < md.index("## Under-convergence control") < md.index(
+        "## Structure of the mapping matrices")
+    recs = {(r["model"], r["setting"]): r for r in json.loads((run / "mappings" / "result.json").read_text())["records"]}
+    for setting in ("nca_authors", PRIMARY_ESTIMATOR):
+        for steps in CONTROL_STEPS:
+            cells = row(sec, f"`{setting}`", f"{steps:,}" + (" (P frozen)" if steps == 0 else ""))
+            assert cells[2:5] == [f"{fit_err[steps] + 0.01:.3f}"] * 3  # mean of fit_err + 0, 0.01, 0.02
+            for k, (table, dae) in enumerate([(t, d) for t in ("keep_diag", "weighted_diagonal_energy_ratio")
+                                              for d in verdict.DAE_MODELS]):
+                sub = "functional" if table == "keep_diag" else "metrics"
+                a = recs[(dae, f"{setting}@{steps}")][sub][table]
+                b = recs[("dae_sf", f"{setting}@{steps}")][sub][table]
+                assert cells[5 + k] == iv(seed_song_bootstrap(a, b, seed=0)), (setting, steps, table, dae)
+    assert row(sec, f"`{PRIMARY_ESTIMATOR}`", "200")[5].startswith("-")  # dae_sf ahead at 200 steps
+    # frozen P gives the other direction: no such sentence
+    run = make_run(tmp_path / "b", records=records_for(HOLDS) + control_records(
+        {0: REVERSED, 50: HOLDS, 200: HOLDS}, fit_err))
+    md = report.build_report(run)
+    sec = section(md, "## Under-convergence control")
+    assert sentence not in md and "does not reproduce a counting direction" in sec
+    assert report.conclusion(run)["convergence_control"]["frozen_p"]["reproduces"] == {
+        PRIMARY_METRIC: False, "weighted_diagonal_energy_ratio": False}
+    # a stage without the control: no section, and the conclusion says None
+    run = make_run(tmp_path / "c")
+    assert "Under-convergence control" not in report.build_report(run)
+    assert report.conclusion(run)["convergence_control"] is None

@@ -1,5 +1,7 @@
 """The verdict rules on hand-built mapping records: direction, informative gate, convergence, corpora."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -177,3 +179,93 @@ def test_branch_verdict_when_the_primary_does_not_count():
     c = verdict.conclusion(recs, [PRIMARY_ESTIMATOR])  # dae_deep, dae_sf: nothing beats silence
     assert c["overall"]["verdict"] == "no_linear_summary"
     assert c["overall"]["models"] == ["dae_deep", "dae_sf"]
+
+
+# ---------------------------------------------------------------------------------------------- convergence control
+
+
+def _control_records(levels: dict, *, fit_err: dict | None = None) -> dict:
+    """Control records: levels[(setting, steps)] = {model: (keep level, weighted ratio level)}."""
+    recs = {}
+    for (setting, steps), per_model in levels.items():
+        for i, (m, (keep, ratio)) in enumerate(per_model.items()):
+            recs[(m, f"{setting}@{steps}", "control")] = {
+                "method": "nca", "control": {"setting": setting, "steps": steps, "fit_steps": 100,
+                                             "learning_rate": 1e-4 if setting == "nca_authors" else 1e-3},
+                "rel_l1_fit": [(fit_err or {}).get((setting, steps), 0.5) + 0.01 * i] * S,
+                "rel_l1_heldout": _table(0.6, seed=steps + i), "rel_l1_heldout_clipped": _table(0.55, seed=steps + i),
+                "functional": {"keep_diag": _table(keep, seed=70 + steps + i)},
+                "metrics": {"weighted_diagonal_energy_ratio": _table(ratio, seed=90 + steps + i)},
+            }
+    return recs
+
+
+def _authors_pooled(keep: dict, ratio: dict) -> dict:
+    return {(m, "nca_authors", "pooled"): {
+        "method": "nca", "settings": {"name": "nca_authors", "steps": 60},
+        "functional": {"keep_diag": _table(keep[m], seed=110 + i)},
+        "metrics": {"weighted_diagonal_energy_ratio": _table(ratio[m], seed=120 + i)}} for i, m in enumerate(MODELS)}
+
+
+DAE_AHEAD = {"dae": 0.7, "dae_deep": 0.65, "dae_sf": 0.3}
+SF_AHEAD = {"dae": 0.3, "dae_deep": 0.35, "dae_sf": 0.7}
+TIED = {"dae": 0.5, "dae_deep": 0.5, "dae_sf": 0.5}
+
+
+def test_convergence_control_intervals_fit_errors_and_the_frozen_p_flag():
+    both = lambda keep, ratio: {m: (keep[m], ratio[m]) for m in MODELS}  # noqa: E731
+    levels = {("nca_authors", 0): both(DAE_AHEAD, DAE_AHEAD), ("nca_authors", 60): both(DAE_AHEAD, DAE_AHEAD),
+              ("nca_converged", 0): both(DAE_AHEAD, DAE_AHEAD), ("nca_converged", 60): both(SF_AHEAD, TIED),
+              ("nca_converged", 300): both(SF_AHEAD, SF_AHEAD)}
+    fit_err = {("nca_authors", 0): 0.9, ("nca_authors", 60): 0.7, ("nca_converged", 0): 0.9,
+               ("nca_converged", 60): 0.4, ("nca_converged", 300): 0.2}
+    recs = {**_control_records(levels, fit_err=fit_err), **_authors_pooled(DAE_AHEAD, DAE_AHEAD)}
+    out = verdict.convergence_control(recs)
+    assert out["metrics"] == [PRIMARY_METRIC, "weighted_diagonal_energy_ratio"]
+    assert [(r["setting"], r["steps"]) for r in out["rows"]] == [
+        ("nca_authors", 0), ("nca_authors", 60), ("nca_converged", 0), ("nca_converged", 60), ("nca_converged", 300)]
+    rows = {(r["setting"], r["steps"]): r for r in out["rows"]}
+    last = rows[("nca_converged", 300)]
+    assert last["fit_error"] == pytest.approx({"dae": 0.2, "dae_deep": 0.21, "dae_sf": 0.22})
+    assert last["heldout_error"]["dae"] == pytest.approx(np.mean(_table(0.55, seed=300)))
+    assert last["learning_rate"] == 1e-3 and rows[("nca_authors", 0)]["learning_rate"] == 1e-4
+    assert last["directions"][PRIMARY_METRIC]["ordering"] == "sf_more_diagonal"
+    # the intervals are `direction`'s on the control records' tables
+    want = verdict.direction({m: np.asarray(recs[(m, "nca_converged@60", "control")]["functional"]["keep_diag"])
+                              for m in MODELS})
+    assert rows[("nca_converged", 60)]["directions"][PRIMARY_METRIC] == want
+    assert rows[("nca_converged", 60)]["directions"]["weighted_diagonal_energy_ratio"]["ordering"] == "undetermined"
+    assert rows[("nca_authors", 0)]["directions"][PRIMARY_METRIC]["intervals"]["dae"]["mean"] == pytest.approx(
+        0.4, abs=0.02)
+    frozen = out["frozen_p"]
+    assert frozen["authors"] == {PRIMARY_METRIC: "dae_more_diagonal",
+                                 "weighted_diagonal_energy_ratio": "dae_more_diagonal"}
+    assert frozen["authors_source"] == "pooled"
+    assert frozen["step0"] == frozen["authors"] and out["frozen_p_reproduces_authors"] is True
+    assert frozen["reproduces"] == {PRIMARY_METRIC: True, "weighted_diagonal_energy_ratio": True}
+    # in the conclusion, and JSON-ready
+    c = verdict.conclusion({**recs, **_records(DAE_AHEAD)}, [PRIMARY_ESTIMATOR])
+    assert c["convergence_control"]["frozen_p_reproduces_authors"] is True
+    assert verdict.conclusion(_records(DAE_AHEAD), [PRIMARY_ESTIMATOR])["convergence_control"] is None
+    json.dumps(c)
+
+    # frozen P gives the other direction on the authors' metric: not reproduced
+    levels[("nca_authors", 0)] = both(DAE_AHEAD, SF_AHEAD)
+    out = verdict.convergence_control({**_control_records(levels), **_authors_pooled(DAE_AHEAD, DAE_AHEAD)})
+    assert out["frozen_p"]["reproduces"] == {PRIMARY_METRIC: True, "weighted_diagonal_energy_ratio": False}
+    assert out["frozen_p_reproduces_authors"] is False
+    # the authors' direction counts on their metric only: the flag rests on that metric
+    levels[("nca_authors", 0)] = both(TIED, DAE_AHEAD)
+    out = verdict.convergence_control({**_control_records(levels), **_authors_pooled(TIED, DAE_AHEAD)})
+    assert out["frozen_p"]["reproduces"] == {PRIMARY_METRIC: None, "weighted_diagonal_energy_ratio": True}
+    assert out["frozen_p_reproduces_authors"] is True
+    # no counting direction of the authors at all: nothing to reproduce
+    out = verdict.convergence_control({**_control_records(levels), **_authors_pooled(TIED, TIED)})
+    assert out["frozen_p_reproduces_authors"] is False
+    # without pooled authors' fits, their control snapshot at their step count stands in
+    levels[("nca_authors", 0)] = both(DAE_AHEAD, DAE_AHEAD)
+    recs = {**_control_records(levels), **_authors_pooled(DAE_AHEAD, DAE_AHEAD)}
+    recs.pop(("dae_sf", "nca_authors", "pooled"))
+    recs[("dae", "nca_authors", "pooled")]["settings"]["steps"] = 60
+    out = verdict.convergence_control(recs)
+    assert out["frozen_p"]["authors_source"] == "control" and out["frozen_p_reproduces_authors"] is True

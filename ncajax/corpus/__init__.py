@@ -33,7 +33,7 @@ mixture is the float32 sum `((vocals + drums) + bass) + other` of the stored ste
 mixture sample exceeds 0.9 in magnitude.
 
 Rates: the corpus is synthesised at `CorpusConfig.sample_rate`, which the pipeline and the study set to
-their STFT preset's rate ("fast": 8 kHz; "paper": 44.1 kHz, full band); band limits are written for the
+their STFT preset's rate ("fast": 8 kHz; "mid": 16 kHz; "paper": 44.1 kHz, full band); band limits are written for the
 full band and clamped below Nyquist only where the rate requires it.
 
 Why the vocal variety, backing vocals and the lead instrument (format 3, issue "Separators worth

@@ -14,7 +14,7 @@ frequency on x and the output frequency on y, origin lower, in dB (`log_magnitud
 colour scale per figure (`shared_db_limits`), so the panels of the three models are comparable.
 
 Modules: `base` (colours, labels, colour scales, saving, reading a run), `matrices`, `results`
-(structure metrics, verdict intervals, held-out error, linearity), `curves` (loss curves,
+(structure metrics, verdict intervals, held-out error, linearity, the under-convergence control), `curves` (loss curves,
 separation quality) and `spectrograms`.
 """
 
@@ -34,8 +34,16 @@ from .base import (
 )
 from .curves import loss_curves, separation_quality
 from .matrices import MatrixView, draw_matrix_grid, estimator_matrices, mapping_matrices
-from .results import direction_intervals, heldout_error, keep_shares, linearity, structure_metrics
+from .results import (
+    convergence_control,
+    direction_intervals,
+    heldout_error,
+    keep_shares,
+    linearity,
+    structure_metrics,
+)
 from .spectrograms import draw_spectrograms, spectrogram_panels, spectrograms
+from .units import live_units, sdr_vs_loudness
 
 __all__ = [
     "MODEL_COLOURS",
@@ -60,6 +68,9 @@ __all__ = [
     "direction_intervals",
     "heldout_error",
     "keep_shares",
+    "convergence_control",
+    "live_units",
+    "sdr_vs_loudness",
     "make_all",
 ]
 
@@ -73,7 +84,9 @@ def make_all(run_dir: str | Path, out_dir: str | Path) -> list[Path]:
             f"run directory {run_dir} does not exist: run experiments/reproduce.py"
         )
     written: list[Path] = []
-    for figure in (direction_intervals, heldout_error, keep_shares, mapping_matrices, estimator_matrices,
-                   structure_metrics, loss_curves, linearity, separation_quality, spectrograms):
+    for figure in (direction_intervals, heldout_error, keep_shares, convergence_control, mapping_matrices,
+                   estimator_matrices,
+                   structure_metrics, loss_curves, linearity, separation_quality, spectrograms, live_units,
+                   sdr_vs_loudness):
         written += figure(run_dir, out_dir)
     return written

@@ -86,12 +86,16 @@ def direction_intervals(run_dir: str | Path, out_dir: str | Path) -> list[Path]:
     (informative and converged), hollow where it does not. Right of 0: the DAE is more diagonal."""
     records = load_mapping_records(Path(run_dir) / "mappings")
     concl = _conclusion(records)
-    rows = [(s, v) for s, v in concl["settings"].items() if v.get("intervals")]
-    if not rows:
+    rows = list(concl["settings"].items())
+    if not any("method" in v for _, v in rows):  # no setting has been fitted for every model yet
         return []
     fig = Figure(figsize=(8.0, 0.55 * len(rows) + 1.8), layout="constrained")
     ax = fig.subplots()
     for i, (_, v) in enumerate(rows):
+        if not v.get("intervals"):  # e.g. a metric table with non-finite cells: say so on the row
+            ax.text(0.0, i, f"  no interval: {v.get('reason') or 'no finite table'}", fontsize=7, va="center",
+                    color="0.35")
+            continue
         for k, dae in enumerate(verdict.DAE_MODELS):
             iv = v["intervals"].get(dae)
             if iv is None:
@@ -268,3 +272,89 @@ def keep_shares(run_dir: str | Path, out_dir: str | Path) -> list[Path]:
     fig.suptitle("Functional diagonality on unseen songs (1: the part alone does what C does; 95 % seed × song "
                  "intervals)")
     return base.save_figure(fig, out_dir, "keep_shares")
+
+
+# --------------------------------------------------------------------------------------------------
+# the under-convergence control
+
+CONTROL_LINESTYLES = ("--", "-", ":", "-.")
+CONTROL_MARKERS = ("s", "o", "^", "D")
+
+
+def _control_x(steps: np.ndarray, offset: float, linthresh: float) -> np.ndarray:
+    """Step counts nudged apart for overlapping series: by a factor on the log part of the symlog axis,
+    by a share of linthresh at 0."""
+    steps = np.asarray(steps, np.float64)
+    return np.where(steps > 0, steps * (1.0 + 0.03 * offset), 0.03 * linthresh * offset)
+
+
+def convergence_control(run_dir: str | Path, out_dir: str | Path) -> list[Path]:
+    """Figure `convergence_control`: against the number of Adam steps on P (symmetric-log axis, 0 = P
+    frozen at its initialisation), per control setting (line style): left, the fit error per model
+    (colour; mean over seeds, dots: seeds); middle and right, the DAE − dae_sf interval per DAE of the
+    primary metric and of the authors' weighted diagonal energy ratio (95 % seed × song bootstrap
+    interval). From `verdict.convergence_control`; [] when the stage ran no control."""
+    records = load_mapping_records(Path(run_dir) / "mappings")
+    by_key = {(r["model"], r["setting"], r["kind"]): r for r in records}
+    control = verdict.convergence_control(by_key)
+    if not control:
+        return []
+    groups = verdict.control_groups(by_key)
+    settings = list(dict.fromkeys(r["setting"] for r in control["rows"]))
+    all_steps = sorted({r["steps"] for r in control["rows"]})
+    positive = [s for s in all_steps if s > 0]
+    linthresh = float(min(positive)) if positive else 1.0
+    fig = Figure(figsize=(15.0, 4.6), layout="constrained")
+    axes = fig.subplots(1, 1 + len(control["metrics"]), squeeze=False)[0]
+    models = order_models(m for r in control["rows"] for m in r["fit_error"])
+    n_fit, n_iv = len(settings) * len(models), len(settings) * len(verdict.DAE_MODELS)
+    for si, setting in enumerate(settings):
+        rows = [r for r in control["rows"] if r["setting"] == setting]
+        steps = np.array([r["steps"] for r in rows], np.float64)
+        ls, mk = CONTROL_LINESTYLES[si % len(CONTROL_LINESTYLES)], CONTROL_MARKERS[si % len(CONTROL_MARKERS)]
+        for mi, m in enumerate(models):
+            c = MODEL_COLOURS.get(m, "k")
+            mean = np.array([np.nan if r["fit_error"].get(m) is None else r["fit_error"][m] for r in rows])
+            x = _control_x(steps, si * len(models) + mi - (n_fit - 1) / 2, linthresh)
+            axes[0].plot(x, mean, ls=ls, marker=mk, color=c, label=f"{m}, {setting_label(setting)}")
+            for xi, r in zip(x, rows, strict=True):
+                per_seed = np.asarray((groups[(setting, r["steps"])].get(m) or {}).get("rel_l1_fit") or [],
+                                      np.float64)
+                axes[0].plot(np.full(per_seed.size, xi), per_seed, ".", color=c, alpha=0.3, ms=3)
+        for ax, metric in zip(axes[1:], control["metrics"], strict=True):
+            for k, dae in enumerate(verdict.DAE_MODELS):
+                ivs = [r["directions"][metric]["intervals"].get(dae) for r in rows]
+                keep = [i for i, iv in enumerate(ivs) if iv is not None]
+                if not keep:
+                    continue
+                x = _control_x(steps[keep], si * len(verdict.DAE_MODELS) + k - (n_iv - 1) / 2, linthresh)
+                mean = np.array([ivs[i]["mean"] for i in keep])
+                err = np.array([[ivs[i]["mean"] - ivs[i]["lo"], ivs[i]["hi"] - ivs[i]["mean"]] for i in keep]).T
+                ax.errorbar(x, mean, yerr=err, ls=ls, marker=mk, color=MODEL_COLOURS.get(dae, "k"), capsize=3,
+                            ms=5, label=f"{dae} − dae_sf, {setting_label(setting)}")
+    for ax in axes:
+        ax.set_xscale("symlog", linthresh=linthresh, linscale=0.6)
+        ax.set_xlim(-0.5 * linthresh, max(all_steps) * 1.6 if positive else 1.0)
+        ax.set_xticks(all_steps)
+        ax.set_xticklabels([f"{s:,}" + ("\n(P frozen)" if s == 0 else "") for s in all_steps], fontsize=8)
+        ax.set_xlabel("Adam steps on P (symmetric-log axis)", fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("relative L1 error on the fit frames (ratio, lower is better)", fontsize=9)
+    axes[0].set_ylim(bottom=0)
+    axes[0].set_title("fit error (mean over seeds; dots: seeds)", fontsize=10)
+    axes[0].legend(fontsize=7, loc="best")
+    for ax, metric in zip(axes[1:], control["metrics"], strict=True):
+        ax.axhline(0.0, color="0.3", lw=0.9)
+        name = metric.replace("_", " ")
+        ax.set_ylabel(f"DAE − dae_sf of the {name}\n(difference of shares, 0–1 scale)", fontsize=9)
+        ax.set_title(name + (" (primary)" if metric == control["metrics"][0] else " (the authors' metric)"),
+                     fontsize=10)
+        if ax.get_legend_handles_labels()[1]:
+            ax.legend(fontsize=7, loc="best")
+        else:  # no finite table on this metric (e.g. C never beats silence on some seed x song)
+            ax.text(0.5, 0.5, "no finite interval", transform=ax.transAxes, ha="center", color="0.4")
+    frozen = "reproduces" if control["frozen_p_reproduces_authors"] else "does not reproduce"
+    fig.suptitle(f"Under-convergence control: fit error and DAE − dae_sf against fit steps (95 % seed × song "
+                 f"intervals; above 0: the DAE is more diagonal). Frozen P {frozen} the authors' direction.",
+                 fontsize=10)
+    return base.save_figure(fig, out_dir, "convergence_control")
