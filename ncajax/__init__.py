@@ -5,6 +5,9 @@ The small public API:
     ncajax.nca.fit_mapping(model, params, x)   a separator's mapping matrix ("nca", "student", "lstsq",
                                                "jacobian"); K fits vmapped
     ncajax.analysis.structure_metrics(C)       how diagonal / inter-frequency a mapping is
+    ncajax.frames.map_frames(X, Y, ...)        any separator's mapping from its frames alone (lstsq,
+                                               student), judged on held-out frames; map_callable for
+                                               a JAX callable, load_frames for .npy/.npz files
     ncajax.train.train_model(...)              train S seeds of a separator in one program
     ncajax.pipeline.prepare_data(...)          corpus or MUSDB18 -> feature caches
 """

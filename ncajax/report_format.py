@@ -20,7 +20,7 @@ POOR_SPREAD = 0.5
 # Figure groups of `ncajax.plots`, in report order: (file-name prefix, caption). A file belongs to a
 # group when its stem is the prefix or starts with prefix + "_" (e.g. mapping_matrices_nca_authors).
 FIGURES = (
-    ("direction_intervals", "DAE − dae_sf intervals per estimator (seed × song bootstrap)"),
+    ("direction_intervals", "DAE − dae_sf intervals per estimator (seed × song intervals)"),
     ("heldout_error", "Held-out error of every mapping against the baselines"),
     ("keep_shares", "Functional diagonality: the share of C's advantage that diag(C) and its band keep"),
     ("convergence_control", "Under-convergence control: fit error and DAE − dae_sf interval against fit steps"),

@@ -24,8 +24,17 @@ from .report_format import (
     seed_stat,
     settings_of,
 )
+from .runs import git_commit
 from .stats import seed_song_bootstrap
 
+INTERVAL_METHODS = (
+    "95 % seed × song two-way random-effects t-intervals (`ncajax.stats`, seeds per model, songs shared; "
+    "Satterthwaite degrees of freedom). Measured coverage at nominal 95 % on simulated seed × song tables "
+    "with a known mean (`python benchmarks/bench_coverage.py --methods t percentile`, 10 seeds, "
+    "benchmarks/results-coverage-cpu-2026-12-07.txt): 0.947-0.970 at 6 and at 30 songs with normal seed, "
+    "song and noise effects (0.918-0.948 with skewed song effects); the percentile bootstrap used before "
+    "covered 0.864-0.933 at 6 songs (all but the noise-dominated mix), so it is no longer used."
+)
 # the verdict branches beyond holds / reversed / undetermined (verdict.VERDICTS)
 BRANCH_VERDICT_TEXT = {
     **VERDICT_TEXT,
@@ -53,7 +62,7 @@ def verdict_sentence(concl: dict) -> str:
             f"by the primary estimator `{overall['primary_estimator']}` on the primary metric "
             f"`{overall['primary_metric']}`")
     if detail:
-        text += f" ({detail}; mean [95 % seed × song bootstrap interval])"
+        text += f" ({detail}; mean [95 % seed × song interval])"
     if overall.get("reason"):
         text += f": {overall['reason']}"
     return text + "."
@@ -82,7 +91,8 @@ def header_section(data: dict, concl: dict, timings: dict | None) -> list[str]:
     commits = sorted({v.get("git_commit", "unknown") for v in metas.values() if v})
     if commits:
         lines.append(f"- **Git commit{'s' if len(commits) > 1 else ''}:** " + ", ".join(f"`{c}`" for c in commits))
-    lines.append(f"- **Report generated:** {time.strftime('%Y-%m-%d %H:%M:%S %z')}")
+    lines.append(f"- **Report generated:** {time.strftime('%Y-%m-%d %H:%M:%S %z')} by commit `{git_commit()}` "
+                 "(rendered from the saved results; the numbers come from the commits above)")
     m = data["mappings"]
     if m is not None:
         res, mc = m["result"], ((m["config"] or {}).get("mapping") or {})
@@ -91,7 +101,8 @@ def header_section(data: dict, concl: dict, timings: dict | None) -> list[str]:
             f"frames pooled over {len(res.get('fit_songs', [])) or '?'} songs of the training split; judged on "
             f"{len(res.get('heldout_songs', [])) or '?'} unseen test songs "
             f"({mc.get('heldout_frames_per_song')} frames each); every NCA/student fit with its own "
-            "initialisation key; intervals: 95 % seed × song bootstrap")
+            "initialisation key")
+        lines.append(f"- **Intervals:** {INTERVAL_METHODS}")
     lines += ["", "**Verdict:** " + verdict_sentence(concl)]
     if data["notes"]:
         lines += ["", "**Notes on this run:**", ""] + [f"- {n}" for n in data["notes"]]
@@ -130,7 +141,7 @@ def conclusion_section(data: dict, concl: dict) -> list[str]:
         "diagonal energy ratio (still reported, secondary) because the claim is that the DAEs act as "
         "scalar filtering operators, a claim about what the mapping does on the data, which an energy "
         "ratio of its weights measures only indirectly. Every other row is a secondary opinion. A direction counts only when its 95 % seed × "
-        "song bootstrap interval of DAE − `dae_sf` excludes 0; a fitted mapping counts only when its error on "
+        "song interval of DAE − `dae_sf` excludes 0; a fitted mapping counts only when its error on "
         "unseen songs is clearly below the best per-bin gain's (then its off-diagonal part carries something "
         "a per-bin filter does not) and, for iterative fits, at least half its fits converged. Every gate "
         "uses one rule: the mapping, the per-bin gain and the zero predictor are judged with their "
@@ -200,7 +211,7 @@ def errors_section(data: dict, concl: dict) -> list[str]:
                      "held-out, clipped at 0", "held-out − per-bin gain", "informative"], rows)
     lines += ["", "Relative L1 error of x ↦ Cx against the model's output (lower is better): on the "
               "fitted frames (mean ± Student-t 95 % CI over seeds) and on the unseen test songs (mean "
-              "[95 % seed × song bootstrap interval]), raw and with the prediction clipped at 0 (a "
+              "[95 % seed × song interval]), raw and with the prediction clipped at 0 (a "
               "magnitude cannot be negative). *zero*: predicting silence (1 by definition). *per_bin_gain*: "
               "the better (by L1 on the same fit frames) of the least-squares and the L1-optimal per-bin "
               "gain (per bin the weighted median of y/x with weights x). A mapping whose "
@@ -240,7 +251,7 @@ def functional_section(data: dict, concl: dict) -> list[str]:
     lines += ["", "Relative L1 error on the unseen test songs (predictions clipped at 0; mean over seeds × "
               "songs) of the full mapping C, of its diagonal part alone, of its band part (|f_i − f_j| ≤ "
               f"{band_hz:g} Hz) and of silence; keep = (err_zero − err_part) / (err_zero − err_C), mean "
-              "[95 % seed × song bootstrap interval] (\"non-finite\" where C does not beat silence on some "
+              "[95 % seed × song interval] (\"non-finite\" where C does not beat silence on some "
               "seed × song, so there is nothing to keep). A keep near 1 means the diagonal alone does what C "
               "does: a scalar filtering operator."]
     return lines
@@ -278,7 +289,7 @@ def convergence_control_section(data: dict, concl: dict) -> list[str]:
               "initialisation keys as their pooled fits) to the largest step count, the matrix C kept after "
               "each step count; 0 is C at the initial P, no Adam step (P frozen). Fit error: relative L1 "
               "error on the fit frames, mean over seeds. Intervals: DAE − `dae_sf`, mean [95 % seed × song "
-              "bootstrap interval] on unseen songs, of the primary metric and of the authors' metric (the "
+              "interval] on unseen songs, of the primary metric and of the authors' metric (the "
               "input-energy weighted diagonal energy ratio). Where a setting's own step count is among "
               "them, that snapshot is its pooled fit.", ""]
     authors = ", ".join(f"{labels.get(k, k.replace('_', ' '))}: {ORDERING_TEXT.get(v, v)}"
@@ -319,7 +330,7 @@ def structure_section(data: dict) -> list[str]:
                 continue
             rows.append([f"`{s['name']}`", f"`{model}`", *(_metric_iv(r.get("metrics"), c) for c in STRUCT_COLS)])
     lines += md_table(["estimator", "model", *(METRIC_LABELS[c] for c in STRUCT_COLS)], rows)
-    lines += ["", "Each cell: mean [95 % seed × song bootstrap interval]. Weighted metrics weight input bin "
+    lines += ["", "Each cell: mean [95 % seed × song interval]. Weighted metrics weight input bin "
               "j by the mean input power of each held-out song; near-diagonal counts |i − j| ≤ "
               f"{near_band_text(m.get('config'))}.", "",
               "Estimators:", ""]

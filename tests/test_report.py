@@ -735,7 +735,7 @@ def test_figure_links_order_and_copy_outputs(tmp_path):
     report.write_report(run, run / "REPORT.md")
     md = (run / "REPORT.md").read_text()
     assert (
-        "### DAE − dae_sf intervals per estimator (seed × song bootstrap) "
+        "### DAE − dae_sf intervals per estimator (seed × song intervals) "
         "([PDF](figures/direction_intervals.pdf))"
     ) in md
     assert "### Held-out error of every mapping against the baselines\n" in md  # no PDF, no link

@@ -182,7 +182,7 @@ def errorbar_groups(
     colours: Mapping[str, str],
 ) -> None:
     """Per group (x) and series (hue): per-seed points (mean over songs), the mean and its 95 %
-    seed x song bootstrap interval as an error bar. A value is a `(n_seeds, n_songs)` table or a
+    seed x song interval as an error bar. A value is a `(n_seeds, n_songs)` table or a
     list of per-seed numbers (one song)."""
     n = max(len(series), 1)
     width = 0.7

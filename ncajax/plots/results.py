@@ -70,7 +70,7 @@ def structure_metrics(run_dir: str | Path, out_dir: str | Path) -> list[Path]:
             ax.axhline(1.0, color="0.6", lw=0.8, ls=":")
         ax.grid(axis="y", alpha=0.3)
     axes[0].legend(fontsize=8)
-    fig.suptitle("Structure of the mapping matrices (mean and 95 % seed × song bootstrap interval; dots: seeds)")
+    fig.suptitle("Structure of the mapping matrices (mean and 95 % seed × song interval; dots: seeds)")
     return base.save_figure(fig, out_dir, "structure_metrics")
 
 
@@ -81,7 +81,7 @@ def _conclusion(records: list[dict]) -> dict:
 
 
 def direction_intervals(run_dir: str | Path, out_dir: str | Path) -> list[Path]:
-    """Figure `direction_intervals`: per estimator (rows), the 95 % seed x song bootstrap interval of
+    """Figure `direction_intervals`: per estimator (rows), the 95 % seed x song interval of
     DAE − dae_sf on the primary metric for each DAE; filled markers where the estimator counts
     (informative and converged), hollow where it does not. Right of 0: the DAE is more diagonal."""
     records = load_mapping_records(Path(run_dir) / "mappings")
