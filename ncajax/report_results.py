@@ -286,8 +286,9 @@ def recipe_control_section(data: dict) -> list[str]:
     lines += [f"The same models trained with the earlier recipe (`recipe={recipe.get('recipe', 'raw')!r}`, "
               f"`loss={recipe.get('loss', 'mse')!r}`, {recipe.get('n_seeds', '?')} seeds) and mapped by the primary "
               f"estimator `{PRIMARY_ESTIMATOR}` on the same frames. Dead output share on the fit frames (mean ± "
-              "95 % CI over seeds); held-out relative L1 error (clipped), diagonal keep and weighted diagonal "
-              "energy ratio, means over seeds × unseen songs. A dead output row of C is zero whatever the "
+              "95 % CI over seeds); held-out relative L1 error (clipped) and weighted diagonal energy ratio, means "
+              "over seeds × unseen songs; diagonal keep, mean over the seed × song cells where the mapping "
+              "beats silence (it is undefined elsewhere; below 0, diag(C) alone is worse than silence). A dead output row of C is zero whatever the "
               "estimator, so a half-dead DAE's mapping is diagonal-looking on a smaller support.", ""]
     lines += md_table(["model", "training", "dead output share", "held-out error", "diagonal keep",
                        "weighted diag. ratio", "seeds"], rows)

@@ -213,8 +213,14 @@ def setting_verdict(records: dict, setting: str, *, metric: str = PRIMARY_METRIC
         reasons.append(f"dae_sf's Jacobian has no {SF_JACOBIAN_PART} table of {metric} (its diag(m) part "
                        "never counts toward a direction)")
     elif out["ordering"] in ("undetermined", "mixed"):
-        reasons.append("a DAE − dae_sf interval includes 0" if out["ordering"] == "undetermined"
-                       else "the DAEs disagree in direction")
+        missing = [d for d in DAE_MODELS if d not in out["intervals"]]
+        if missing:  # the reason only: the rule (no interval, no direction) is unchanged
+            reasons.append(f"no DAE − dae_sf interval of {metric} for {', '.join(missing)}: a table has "
+                           "non-finite cells (for a keep share: the mapping does not beat silence on some "
+                           "seed × song, so there is nothing to keep)")
+        else:
+            reasons.append("a DAE − dae_sf interval includes 0" if out["ordering"] == "undetermined"
+                           else "the DAEs disagree in direction")
     out["counts"] = out["ordering"] in ("dae_more_diagonal", "sf_more_diagonal") and not reasons
     out["reason"] = "; ".join(reasons) or None
     return out

@@ -93,8 +93,8 @@ def direction_intervals(run_dir: str | Path, out_dir: str | Path) -> list[Path]:
     ax = fig.subplots()
     for i, (_, v) in enumerate(rows):
         if not v.get("intervals"):  # e.g. a metric table with non-finite cells: say so on the row
-            ax.text(0.0, i, f"  no interval: {v.get('reason') or 'no finite table'}", fontsize=7, va="center",
-                    color="0.35")
+            ax.text(0.02, i, "no interval (the reason is in the report's conclusion table)", fontsize=8,
+                    va="center", color="0.35", transform=ax.get_yaxis_transform())
             continue
         for k, dae in enumerate(verdict.DAE_MODELS):
             iv = v["intervals"].get(dae)
@@ -106,13 +106,16 @@ def direction_intervals(run_dir: str | Path, out_dir: str | Path) -> list[Path]:
                         color=c, mfc=c if v["counts"] else "white", capsize=3,
                         label=f"{dae} − dae_sf" if i == 0 else None)
     ax.axvline(0.0, color="0.3", lw=0.9)
+    if not any(v.get("intervals") for _, v in rows):
+        ax.set_xlim(-1.0, 1.0)
     ax.set_yticks(range(len(rows)))
     ax.set_yticklabels([setting_label(s) + (" (primary)" if s == concl["overall"]["primary_estimator"] else "")
                         for s, _ in rows], fontsize=9)
-    ax.invert_yaxis()
-    ax.set_xlabel(f"{concl['overall']['primary_metric'].replace('_', ' ')}: DAE − dae_sf (difference of ratios)")
+    ax.set_ylim(len(rows) - 0.5, -0.5)  # top to bottom, half a row of margin
+    ax.set_xlabel(f"{concl['overall']['primary_metric'].replace('_', ' ')}: DAE − dae_sf (difference of shares)")
     ax.grid(axis="x", alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, loc="best")
     ax.set_title(f"Verdict: {concl['overall']['verdict']} (filled: the estimator counts; hollow: it does not)",
                  fontsize=10)
     return base.save_figure(fig, out_dir, "direction_intervals")
