@@ -7,7 +7,8 @@ Run (after the study ran at each preset, e.g. `reproduce.py --corpora 2 --out ru
 
 Yields: `<first rung>/REPORT.md` rewritten with the Resolution section (and the across-corpora section
 when --corpora is given), `<first rung>/resolution.json` (the numbers behind it, `ncajax.resolution`), and
-with --figures-dir the report, its figures, resolution.json and conclusion.json copied there. Nothing is
+with --figures-dir the report, its figures, resolution.json, conclusion.json and timings.json (with
+--corpora: across_corpora.json and the timings of every corpus) copied there. Nothing is
 trained or fitted: it reads the finished runs.
 """
 
@@ -44,8 +45,14 @@ def main(argv=None) -> int:
     if args.figures_dir:
         dest = Path(args.figures_dir)
         report.copy_outputs(first, dest)
-        for src in (first / "resolution.json", first / "conclusion.json"):
-            shutil.copy2(src, dest / src.name)
+        srcs = [first / "resolution.json", first / "conclusion.json"]
+        if args.corpora:  # the across-corpora summary and the timings of every corpus beside it
+            srcs += [Path(args.corpora), Path(args.corpora).parent / "timings.json"]
+        else:
+            srcs.append(first / "timings.json")
+        for src in srcs:
+            if src.exists():
+                shutil.copy2(src, dest / src.name)
         print(f"copied to {dest}")
     return 0
 
