@@ -478,19 +478,19 @@ def _check_cache(
 
 def open_cache(path: str | os.PathLike) -> FeatureCache:
     """Open a complete cache directory read-only; ValueError when partial, corrupt or outdated."""
+    return _open_checked(path, "feature cache", "build_cache", _check_cache, FeatureCache)
+
+
+def _open_checked(path, what: str, builder: str, check, cls):
+    """`cls(path, meta)` of a complete cache directory; FileNotFoundError when missing, ValueError (with
+    `check`'s problem and the `builder` to rebuild it with) when partial, corrupt or outdated."""
     path = Path(path)
     if not path.is_dir():
-        raise FileNotFoundError(
-            f"feature cache {str(path)!r} does not exist; create it with "
-            "ncajax.features.build_cache"
-        )
-    problem = _check_cache(path)
+        raise FileNotFoundError(f"{what} {str(path)!r} does not exist; create it with ncajax.features.{builder}")
+    problem = check(path)
     if problem is not None:
-        raise ValueError(
-            f"feature cache {str(path)!r} is unusable ({problem}); delete it and rebuild it with "
-            "build_cache"
-        )
-    return FeatureCache(path, json.loads((path / "meta.json").read_text()))
+        raise ValueError(f"{what} {str(path)!r} is unusable ({problem}); delete it and rebuild it with {builder}")
+    return cls(path, json.loads((path / "meta.json").read_text()))
 
 
 # ------------------------------------------------------------------------------ stems cache (remix)
@@ -731,19 +731,7 @@ def _write_stems(refs: list[TrackRef], cfg: STFTConfig, out: Path, *, progress: 
 
 def open_stems_cache(path: str | os.PathLike) -> StemsCache:
     """Open a complete stems cache directory read-only; ValueError when partial, corrupt or outdated."""
-    path = Path(path)
-    if not path.is_dir():
-        raise FileNotFoundError(
-            f"stems cache {str(path)!r} does not exist; create it with "
-            "ncajax.features.build_stems_cache"
-        )
-    problem = _check_stems(path)
-    if problem is not None:
-        raise ValueError(
-            f"stems cache {str(path)!r} is unusable ({problem}); delete it and rebuild it with "
-            "build_stems_cache"
-        )
-    return StemsCache(path, json.loads((path / "meta.json").read_text()))
+    return _open_checked(path, "stems cache", "build_stems_cache", _check_stems, StemsCache)
 
 
 def stems_cache_for(cache: FeatureCache, *, progress: bool = False) -> StemsCache:

@@ -121,18 +121,27 @@ def direction_intervals(run_dir: str | Path, out_dir: str | Path) -> list[Path]:
     return base.save_figure(fig, out_dir, "direction_intervals")
 
 
+def _pooled_grid(run_dir: str | Path, field: str):
+    """The pooled mapping records that have `field`, their models and settings in the study's order, and
+    a figure with two panels side by side (settings on x); None when no record has it."""
+    records = load_mapping_records(Path(run_dir) / "mappings")
+    pooled = [r for r in records if r.get("kind") == "pooled" and r.get(field)]
+    if not pooled:
+        return None
+    models = order_models(r["model"] for r in pooled)
+    settings = order_settings(r["setting"] for r in pooled)
+    fig = Figure(figsize=(max(8.0, 1.3 * len(settings) + 3), 4.8), layout="constrained")
+    return records, models, settings, fig, fig.subplots(1, 2, squeeze=False)[0]
+
+
 def heldout_error(run_dir: str | Path, out_dir: str | Path) -> list[Path]:
     """Figure `heldout_error`: per estimator (x) and model (colour), the relative L1 error on the
     unseen test songs (mean and 95 % seed x song interval), with each model's per-bin-gain baseline
     (dashed) and the zero predictor (1, dotted)."""
-    records = load_mapping_records(Path(run_dir) / "mappings")
-    pooled = [r for r in records if r.get("kind") == "pooled" and r.get("rel_l1_heldout")]
-    if not pooled:
+    grid = _pooled_grid(run_dir, "rel_l1_heldout")
+    if grid is None:
         return []
-    models = order_models(r["model"] for r in pooled)
-    settings = order_settings(r["setting"] for r in pooled)
-    fig = Figure(figsize=(max(8.0, 1.3 * len(settings) + 3), 4.8), layout="constrained")
-    axes = fig.subplots(1, 2, squeeze=False)[0]
+    records, models, settings, fig, axes = grid
     for ax, key, title in ((axes[0], "rel_l1_heldout", "raw x ↦ Cx"),
                            (axes[1], "rel_l1_heldout_clipped", "prediction clipped at 0")):
         series = {m: {s: (record(records, m, s) or {}).get(key) for s in settings} for m in models}
@@ -251,14 +260,10 @@ def keep_shares(run_dir: str | Path, out_dir: str | Path) -> list[Path]:
     """Figure `keep_shares`: per estimator (x) and model (colour), the share of the mapping's held-out
     advantage over silence that its diagonal (left) and its band part (right) keep, mean and 95 % seed
     x song interval (dots: seeds; seed rows where C does not beat silence are left out)."""
-    records = load_mapping_records(Path(run_dir) / "mappings")
-    pooled = [r for r in records if r.get("kind") == "pooled" and r.get("functional")]
-    if not pooled:
+    grid = _pooled_grid(run_dir, "functional")
+    if grid is None:
         return []
-    models = order_models(r["model"] for r in pooled)
-    settings = order_settings(r["setting"] for r in pooled)
-    fig = Figure(figsize=(max(8.0, 1.3 * len(settings) + 3), 4.8), layout="constrained")
-    axes = fig.subplots(1, 2, squeeze=False)[0]
+    records, models, settings, fig, axes = grid
     for ax, key, title in ((axes[0], "keep_diag", "diagonal diag(C)"), (axes[1], "keep_band", "band part of C")):
         series = {m: {s: ((record(records, m, s) or {}).get("functional") or {}).get(key) for s in settings}
                   for m in models}
