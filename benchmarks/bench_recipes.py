@@ -35,6 +35,7 @@ import numpy as np
 
 from ncajax import analysis, evaluate, liveness, pipeline, sources
 from ncajax.config import CorpusConfig, TrainConfig, preset
+from ncajax.train import load_trained
 
 REAL_TRACK = common.REPO.parent / "shared" / "data" / "musdb18-sample" / "train" / "Music Delta - 80s Rock.stem.mp4"
 RECIPES = {
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         results = pipeline.train_all(data, root / name, train_cfg=cfg, progress=False)
         train_s = time.perf_counter() - t0
-        trained = {m: pipeline._finished(root / name / m, m) for m in results}
+        trained = {m: load_trained(root / name / m) for m in results}
         predictors = {}
         for model, tr in trained.items():
             seeds = [tr.seed_params(s) for s in range(args.seeds)]

@@ -384,40 +384,54 @@ def _materialise(final: Path, expected: dict, write, check, opener, what: str):
 def _write_features(
     refs: list[TrackRef], cfg: STFTConfig, out: Path, *, progress: bool
 ) -> list[int]:
-    """Append each track's magnitudes to mixture.npy / vocals.npy; the .npy headers get the final
-    shape at the end (numpy pads headers so the frame count can grow in place)."""
-    files = {k: open(out / f"{k}.npy", "wb") for k in ("mixture", "vocals")}
+    """Append each track's magnitudes to mixture.npy / vocals.npy (`_append_tracks`)."""
+
+    def magnitudes(ref: TrackRef) -> dict[str, np.ndarray]:
+        audio = load_track(ref, cfg.sample_rate)
+        rows = {}
+        for key in ("mixture", "vocals"):
+            signal = getattr(audio, key)
+            mag = np.abs(stft(signal, cfg)) if np.all(np.isfinite(signal)) else signal
+            if not np.all(np.isfinite(mag)):
+                raise ValueError(
+                    f"track {ref.name!r} ({ref.path}) gives NaN/Inf {key} features; check its "
+                    "audio"
+                )
+            rows[key] = mag
+        return rows
+
+    return _append_tracks(refs, out, ("mixture", "vocals"), np.float32, cfg.n_bins, magnitudes,
+                          desc=f"features {out.name}", what="feature cache", progress=progress)
+
+
+def _append_tracks(refs, out: Path, names, dtype, n_bins: int, rows_of, *, desc: str, what: str,
+                   progress: bool) -> list[int]:
+    """Append `rows_of(ref)` ({name: (nb_frames, n_bins)}, one frame count per track) to `<name>.npy`
+    in `out` for every track, as `dtype`; the .npy headers get the final shape at the end (numpy pads
+    headers so the frame count can grow in place). Returns the track offsets in frames."""
+    files = {k: open(out / f"{k}.npy", "wb") for k in names}
     try:
         starts = {}
         for f in files.values():
-            _write_npy_header(f, 0, cfg.n_bins)
+            _write_npy_header(f, 0, n_bins, dtype)
             starts[f] = f.tell()
         offsets = [0]
         it = refs
         if progress:
             from tqdm import tqdm
 
-            it = tqdm(refs, desc=f"features {out.name}", unit="track")
+            it = tqdm(refs, desc=desc, unit="track")
         for ref in it:
-            audio = load_track(ref, cfg.sample_rate)
-            n = None
-            for key in ("mixture", "vocals"):
-                signal = getattr(audio, key)
-                mag = np.abs(stft(signal, cfg)) if np.all(np.isfinite(signal)) else signal
-                if not np.all(np.isfinite(mag)):
-                    raise ValueError(
-                        f"track {ref.name!r} ({ref.path}) gives NaN/Inf {key} features; check its "
-                        "audio"
-                    )
-                mag.astype(np.float32, copy=False).tofile(files[key])
-                n = len(mag)
+            for key, rows in rows_of(ref).items():
+                rows.astype(dtype, copy=False).tofile(files[key])
+                n = len(rows)
             offsets.append(offsets[-1] + n)
         for f in files.values():
             f.flush()
             f.seek(0)
-            _write_npy_header(f, offsets[-1], cfg.n_bins)
+            _write_npy_header(f, offsets[-1], n_bins, dtype)
             if f.tell() != starts[f]:
-                raise RuntimeError("npy header changed size while finalising the feature cache")
+                raise RuntimeError(f"npy header changed size while finalising the {what}")
             f.flush()
             os.fsync(f.fileno())
     finally:
@@ -684,49 +698,27 @@ def _check_stems(path: Path, expected: dict | None = None) -> str | None:
 
 
 def _write_stems(refs: list[TrackRef], cfg: STFTConfig, out: Path, *, progress: bool) -> list[int]:
-    """Append each track's stem STFTs to `<stem>.npy` (complex64), finalising the headers at the end
-    as `_write_features` does."""
-    files = {s: open(out / f"{s}.npy", "wb") for s in STEMS}
-    try:
-        starts = {}
-        for f in files.values():
-            _write_npy_header(f, 0, cfg.n_bins, np.complex64)
-            starts[f] = f.tell()
-        offsets = [0]
-        it = refs
-        if progress:
-            from tqdm import tqdm
+    """Append each track's stem STFTs to `<stem>.npy` (complex64, `_append_tracks`)."""
 
-            it = tqdm(refs, desc=f"stems {out.name}", unit="track")
-        for ref in it:
-            stems = load_stems(ref, cfg.sample_rate)
-            n = None
-            for s in STEMS:
-                spec = stft(stems[s], cfg)
-                if not np.all(np.isfinite(spec)):
-                    raise ValueError(
-                        f"track {ref.name!r} ({ref.path}) gives NaN/Inf {s} STFT; check its audio"
-                    )
-                if n is not None and len(spec) != n:
-                    raise ValueError(
-                        f"track {ref.name!r} ({ref.path}): stem {s} has {len(spec)} frames, the "
-                        f"others {n}; all stems of a track must have the same length"
-                    )
-                spec.astype(np.complex64, copy=False).tofile(files[s])
-                n = len(spec)
-            offsets.append(offsets[-1] + n)
-        for f in files.values():
-            f.flush()
-            f.seek(0)
-            _write_npy_header(f, offsets[-1], cfg.n_bins, np.complex64)
-            if f.tell() != starts[f]:
-                raise RuntimeError("npy header changed size while finalising the stems cache")
-            f.flush()
-            os.fsync(f.fileno())
-    finally:
-        for f in files.values():
-            f.close()
-    return offsets
+    def spectra(ref: TrackRef) -> dict[str, np.ndarray]:
+        stems = load_stems(ref, cfg.sample_rate)
+        rows, n = {}, None
+        for s in STEMS:
+            spec = stft(stems[s], cfg)
+            if not np.all(np.isfinite(spec)):
+                raise ValueError(
+                    f"track {ref.name!r} ({ref.path}) gives NaN/Inf {s} STFT; check its audio"
+                )
+            if n is not None and len(spec) != n:
+                raise ValueError(
+                    f"track {ref.name!r} ({ref.path}): stem {s} has {len(spec)} frames, the "
+                    f"others {n}; all stems of a track must have the same length"
+                )
+            rows[s], n = spec, len(spec)
+        return rows
+
+    return _append_tracks(refs, out, STEMS, np.complex64, cfg.n_bins, spectra,
+                          desc=f"stems {out.name}", what="stems cache", progress=progress)
 
 
 def open_stems_cache(path: str | os.PathLike) -> StemsCache:

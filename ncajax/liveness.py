@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import jax.numpy as jnp
 import numpy as np
 
 
@@ -88,8 +89,6 @@ HOMOGENEITY_ALPHAS = (0.25, 4.0)
 def output_units(model, params, x) -> np.ndarray:
     """The last layer's units on frames x `(nb_frames, nb_bins)` for ONE seed's params: the estimate
     for `dae` / `dae_deep`, the mask m(x) for `dae_sf` (any module with a `mask` method)."""
-    import jax.numpy as jnp
-
     x = jnp.asarray(x, jnp.float32)
     if hasattr(model, "mask"):
         return np.asarray(model.apply(params, x, method="mask"))
@@ -100,8 +99,6 @@ def unit_facts(model, params, x, freqs, *, alphas=HOMOGENEITY_ALPHAS) -> dict:
     """Liveness and homogeneity of ONE seed of a separator on held-out frames x `(nb_frames, nb_bins)`:
     {"dead_share", "live_by_octave" (`live_output_share_by_octave`), "homogeneity": {alpha: error}}.
     Homogeneity is that of the estimate x ↦ f(x) (for `dae_sf`, x ⊙ m(x))."""
-    import jax.numpy as jnp
-
     units = output_units(model, params, x)
 
     def estimate(frames):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import corpus, features, sources
+from . import analysis, corpus, features, liveness, sources
 from .config import (
     MODEL_NAMES,
     STUDY_SEEDS,
@@ -249,8 +249,6 @@ def unit_facts(data: Data, trained: dict) -> dict:
     homogeneity errors at alpha = 1/4 and 4. `{model: {"seeds": [...], "dead_share": [...],
     "live_by_octave": [[{"lo_hz", "hi_hz", "n_units", "live_share"}, ...] per seed],
     "homogeneity": {alpha: [...]}}}`."""
-    from . import analysis, liveness
-
     x = np.asarray(data.test.mixture, np.float32)
     freqs = analysis.bin_frequencies(data.stft.n_bins, sample_rate=data.stft.sample_rate, n_fft=data.stft.n_fft)
     out = {}

@@ -38,6 +38,7 @@ from .report_sections import (
     structure_section,
     verdict_sentence,
 )
+from .resolution import section as resolution_section
 from .runs import RECIPE_CONTROL_DIR, read_json, read_metrics, write_json
 
 __all__ = ["build_report", "write_report", "conclusion", "copy_outputs", "corpora_section", "verdict_sentence"]
@@ -148,8 +149,6 @@ def _render(data: dict, concl: dict, timings: dict | None, figures_link: str, co
     if corpora:
         sections.append(corpora_section(corpora))
     if resolution:
-        from .resolution import section as resolution_section
-
         sections.append(resolution_section(resolution))
     sections += [errors_section(data, concl), functional_section(data, concl), convergence_control_section(data, concl),
                  structure_section(data),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .config import PRIMARY_ESTIMATOR
 from .report_format import (
     METRIC_LABELS,
     POOR_SPREAD,
@@ -241,8 +242,6 @@ def live_units_section(data: dict) -> list[str]:
 def _control_row(label: str, model: str, mappings: dict | None) -> list[str] | None:
     """One row of the recipe control: dead output share on the fit frames and the primary estimator's
     held-out error (clipped), diagonal keep and weighted diagonal energy ratio, means over seeds × songs."""
-    from .config import PRIMARY_ESTIMATOR
-
     if mappings is None:
         return None
     recs = mappings["records"]
@@ -267,8 +266,6 @@ def recipe_control_section(data: dict) -> list[str]:
     """What dying output units did to the mappings: the models trained with the recipe before
     2026-12-05 (raw magnitudes, MSE; about a fifth to a half of the DAEs' output units die) against the
     study's models, under the primary estimator (the `control/` stage of the study)."""
-    from .config import PRIMARY_ESTIMATOR
-
     control = data.get("recipe_control")
     lines = ["## What dying units did to the mappings", ""]
     if not control:
