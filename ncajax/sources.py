@@ -13,13 +13,23 @@ lazily, inside the functions that need them, after `require_ffmpeg()`.
 Split rule (`dataset_splits`):
 
 1. test = the `test` subset; train pool = the `train` subset.
-2. valid: for MUSDB18 stems, musdb's own validation track list; for the HQ layout (or when musdb's
-   list selects nothing from a pool of >= 2 tracks), a seeded shuffle of the train pool moves
-   `max(1, round(valid_fraction * n))` tracks (at most n - 1) to valid.
+2. valid, for a MUSDB18 (stems) or MUSDB18-HQ (wav) root: the tracks of the train pool that musdb's
+   official validation list names (`official_validation_tracks`, the `validation_tracks` of the
+   installed musdb package's `configs/mus.yaml`, 14 tracks in musdb 0.4), the same list for both
+   layouts; the rest of the train pool is train. For the embedded synthetic corpus (a root holding the
+   `corpus.json` that `ncajax.corpus` writes), and for a root whose train pool holds none of the listed
+   tracks (a partial copy, or other music in these layouts; logged as a warning), a seeded shuffle of
+   the train pool moves `max(1, round(valid_fraction * n))` tracks (at most n - 1) to valid.
+   `valid_split="musdb"` / `"random"` forces one rule.
 3. Time-split fallback: when there is no test track, or fewer than 2 tracks for train + valid, every
    available track is split in time instead: train = [0, 60%), valid = [60%, 70%),
    test = [70%, 100%) of its duration (`TrackRef.start/stop`, seconds). A warning is logged when
    this happens.
+
+The split decides the `TrackRef`s of each split, and the feature caches are named by a fingerprint of
+those refs (`ncajax.features.cache_fingerprint`), so a changed split builds new caches instead of
+reusing old ones; a training run records its tracks per split in its config, so a run directory made
+with another split is refused (`ncajax.runs.open_run`).
 
 Silent audio: an all-silent track (or silent frames) is loaded as is and never divided by
 downstream; `is_silent` lets callers detect it.
@@ -28,6 +38,7 @@ downstream; `is_silent` lets callers detect it.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 import os
@@ -109,21 +120,33 @@ def _import_musdb():
 # ------------------------------------------------------------------------------------------- splits
 
 
+VALID_SPLITS = ("musdb", "random")
+CORPUS_MANIFEST = "corpus.json"  # written by `ncajax.corpus.generate_corpus` at the corpus root
+
+
 def dataset_splits(
     root: str | os.PathLike,
     *,
     is_wav: bool | None = None,
     valid_fraction: float = 0.2,
     seed: int = 0,
+    valid_split: str | None = None,
 ) -> dict[str, list[TrackRef]]:
     """Train/valid/test `TrackRef` lists of a MUSDB18 (stems) or MUSDB18-HQ-layout (wav) folder.
 
-    `is_wav=None` detects the layout from the files present. See the module docstring for the split
-    rule (musdb validation list, seeded shuffle, time-split fallback). Lists are sorted by track
+    `is_wav=None` detects the layout from the files present. `valid_split` picks the validation rule:
+    "musdb" (musdb's official validation track list), "random" (a seeded shuffle of `valid_fraction` of
+    the train pool) or None (the embedded synthetic corpus: "random"; any other root: "musdb"). See the
+    module docstring for the whole split rule (time-split fallback included). Lists are sorted by track
     name.
     """
     if not 0.0 < valid_fraction < 1.0:
         raise ValueError(f"valid_fraction must be in (0, 1), got {valid_fraction}")
+    if valid_split is not None and valid_split not in VALID_SPLITS:
+        raise ValueError(
+            f"unknown valid_split {valid_split!r}; choose one of {list(VALID_SPLITS)} or None "
+            "(automatic)"
+        )
     root = Path(root).expanduser()
     if not root.exists():
         raise FileNotFoundError(
@@ -149,8 +172,22 @@ def dataset_splits(
             f"dataset root {str(root)!r} holds {layout!r} tracks but is_wav={is_wav} asks for "
             f"{kind!r}; pass is_wav={layout == 'wav'} or is_wav=None"
         )
+    if valid_split is None:
+        valid_split = "random" if is_embedded_corpus(root) else "musdb"
 
-    pool, valid, test = _subsets(root, kind)
+    pool, test = _subsets(root, kind)
+    valid: list[TrackRef] = []
+    if valid_split == "musdb":
+        listed = set(official_validation_tracks())
+        valid = [r for r in pool if r.name in listed]
+        pool = [r for r in pool if r.name not in listed]
+        if not valid and len(pool) >= 2:
+            log.warning(
+                "dataset %s: none of its %d train/ tracks is on musdb's official validation list "
+                "(%d tracks); validating on a seeded random %.0f%% of them instead, which is not the "
+                "official MUSDB18 split",
+                root, len(pool), len(listed), 100 * valid_fraction,
+            )
     if not valid and len(pool) >= 2:
         pool, valid = _shuffle_split(pool, valid_fraction, seed)
 
@@ -170,6 +207,81 @@ def dataset_splits(
     }
 
 
+def is_embedded_corpus(root: str | os.PathLike) -> bool:
+    """True when `root` is a corpus written by `ncajax.corpus.generate_corpus` (its `corpus.json`
+    names a format version and a config): its validation songs are a seeded random share of its
+    training songs, not musdb's list."""
+    path = Path(root) / CORPUS_MANIFEST
+    if not path.is_file():
+        return False
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and "format_version" in meta and "config" in meta
+
+
+def official_validation_tracks() -> tuple[str, ...]:
+    """musdb's official MUSDB18 validation track names (the `validation_tracks` of the installed musdb
+    package's `configs/mus.yaml`; read without importing musdb, so no ffmpeg is needed).
+
+    Raises FileNotFoundError when the file cannot be found (musdb not installed) and ValueError when it
+    holds no such list; nothing is downloaded.
+    """
+    path = _musdb_config_path()
+    setup = _read_musdb_config(path)
+    tracks = setup.get("validation_tracks")
+    if not isinstance(tracks, list) or not tracks or not all(isinstance(t, str) for t in tracks):
+        raise ValueError(
+            f"musdb's config {str(path)!r} holds no `validation_tracks` list of track names, so the "
+            "official MUSDB18 validation split cannot be read; reinstall musdb (pip install "
+            "--force-reinstall 'musdb>=0.4.2')"
+        )
+    return tuple(tracks)
+
+
+def _musdb_config_path() -> Path:
+    """Where the installed musdb package keeps `configs/mus.yaml` (found without importing musdb)."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec("musdb")
+    except (ImportError, ValueError):
+        spec = None
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    if not locations:
+        raise FileNotFoundError(
+            "the musdb package is not installed, so its official MUSDB18 validation track list "
+            "(musdb/configs/mus.yaml) cannot be read; pip install 'musdb>=0.4.2' (a dependency "
+            "of ncajax)"
+        )
+    return Path(locations[0]) / "configs" / "mus.yaml"
+
+
+def _read_musdb_config(path: Path) -> dict:
+    """musdb's `mus.yaml` at `path` as a dict, or a FileNotFoundError / ValueError naming it."""
+    import yaml
+
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"musdb's config {str(path)!r} is missing, so the official MUSDB18 validation track "
+            "list cannot be read; reinstall musdb (pip install --force-reinstall 'musdb>=0.4.2')"
+        )
+    try:
+        setup = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise ValueError(
+            f"musdb's config {str(path)!r} is unreadable ({err}); reinstall musdb (pip install "
+            "--force-reinstall 'musdb>=0.4.2')"
+        ) from err
+    if not isinstance(setup, dict):
+        raise ValueError(
+            f"musdb's config {str(path)!r} is not a YAML mapping; reinstall musdb (pip install "
+            "--force-reinstall 'musdb>=0.4.2')"
+        )
+    return setup
+
+
 def all_tracks(root: str | os.PathLike, *, is_wav: bool | None = None) -> list[TrackRef]:
     """Every track of a MUSDB18 (stems) or HQ-layout (wav) folder, whole, from all its subsets, sorted
     by name: for scoring real music a model was not trained on."""
@@ -183,8 +295,8 @@ def all_tracks(root: str | os.PathLike, *, is_wav: bool | None = None) -> list[T
         raise ValueError(_layout_error(root))
     wav = layout == "wav" if is_wav is None else is_wav
     # wav track folders are listed under the root as given, stem files under the resolved root
-    train, valid, test = _subsets(root, "wav") if wav else _subsets(root.resolve(), "stem")
-    refs = train + valid + test
+    train, test = _subsets(root, "wav") if wav else _subsets(root.resolve(), "stem")
+    refs = train + test
     return sorted({r.name: r for r in refs}.values(), key=lambda r: r.name)
 
 
@@ -232,15 +344,17 @@ def _wav_tracks(folder: Path) -> list[TrackRef]:
     return refs
 
 
-def _subsets(root: Path, kind: str) -> tuple[list[TrackRef], list[TrackRef], list[TrackRef]]:
-    """(train, valid, test) tracks of the `kind` ("wav"/"stem") layout; valid: musdb's list (stems)."""
+def _subsets(root: Path, kind: str) -> tuple[list[TrackRef], list[TrackRef]]:
+    """(train pool, test) tracks of the `kind` ("wav"/"stem") layout, before any validation split."""
     if kind == "wav":
-        return _wav_tracks(root / "train"), [], _wav_tracks(root / "test")
+        return _wav_tracks(root / "train"), _wav_tracks(root / "test")
     musdb = _import_musdb()
 
-    def refs(**kwargs) -> list[TrackRef]:
+    def refs(subset: str) -> list[TrackRef]:
+        if not (root / subset).is_dir():
+            return []
         try:
-            db = musdb.DB(root=str(root), is_wav=False, **kwargs)
+            db = musdb.DB(root=str(root), is_wav=False, subsets=subset)
         except Exception as err:
             raise ValueError(
                 f"musdb could not read the stem files under {str(root)!r} ({err}); check that the "
@@ -248,10 +362,7 @@ def _subsets(root: Path, kind: str) -> tuple[list[TrackRef], list[TrackRef], lis
             ) from err
         return [TrackRef(name=t.name, path=str(t.path), kind="stem") for t in db.tracks]
 
-    train = refs(subsets="train", split="train") if (root / "train").is_dir() else []
-    valid = refs(subsets="train", split="valid") if (root / "train").is_dir() else []
-    test = refs(subsets="test") if (root / "test").is_dir() else []
-    return train, valid, test
+    return refs("train"), refs("test")
 
 
 def _shuffle_split(
@@ -455,11 +566,7 @@ def _read_stem_streams(ref: TrackRef) -> tuple[dict[str, np.ndarray], int]:
 
 def _musdb_setup() -> dict:
     """musdb's stem ids and accompaniment gains, from its bundled mus.yaml."""
-    import yaml
-
-    musdb = _import_musdb()
-    with open(Path(musdb.__file__).parent / "configs" / "mus.yaml") as f:
-        setup = yaml.safe_load(f)
+    setup = _read_musdb_config(_musdb_config_path())
     return {"stem_ids": setup["stem_ids"], "accompaniment": setup["targets"]["accompaniment"]}
 
 

@@ -6,6 +6,7 @@ import os
 import stat
 import subprocess
 import sys
+from pathlib import Path
 
 import librosa
 import numpy as np
@@ -150,7 +151,7 @@ def test_stereo_44k_comes_back_stereo_44k(run_dir, tmp_path):
         (b"this is not audio at all" * 10, "not a readable audio file"),
         ("empty", "zero-length"),
         ("nan", "NaN or Inf"),
-        ("folder", "is a folder"),
+        ("folder", "holds no audio files"),
     ],
 )
 def test_bad_input_exit_2_one_line(run_dir, tmp_path, capsys, content, message):
@@ -264,3 +265,207 @@ def test_study_dir_lists_its_trained_models(tmp_path, capsys):
     assert separate.main([str(study / "train"), str(tmp_path / "a.wav")]) == 2
     assert f"pass one of its trained models: {models_found}" in one_error_line(capsys)
     assert not (tmp_path / "a_vocals.wav").exists()
+
+
+# ------------------------------------------------------------------ progress, folders, band, bad input
+
+
+def test_progress_bars_over_files_and_frames(run_dir, tmp_path, capsys, monkeypatch):
+    """--progress: one bar over the files and one per file over its STFT frames, advanced one
+    --chunk at a time; without a terminal (and with --no-progress) no bar is drawn."""
+    sf.write(tmp_path / "a.wav", tone(800, 8000, 20), 8000, subtype="FLOAT")  # 1 + 800 // 8 = 101 frames
+    stereo = np.stack([tone(400, 8000, 21), tone(400, 8000, 22)], axis=1)  # 2 x 51 frames
+    sf.write(tmp_path / "b.wav", stereo, 8000, subtype="FLOAT")
+    bars = []
+
+    class Recording(separate.tqdm):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.updates = []
+            bars.append(self)
+
+        def update(self, n=1):
+            self.updates.append(n)
+            return super().update(n)
+
+    monkeypatch.setattr(separate, "tqdm", Recording)
+    args = [str(run_dir), str(tmp_path / "a.wav"), str(tmp_path / "b.wav"), "--chunk", "7"]
+    assert separate.main([*args, "--progress"]) == 0
+    files, frames_a, frames_b = bars
+    assert (files.unit, files.total, files.n) == ("file", 2, 2)
+    assert (frames_a.unit, frames_a.total) == ("frame", 101)
+    assert frames_a.updates == [7] * 14 + [3] and frames_a.n == 101
+    assert frames_b.total == 102 and frames_b.updates == ([7] * 7 + [2]) * 2
+    err = capsys.readouterr().err
+    assert "separate" in err and "2/2" in err and "0/101" in err
+    for flags in ([], ["--no-progress"]):  # capsys' stderr is no terminal: no bar by default
+        bars.clear()
+        assert separate.main([*args, *flags]) == 0
+        assert all(bar.disable for bar in bars) and capsys.readouterr().err == ""
+
+
+def test_folder_separates_every_audio_file_into_its_own_subfolder(run_dir, tmp_path, capsys):
+    album = tmp_path / "album"
+    album.mkdir()
+    inputs = {"one.wav": tone(800, 8000, 30), "two.flac": tone(640, 8000, 31),
+              "three.MP3": tone(800, 8000, 32)}
+    for name, x in inputs.items():
+        sf.write(album / name, x, 8000, format="MP3" if name.endswith("MP3") else None)
+    (album / "notes.txt").write_text("not audio")
+    sf.write(album / ".hidden.wav", tone(400, 8000, 33), 8000)
+    (album / "sub").mkdir()
+    sf.write(album / "sub" / "deeper.wav", tone(400, 8000, 34), 8000)
+
+    assert separate.main([str(run_dir), str(album), "--out", str(tmp_path / "out")]) == 0
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.iterdir()) == ["one", "three", "two"]
+    for name in inputs:
+        stem = Path(name).stem
+        assert sorted(p.name for p in (out / stem).iterdir()) == ["accompaniment.wav", "vocals.wav"]
+        source = sf.read(album / name, dtype="float32")[0]
+        vocals = sf.read(out / stem / "vocals.wav", dtype="float32")[0]
+        acc = sf.read(out / stem / "accompaniment.wav", dtype="float32")[0]
+        assert len(vocals) == len(source) and np.max(np.abs(vocals)) > 1e-3
+        np.testing.assert_allclose(vocals + acc, source, atol=1e-6)
+    assert f"{album / 'one.wav'}: wrote {out / 'one' / 'vocals.wav'}" in capsys.readouterr().out
+    # without --out: the sub-folders go into the input folder itself; a re-run reads only the files
+    assert separate.main([str(run_dir), str(album)]) == 0
+    assert (album / "two" / "vocals.wav").is_file() and not (album / "sub" / "deeper").exists()
+    assert separate.main([str(run_dir), str(album)]) == 0
+    assert sorted(p.name for p in album.iterdir()) == sorted(
+        [*inputs, "notes.txt", ".hidden.wav", "sub", "one", "two", "three"])
+
+
+def test_folder_clash_and_folder_without_audio_write_nothing(run_dir, tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "cover.jpg").write_bytes(b"\xff\xd8 not audio")
+    (empty / "sub").mkdir()
+    sf.write(empty / "sub" / "song.wav", tone(400, 8000, 40), 8000)
+    sf.write(tmp_path / "good.wav", tone(400, 8000, 41), 8000)
+    out = tmp_path / "out"
+    assert separate.main([str(run_dir), str(tmp_path / "good.wav"), str(empty),
+                          "--out", str(out)]) == 2
+    line = one_error_line(capsys)
+    assert f"{empty}: folder holds no audio files" in line
+    assert all(ext in line for ext in (".wav", ".flac", ".mp3", ".ogg", ".m4a", ".mp4")), line
+    assert not out.exists() and not (tmp_path / "good_vocals.wav").exists()
+    assert sorted(p.name for p in empty.iterdir()) == ["cover.jpg", "sub"]
+    # two files of one folder with the same stem would write the same sub-folder: refused
+    clash = tmp_path / "clash"
+    clash.mkdir()
+    sf.write(clash / "song.wav", tone(400, 8000, 42), 8000)
+    sf.write(clash / "song.flac", tone(400, 8000, 43), 8000)
+    assert separate.main([str(run_dir), str(clash)]) == 2
+    line = one_error_line(capsys)
+    assert str(clash / "song" / "vocals.wav") in line and "--out" in line
+    assert sorted(p.name for p in clash.iterdir()) == ["song.flac", "song.wav"]
+
+
+def test_band_warning_names_the_cutoff_and_the_training_rate(run_dir, tmp_path, capsys):
+    assert separate.band_warning("x.wav", 8000, 8000) is None
+    assert separate.band_warning("x.wav", 16000, 44100) is None
+    sf.write(tmp_path / "hi.wav", tone(4410, 44100, 50), 44100, subtype="FLOAT")
+    sf.write(tmp_path / "lo.wav", tone(800, 8000, 51), 8000, subtype="FLOAT")
+    assert separate.main([str(run_dir), str(tmp_path / "hi.wav"), str(tmp_path / "lo.wav")]) == 0
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == [
+        f"ncajax-separate: warning: {tmp_path / 'hi.wav'}: everything above 4 kHz in this 44.1 kHz "
+        "input lands in the accompaniment: the model was trained at 8 kHz, so it hears only up to 4 kHz"
+    ]
+    assert separate.main([str(run_dir), str(tmp_path / "hi.wav"), "--model-rate",
+                          "--out", str(tmp_path / "m")]) == 0
+    line = capsys.readouterr().err.strip()
+    assert "everything above 4 kHz in this 44.1 kHz input is dropped (--model-rate writes at 8 kHz)" in line
+    assert len(line.splitlines()) == 1
+
+
+@pytest.mark.parametrize("kind", ["silent", "tiny"])
+def test_silent_input_is_refused(run_dir, tmp_path, capsys, kind):
+    x = np.zeros(800, np.float32) if kind == "silent" else np.full(800, 1e-5, np.float32)  # -100 dBFS
+    sf.write(tmp_path / "quiet.wav", x, 8000, subtype="FLOAT")
+    assert separate.main([str(run_dir), str(tmp_path / "quiet.wav")]) == 2
+    line = one_error_line(capsys)
+    assert f"{tmp_path / 'quiet.wav'}: is silent" in line and "nothing to separate" in line
+    assert not (tmp_path / "quiet_vocals.wav").exists()
+    # a quiet but audible file (-60 dBFS) is separated
+    sf.write(tmp_path / "soft.wav", np.full(800, 1e-3, np.float32) * np.sign(tone(800, 8000, 52)),
+             8000, subtype="FLOAT")
+    assert separate.main([str(run_dir), str(tmp_path / "soft.wav")]) == 0
+
+
+def test_weights_that_do_not_match_the_model(run_dir, tmp_path, capsys):
+    """A run directory whose config.json asks for another model size than its checkpoint holds."""
+    import json
+    import shutil
+
+    bad_run = tmp_path / "bad_run"
+    shutil.copytree(run_dir, bad_run)
+    cfg = json.loads((bad_run / "config.json").read_text())
+    cfg["model"]["n_bins"] = N + 4
+    (bad_run / "config.json").write_text(json.dumps(cfg))
+    sf.write(tmp_path / "a.wav", tone(800, 8000, 60), 8000)
+    assert separate.main([str(bad_run), str(tmp_path / "a.wav")]) == 2
+    line = one_error_line(capsys)
+    assert str(bad_run / "checkpoints") in line and "different configuration" in line
+    assert f"model.n_bins: expected {N + 4}, found {N}" in line and "matching run directory" in line
+    assert not (tmp_path / "a_vocals.wav").exists()
+
+
+def test_ffmpeg_format_without_ffmpeg_is_one_clear_error(run_dir, tmp_path, capsys, monkeypatch):
+    import ncajax.ffmpeg
+
+    monkeypatch.setattr(ncajax.ffmpeg, "find_ffmpeg", lambda: None)
+    (tmp_path / "song.m4a").write_bytes(b"\x00\x00\x00\x20ftypM4A not read")
+    assert separate.main([str(run_dir), str(tmp_path / "song.m4a")]) == 2
+    line = one_error_line(capsys)
+    assert f"{tmp_path / 'song.m4a'}: reading .m4a files needs ffmpeg" in line
+    assert "apt-get install ffmpeg" in line and "convert the file to wav or flac" in line
+    assert not (tmp_path / "song_vocals.wav").exists()
+
+
+def _ffmpeg() -> str:
+    from ncajax.ffmpeg import find_ffmpeg
+
+    return find_ffmpeg()
+
+
+@pytest.mark.ffmpeg
+def test_m4a_and_corrupt_m4a_through_ffmpeg(run_dir, tmp_path, capsys):
+    stereo = np.stack([tone(22050, 44100, 70), 0.5 * tone(22050, 44100, 71)], axis=1)
+    sf.write(tmp_path / "src.wav", stereo, 44100, subtype="FLOAT")
+    subprocess.run([_ffmpeg(), "-nostdin", "-v", "error", "-i", str(tmp_path / "src.wav"), "-c:a", "aac",
+                    str(tmp_path / "song.m4a")], check=True, timeout=120)
+    decoded, rate = separate.read_audio(tmp_path / "song.m4a", mono=False)
+    assert rate == 44100 and decoded.shape[1] == 2 and abs(len(decoded) - 22050) < 4096
+    assert np.corrcoef(decoded[1024:20000, 0], stereo[1024:20000, 0])[0, 1] > 0.5  # the audio, not noise
+    assert separate.main([str(run_dir), str(tmp_path / "song.m4a"), "--no-progress"]) == 0
+    vocals, r = sf.read(tmp_path / "song_vocals.wav", dtype="float32", always_2d=True)
+    acc = sf.read(tmp_path / "song_accompaniment.wav", dtype="float32", always_2d=True)[0]
+    assert r == 44100 and vocals.shape == decoded.shape
+    np.testing.assert_allclose(vocals + acc, decoded, atol=1e-6)
+    capsys.readouterr()
+    (tmp_path / "bad.m4a").write_bytes(b"\x00\x00\x00\x20ftypM4A " + b"garbage" * 50)
+    assert separate.main([str(run_dir), str(tmp_path / "bad.m4a")]) == 2
+    line = one_error_line(capsys)
+    assert f"{tmp_path / 'bad.m4a'}: not a readable audio file" in line and "convert it to wav" in line
+    assert not (tmp_path / "bad_vocals.wav").exists()
+
+
+@pytest.mark.ffmpeg
+def test_stem_mp4_in_a_folder_separates_its_mixture(run_dir, tmp_path, musdb_sample_root):
+    """A MUSDB18 .stem.mp4 in a folder: its first stream (the mixture) is separated, into a sub-folder
+    named without `.stem.mp4`."""
+    from ncajax import sources
+
+    sample = next(musdb_sample_root.glob("train/*.stem.mp4"))
+    name = sample.name[: -len(".stem.mp4")]
+    folder = tmp_path / "stems"
+    folder.mkdir()
+    (folder / sample.name).symlink_to(sample)
+    assert separate.main([str(run_dir), str(folder), "--out", str(tmp_path / "out")]) == 0
+    vocals, rate = sf.read(tmp_path / "out" / name / "vocals.wav", dtype="float32", always_2d=True)
+    acc = sf.read(tmp_path / "out" / name / "accompaniment.wav", dtype="float32", always_2d=True)[0]
+    mixture = sources.load_track(sources.TrackRef(name, str(sample), "stem"), 44100).mixture
+    assert rate == 44100 and vocals.shape == (len(mixture), 2)
+    np.testing.assert_allclose((vocals + acc).mean(axis=1), mixture, atol=1e-4)
