@@ -13,6 +13,8 @@ import numpy as np
 
 from .analysis import summarise
 from .config import NCA_AUTHORS, PRIMARY_ESTIMATOR
+from .results import MappingStage, StudyRun
+from .summary import TableSummary
 
 # Local spread sqrt(mean ||J_t - Jbar||^2) / ||Jbar|| above this: the per-frame Jacobians differ
 # from their mean by more than half its size, so no single matrix stands for the model.
@@ -58,25 +60,14 @@ VERDICT_TEXT = {
 }
 
 
-def settings_of(mappings: dict | None) -> list[dict]:
+def settings_of(mappings: MappingStage | None) -> list[dict]:
     """The fit settings in the stage's order (dicts of name, method, steps, learning_rate, init, ...)."""
-    if mappings is None:
-        return []
-    out = list(((mappings["config"] or {}).get("mapping") or {}).get("settings", []))
-    known = {s["name"] for s in out}
-    for (_, setting, kind), r in mappings["records"].items():
-        if kind == "pooled" and setting not in known:
-            out.append(r.get("settings") or {"name": setting, "method": r.get("method", "?")})
-            known.add(setting)
-    return out
+    return [] if mappings is None else mappings.settings()
 
 
-def models_of(data: dict) -> list[str]:
-    names = list(data["train"])
-    if data["mappings"] is not None:
-        names += [m for m in (data["mappings"]["config"] or {}).get("models", []) if m not in names]
-        names += sorted({k[0] for k in data["mappings"]["records"]} - set(names))
-    return names
+def models_of(run: StudyRun) -> list[str]:
+    """The models of a run: trained, then mapped (`StudyRun.models`)."""
+    return run.models()
 
 
 def fmt(x, digits: int = 3) -> str:
@@ -90,6 +81,13 @@ def fmt_iv(interval: dict | None, digits: int = 3) -> str:
     if not interval:
         return "—"
     return f"{interval['mean']:.{digits}f} [{interval['lo']:.{digits}f}, {interval['hi']:.{digits}f}]"
+
+
+def iv_cell(table: TableSummary | None, digits: int = 3) -> str:
+    """A table's interval as a cell: "—" without a table, "non-finite" when a cell is not finite."""
+    if table is None:
+        return "—"
+    return fmt_iv(table.interval, digits) if table.finite else "non-finite"
 
 
 def finite(values) -> list[float]:

@@ -13,31 +13,28 @@ from .report_format import (
     fmt_pm,
     join_code,
     md_table,
-    models_of,
     seed_stat,
 )
+from .results import MappingStage, StudyRun, per_model
 
 
-def _separation_rows(data: dict, ev: dict, has_bss: bool) -> list[list[str]]:
+def _separation_rows(run: StudyRun, ev: dict, has_bss: bool) -> list[list[str]]:
     """One row per model (mean ± CI over seeds), then the mixture and oracle IRM references."""
-    per_model: dict[str, list[dict]] = {}
-    for pred, summ in ev.items():
-        if "/seed" in pred:
-            per_model.setdefault(pred.rsplit("/seed", 1)[0], []).append(summ)
+    seeds_of = per_model(ev)
     rows = []
 
     def bss(summs, key):
         return seed_stat([(s.get("vocals") or {}).get(key) for s in summs])
 
-    for model in models_of(data):
-        summs = per_model.get(model, [])
-        train_res = (data["train"].get(model) or {}).get("result") or {}
+    for model in run.models():
+        summs = seeds_of.get(model, [])
+        train = run.train.get(model)
         row = [f"`{model}`"]
         if has_bss:
             row += [fmt_pm(bss(summs, k), 2) for k in ("SDR", "SIR", "SAR")]
         row += [
             fmt_pm(seed_stat([s.get("mag_sdr") for s in summs]), 2),
-            fmt_pm(seed_stat(train_res.get("test_improvement_db")), 2),
+            fmt_pm(seed_stat(train.get("test_improvement_db") if train is not None else None), 2),
         ]
         rows.append(row)
     for ref in ("mixture", "oracle_irm"):
@@ -53,21 +50,15 @@ def _separation_rows(data: dict, ev: dict, has_bss: bool) -> list[list[str]]:
     return rows
 
 
-def separation_section(data: dict) -> list[str]:
+def separation_section(run: StudyRun) -> list[str]:
     lines = ["## Separation quality", ""]
-    ev = (data["evaluation"] or {}).get("summary", {})
+    ev = run.evaluation.summary if run.evaluation is not None else {}
     has_bss = any("vocals" in s for s in ev.values())
     header = ["model"] + (["vocals SDR (dB)", "SIR (dB)", "SAR (dB)"] if has_bss else [])
     header += ["magnitude SDR (dB)", "test mag. SDR improvement (dB, training stage)"]
-    lines += md_table(header, _separation_rows(data, ev, has_bss))
-    mix = next(
-        (
-            t["result"].get("test_mixture_mag_sdr_db")
-            for t in data["train"].values()
-            if t["result"] and t["result"].get("test_mixture_mag_sdr_db") is not None
-        ),
-        None,
-    )
+    lines += md_table(header, _separation_rows(run, ev, has_bss))
+    mix = next((t.get("test_mixture_mag_sdr_db") for t in run.train.values()
+                if t.get("test_mixture_mag_sdr_db") is not None), None)
     lines += [
         "",
         "Models: mean ± 95 % CI (Student t) over seeds. "
@@ -87,7 +78,7 @@ def separation_section(data: dict) -> list[str]:
             else "."
         ),
     ]
-    if data["evaluation"] is None:
+    if run.evaluation is None:
         lines += [
             "",
             "_No evaluation results in this run: run the evaluation stage for museval and "
@@ -98,8 +89,8 @@ def separation_section(data: dict) -> list[str]:
     return lines
 
 
-def real_music_section(data: dict) -> list[str]:
-    real = (data["evaluation"] or {}).get("real")
+def real_music_section(run: StudyRun) -> list[str]:
+    real = run.evaluation.real if run.evaluation is not None else None
     if not real:
         return []
     ev = real.get("summary", {})
@@ -113,9 +104,9 @@ def real_music_section(data: dict) -> list[str]:
              f"{join_code(real.get('tracks', []))} (resampled to the model's rate): vocals SDR (museval, "
              "median over 1 s windows), mean ± 95 % CI over seeds, and its improvement over the unprocessed "
              "mixture.", ""]
-    rows = []
-    for model in models_of(data):
-        vals = [sdr(v) for k, v in ev.items() if k.rsplit("/seed", 1)[0] == model and "/seed" in k]
+    rows, seeds_of = [], per_model(ev)
+    for model in run.models():
+        vals = [sdr(v) for v in seeds_of.get(model, [])]
         st = seed_stat(vals)
         gain = None if st is None or mix is None else {**st, "mean": st["mean"] - mix, "lo": st["lo"] - mix,
                                                         "hi": st["hi"] - mix}
@@ -146,11 +137,10 @@ def _linearity_rows(recs: dict) -> tuple[list[list[str]], list[str]]:
     return rows, sentences
 
 
-def linearity_section(data: dict) -> list[str]:
+def linearity_section(run: StudyRun) -> list[str]:
     lines = ["## Is one matrix a fair summary?", ""]
-    m = data["mappings"]
-    recs = {} if m is None else {model: r for (model, _, kind), r in m["records"].items()
-                                 if kind == "model" and r.get("linearity")}
+    m = run.mappings
+    recs = {} if m is None else {r.model: r for r in m.of_kind("model") if r.get("linearity")}
     if not recs:
         return lines + ["_No per-frame Jacobian results in this run._"]
     lines += ["A mapping matrix is one linear map for all frames. The per-frame Jacobians J(xₜ) of a model show "
@@ -176,14 +166,14 @@ def linearity_section(data: dict) -> list[str]:
     return lines + md_table(["model", "metric", *(f"q{round(q * 100):02d}" for q in levels)], qrows)
 
 
-def dead_units_section(data: dict) -> list[str]:
+def dead_units_section(run: StudyRun) -> list[str]:
     lines = ["## Dead units", ""]
-    m = data["mappings"]
+    m = run.mappings
     if m is None:
         return lines + ["_No mapping stage results in this run._"]
     rows, errs = [], []
-    for model in models_of(data):
-        r = m["records"].get((model, "-", "model")) or {}
+    for model in run.models():
+        r = m.record(model, "-", "model") or {}
         if r.get("dead_units"):
             du = r["dead_units"]
             layers = sorted((k for k in du[0] if k.startswith("layer_")), key=lambda k: int(k[6:]))
@@ -205,16 +195,16 @@ def _octave_label(band: dict) -> str:
     return f"{lo / 1000:.2g}-{hi / 1000:.2g} kHz" if lo >= 1000 else f"{lo:.0f}-{hi:.0f} Hz"
 
 
-def live_units_section(data: dict) -> list[str]:
+def live_units_section(run: StudyRun) -> list[str]:
     """Dead output units on the held-out songs, the live share per octave band and the homogeneity
     errors, per model (from the evaluation stage's "units")."""
     lines = ["## Live output units and level robustness", ""]
-    units = (data["evaluation"] or {}).get("units")
+    units = run.evaluation.units if run.evaluation is not None else None
     if not units:
         return lines + ["_This run's evaluation has no unit facts (evaluated before they were recorded)._"]
     rows, bands_rows = [], []
     bands = None
-    for model in models_of(data):
+    for model in run.models():
         u = units.get(model)
         if not u:
             continue
@@ -239,14 +229,13 @@ def live_units_section(data: dict) -> list[str]:
     return lines
 
 
-def _control_row(label: str, model: str, mappings: dict | None) -> list[str] | None:
+def _control_row(label: str, model: str, mappings: MappingStage | None) -> list[str] | None:
     """One row of the recipe control: dead output share on the fit frames and the primary estimator's
     held-out error (clipped), diagonal keep and weighted diagonal energy ratio, means over seeds × songs."""
     if mappings is None:
         return None
-    recs = mappings["records"]
-    facts = recs.get((model, "-", "model")) or {}
-    fit = recs.get((model, PRIMARY_ESTIMATOR, "pooled"))
+    facts = mappings.record(model, "-", "model") or {}
+    fit = mappings.record(model, PRIMARY_ESTIMATOR)
     if fit is None:
         return None
     dead = seed_stat([d.get("output") for d in facts.get("dead_units") or []])
@@ -262,19 +251,19 @@ def _control_row(label: str, model: str, mappings: dict | None) -> list[str] | N
             str(len(fit.get("rel_l1_heldout_clipped") or []))]
 
 
-def recipe_control_section(data: dict) -> list[str]:
+def recipe_control_section(run: StudyRun) -> list[str]:
     """What dying output units did to the mappings: the models trained with the recipe before
     2026-12-05 (raw magnitudes, MSE; about a fifth to a half of the DAEs' output units die) against the
     study's models, under the primary estimator (the `control/` stage of the study)."""
-    control = data.get("recipe_control")
+    control = run.recipe_control
     lines = ["## What dying units did to the mappings", ""]
     if not control:
         return lines + ["_This run has no recipe control (`control/`): run the study with the control on._"]
     rows = []
-    recipe = ((control.get("train_config") or {}).get("train") or {})
-    for model in models_of(data):
-        for label, m in (("raw magnitudes, MSE (before)", control.get("mappings")),
-                         ("the study's recipe", data["mappings"])):
+    recipe = ((control.train_config or {}).get("train") or {})
+    for model in run.models():
+        for label, m in (("raw magnitudes, MSE (before)", control.mappings),
+                         ("the study's recipe", run.mappings)):
             row = _control_row(label, model, m)
             if row is not None:
                 rows.append(row)

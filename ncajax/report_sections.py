@@ -19,13 +19,13 @@ from .report_format import (
     fmt,
     fmt_iv,
     fmt_pm,
+    iv_cell,
     md_table,
-    models_of,
     seed_stat,
-    settings_of,
 )
+from .results import StudyRun
 from .runs import git_commit
-from .stats import seed_song_bootstrap
+from .summary import RunSummary
 
 INTERVAL_METHODS = (
     "95 % seed × song two-way random-effects t-intervals (`ncajax.stats`, seeds per model, songs shared; "
@@ -68,11 +68,12 @@ def verdict_sentence(concl: dict) -> str:
     return text + "."
 
 
-def header_section(data: dict, concl: dict, timings: dict | None) -> list[str]:
+def header_section(run: StudyRun, summary: RunSummary, timings: dict | None) -> list[str]:
     lines = ["# Mapping functions of DAE singing-voice separators: study report", ""]
-    cfg = next((t["config"] for t in data["train"].values() if t["config"]), None) or {}
+    cfg = run.train_config()
     ds = cfg.get("data", {})
-    stft = cfg.get("stft") or ((data["mappings"] or {}).get("config") or {}).get("stft") or {}
+    m = run.mappings
+    stft = cfg.get("stft") or ((m.config if m is not None else None) or {}).get("stft") or {}
     tracks = ds.get("tracks", {})
     counts = ", ".join(f"{len(v)} {k}" for k, v in tracks.items()) if tracks else "track counts unknown"
     corpus = ds.get("corpus") or {}
@@ -82,20 +83,19 @@ def header_section(data: dict, concl: dict, timings: dict | None) -> list[str]:
         lines.append(f"- **Preset / STFT:** `{ds.get('preset', '?')}`: {stft.get('sample_rate')} Hz, n_fft "
                      f"{stft.get('n_fft')} ({stft.get('n_fft', 0) // 2 + 1} bins), hop {stft.get('hop_length')}, "
                      f"{stft.get('window')} window")
-    seeds = sorted({s for t in data["train"].values() for s in (t["result"] or {}).get("seeds", [])})
+    seeds = sorted({s for t in run.train.values() for s in t.seeds})
     lines.append(f"- **Seeds:** {len(seeds)} per model ({', '.join(map(str, seeds)) or 'unknown'}) for "
-                 f"{', '.join(f'`{m}`' for m in data['train']) or 'no models'}")
-    metas = {f"train/{m}": t["meta"] for m, t in data["train"].items()}
-    metas["mappings"] = (data["mappings"] or {}).get("meta")
-    metas["evaluation"] = data["eval_meta"]
+                 f"{', '.join(f'`{name}`' for name in run.train) or 'no models'}")
+    metas = {f"train/{name}": t.meta for name, t in run.train.items()}
+    metas["mappings"] = m.meta if m is not None else None
+    metas["evaluation"] = run.evaluation.meta if run.evaluation is not None else None
     commits = sorted({v.get("git_commit", "unknown") for v in metas.values() if v})
     if commits:
         lines.append(f"- **Git commit{'s' if len(commits) > 1 else ''}:** " + ", ".join(f"`{c}`" for c in commits))
     lines.append(f"- **Report generated:** {time.strftime('%Y-%m-%d %H:%M:%S %z')} by commit `{git_commit()}` "
                  "(rendered from the saved results; the numbers come from the commits above)")
-    m = data["mappings"]
     if m is not None:
-        res, mc = m["result"], ((m["config"] or {}).get("mapping") or {})
+        res, mc = m.result, m.mapping_config
         lines.append(
             f"- **Mapping protocol:** each matrix fitted on {res.get('n_fit_frames', mc.get('n_fit_frames'))} "
             f"frames pooled over {len(res.get('fit_songs', [])) or '?'} songs of the training split; judged on "
@@ -103,9 +103,9 @@ def header_section(data: dict, concl: dict, timings: dict | None) -> list[str]:
             f"({mc.get('heldout_frames_per_song')} frames each); every NCA/student fit with its own "
             "initialisation key")
         lines.append(f"- **Intervals:** {INTERVAL_METHODS}")
-    lines += ["", "**Verdict:** " + verdict_sentence(concl)]
-    if data["notes"]:
-        lines += ["", "**Notes on this run:**", ""] + [f"- {n}" for n in data["notes"]]
+    lines += ["", "**Verdict:** " + verdict_sentence(summary.conclusion)]
+    if run.notes:
+        lines += ["", "**Notes on this run:**", ""] + [f"- {n}" for n in run.notes]
     if timings:
         lines += ["", "### Stage timings", ""]
         lines += md_table(["stage", "wall time (s)"], [[k, fmt(float(v), 1)] for k, v in timings.items()])
@@ -128,8 +128,8 @@ def _converged_cell(v: dict) -> str:
     return ", ".join(f"{m}: {c[0]}/{c[1]}" for m, c in conv.items() if c is not None)
 
 
-def conclusion_section(data: dict, concl: dict) -> list[str]:
-    lines = ["## Conclusion", ""]
+def conclusion_section(summary: RunSummary) -> list[str]:
+    lines, concl = ["## Conclusion", ""], summary.conclusion
     if not concl["settings"]:
         return lines + ["_No mapping stage results: no verdict._"]
     lines += [verdict_sentence(concl), ""]
@@ -179,7 +179,7 @@ def conclusion_section(data: dict, concl: dict) -> list[str]:
     return lines
 
 
-def _error_row(name: str, model: str, rec: dict, info: dict | None) -> list[str]:
+def _error_row(name: str, model: str, rec, info: dict | None) -> list[str]:
     info = info or {}
     return [f"`{name}`", f"`{model}`", fmt_pm(seed_stat(rec.get("rel_l1_fit"))),
             fmt_iv(info.get("heldout")), fmt_iv(info.get("heldout_clipped")), fmt_iv(info.get("vs_gain")),
@@ -189,24 +189,21 @@ def _error_row(name: str, model: str, rec: dict, info: dict | None) -> list[str]
 NO_MAPPINGS = "_No mapping stage results in this run._"
 
 
-def errors_section(data: dict, concl: dict) -> list[str]:
-    lines, m, rows = ["## Error on unseen songs against two baselines", ""], data["mappings"], []
+def errors_section(summary: RunSummary) -> list[str]:
+    lines, m, rows = ["## Error on unseen songs against two baselines", ""], summary.study.mappings, []
     if m is None:
         return lines + [NO_MAPPINGS]
-    for model in models_of(data):
+    for model in summary.study.models():
         for b in ("zero", "per_bin_gain"):
-            rec = m["records"].get((model, b, "baseline"))
+            rec = m.record(model, b, "baseline")
             if rec is not None:
-                info = verdict.informative(rec, None)
+                info = summary.informative[rec.key]
                 rows.append([f"*{b}* (baseline)", f"`{model}`", fmt_pm(seed_stat(rec.get("rel_l1_fit"))),
                              fmt_iv(info.get("heldout")), fmt_iv(info.get("heldout_clipped")), "—", "—"])
-        for s in settings_of(m):
-            rec = m["records"].get((model, s["name"], "pooled"))
+        for name in m.setting_names():
+            rec = m.record(model, name)
             if rec is not None:
-                info = ((concl["settings"].get(s["name"]) or {}).get("informative") or {}).get(model)
-                if info is None:
-                    info = verdict.informative(rec, m["records"].get((model, "per_bin_gain", "baseline")))
-                rows.append(_error_row(s["name"], model, rec, info))
+                rows.append(_error_row(name, model, rec, summary.informative[rec.key]))
     lines += md_table(["estimator", "model", "rel. L1 fitted frames", "rel. L1 held-out songs",
                      "held-out, clipped at 0", "held-out − per-bin gain", "informative"], rows)
     lines += ["", "Relative L1 error of x ↦ Cx against the model's output (lower is better): on the "
@@ -225,24 +222,25 @@ def _mean_cell(table) -> str:
     return "—" if arr.size == 0 or not np.all(np.isfinite(arr)) else fmt(float(arr.mean()))
 
 
-def functional_section(data: dict, concl: dict) -> list[str]:
+def functional_section(summary: RunSummary) -> list[str]:
     """Functional diagonality per model x estimator: held-out errors of C, diag(C), its band and
     silence, the diagonal's and the band's kept share with intervals, and the model's branch."""
     lines, m, rows = ["## Functional diagonality: does diag(C) do what C does on unseen songs?", ""], \
-        data["mappings"], []
+        summary.study.mappings, []
     if m is None:
         return lines + [NO_MAPPINGS]
-    band_hz = ((m.get("config") or {}).get("functional") or {}).get("band_hz", DIAGONAL_BAND_HZ)
-    for s in settings_of(m):
-        branches = (concl["settings"].get(s["name"]) or {}).get("branches") or {}
-        for model in models_of(data):
-            r = m["records"].get((model, s["name"], "pooled"))
-            fn = (r or {}).get("functional")
+    band_hz = ((m.config or {}).get("functional") or {}).get("band_hz", DIAGONAL_BAND_HZ)
+    for name in m.setting_names():
+        branches = (summary.conclusion["settings"].get(name) or {}).get("branches") or {}
+        for model in summary.study.models():
+            r = m.record(model, name)
+            fn = r.get("functional") if r is not None else None
             if not fn:
                 continue
-            rows.append([f"`{s['name']}`", f"`{model}`", *(_mean_cell(fn.get(k)) for k in
+            rows.append([f"`{name}`", f"`{model}`", *(_mean_cell(fn.get(k)) for k in
                          ("err_full", "err_diag", "err_band", "err_zero")),
-                         _metric_iv(fn, "keep_diag"), _metric_iv(fn, "keep_band"),
+                         iv_cell(summary.table(model, name, "functional.keep_diag")),
+                         iv_cell(summary.table(model, name, "functional.keep_band")),
                          BRANCH_TEXT.get(branches.get(model), "—")])
     if not rows:
         return lines + ["_This mapping stage predates the functional-diagonality tables._"]
@@ -260,13 +258,13 @@ def functional_section(data: dict, concl: dict) -> list[str]:
 FROZEN_P_SENTENCE = ("the authors' setting measures products of gated weights, not mappings")
 
 
-def convergence_control_section(data: dict, concl: dict) -> list[str]:
+def convergence_control_section(summary: RunSummary) -> list[str]:
     """The under-convergence control (`verdict.convergence_control`): per control setting and fit step
     count, the mean fit error per model and the DAE − dae_sf intervals of the primary metric and of
     the authors' weighted diagonal energy ratio; the frozen-P sentence when step 0 gives the authors'
     direction. Empty when the stage ran no control."""
-    control = concl.get("convergence_control")
-    if data["mappings"] is None or not control:
+    control = summary.conclusion.get("convergence_control")
+    if summary.study.mappings is None or not control:
         return []
     lines = ["## Under-convergence control", ""]
     models = list(dict.fromkeys(m for r in control["rows"] for m in r["fit_error"]))
@@ -319,42 +317,33 @@ def near_band_text(stage_config: dict | None) -> str:
     return f"{k} bin{'s' if k != 1 else ''} (±{band_hz:g} Hz)"
 
 
-def structure_section(data: dict) -> list[str]:
-    lines, m, rows = ["## Structure of the mapping matrices", ""], data["mappings"], []
+def structure_section(summary: RunSummary) -> list[str]:
+    lines, m, rows = ["## Structure of the mapping matrices", ""], summary.study.mappings, []
     if m is None:
         return lines + [NO_MAPPINGS]
-    for s in settings_of(m):
-        for model in models_of(data):
-            r = m["records"].get((model, s["name"], "pooled"))
-            if r is None:
+    for name in m.setting_names():
+        for model in summary.study.models():
+            if m.record(model, name) is None:
                 continue
-            rows.append([f"`{s['name']}`", f"`{model}`", *(_metric_iv(r.get("metrics"), c) for c in STRUCT_COLS)])
+            rows.append([f"`{name}`", f"`{model}`",
+                         *(iv_cell(summary.table(model, name, f"metrics.{c}")) for c in STRUCT_COLS)])
     lines += md_table(["estimator", "model", *(METRIC_LABELS[c] for c in STRUCT_COLS)], rows)
     lines += ["", "Each cell: mean [95 % seed × song interval]. Weighted metrics weight input bin "
               "j by the mean input power of each held-out song; near-diagonal counts |i − j| ≤ "
-              f"{near_band_text(m.get('config'))}.", "",
+              f"{near_band_text(m.config)}.", "",
               "Estimators:", ""]
-    lines += [f"- `{s['name']}`: {describe_setting(s)}" for s in settings_of(m)]
+    lines += [f"- `{s['name']}`: {describe_setting(s)}" for s in m.settings()]
     prow = []
-    for (model, setting, kind), r in m["records"].items():
-        for part, metrics in (r.get("part_metrics") or {}).items() if kind == "pooled" else ():
-            flag = verdict.BY_CONSTRUCTION.get((f"{setting}:{part}", model))
-            prow.append([f"`{setting}`", f"`{model}`", f"`{part}`" + (" (diagonal by construction)" if flag else ""),
-                         *(_metric_iv(metrics, c) for c in STRUCT_COLS)])
+    for r in m.of_kind("pooled"):
+        for part in r.part_metrics:
+            flag = verdict.BY_CONSTRUCTION.get((f"{r.setting}:{part}", r.model))
+            prow.append([f"`{r.setting}`", f"`{r.model}`", f"`{part}`" + (" (diagonal by construction)" if flag else ""),
+                         *(iv_cell(summary.table(r.model, r.setting, f"part_metrics.{part}.{c}"))
+                           for c in STRUCT_COLS)])
     if prow:
         lines += ["", "Parts of the skip-filtering model's Jacobian, diag(m) + diag(x) ∂m/∂x:", ""]
         lines += md_table(["estimator", "model", "part", *(METRIC_LABELS[c] for c in STRUCT_COLS)], prow)
     return lines
-
-
-def _metric_iv(metrics: dict | None, key: str) -> str:
-    table = (metrics or {}).get(key)
-    if table is None:
-        return "—"
-    arr = np.asarray(table, dtype=float)
-    if not np.all(np.isfinite(arr)):
-        return "non-finite"
-    return fmt_iv(seed_song_bootstrap(arr))
 
 
 def corpora_section(summary: dict) -> list[str]:
@@ -384,9 +373,9 @@ def corpora_section(summary: dict) -> list[str]:
     return lines
 
 
-def figures_section(data: dict, link_base: str) -> list[str]:
+def figures_section(run: StudyRun, link_base: str) -> list[str]:
     lines = ["## Figures", ""]
-    fig_dir = data["run_dir"] / "figures"
+    fig_dir = run.run_dir / "figures"
     pngs = sorted(fig_dir.glob("*.png")) if fig_dir.is_dir() else []
     if not pngs:
         return lines + [

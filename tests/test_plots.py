@@ -19,7 +19,7 @@ from matplotlib.colors import to_hex
 from ncajax import plots, verdict
 from ncajax.analysis import bin_frequencies
 from ncajax.config import PRIMARY_ESTIMATOR, FitSetting, MappingConfig, STFTConfig, to_dict
-from ncajax.stats import seed_song_bootstrap
+from ncajax.summary import summarise_run
 
 N_FFT, SR = 16, 8000
 N = N_FFT // 2 + 1  # 9 bins
@@ -300,16 +300,14 @@ def _errorbars(ax):
     return out
 
 
-def test_direction_intervals_show_the_verdicts_intervals(tmp_path, capture):
+def test_direction_intervals_render_the_summarys_verdict(tmp_path, capture):
     # student fits of dae no better than the per-bin gain: that estimator does not count
     worse = {("dae", "student_converged"): grid(0.6, "dae/student/worse")}
     run = make_run(tmp_path, records=mapping_records(np.random.default_rng(0), heldout=worse))
-    assert _names(plots.direction_intervals(run, tmp_path / "f")) == {"direction_intervals"}
+    summary = summarise_run(run)
+    assert _names(plots.direction_intervals(summary, tmp_path / "f")) == {"direction_intervals"}
     (ax,) = capture["direction_intervals"].axes
-    records = plots.load_mapping_records(run / "mappings")
-    concl = verdict.conclusion(
-        {(r["model"], r["setting"], r["kind"]): r for r in records}, [s.name for s in SETTINGS]
-    )
+    concl = summary.conclusion
     assert concl["overall"]["verdict"] == "holds"
     assert concl["settings"]["student_converged"]["counts"] is False
     assert "Verdict: holds" in ax.get_title()
@@ -337,12 +335,13 @@ def test_direction_intervals_show_the_verdicts_intervals(tmp_path, capture):
             assert face == (filled if v["counts"] else "#ffffff"), (s.name, dae)
 
 
-def test_heldout_error_shows_bootstrap_means_and_baselines(tmp_path, capture):
+def test_heldout_error_renders_the_summarys_intervals_and_baselines(tmp_path, capture):
     rng = np.random.default_rng(0)
     table = grid(FIT_ERR, "nan-seed")
     table[1] = [float("nan")] * T  # one seed with a non-finite error: left out
     run = make_run(tmp_path, records=mapping_records(rng, heldout={("dae_sf", "lstsq"): table}))
-    plots.heldout_error(run, tmp_path / "f")
+    summary = summarise_run(run)
+    plots.heldout_error(summary, tmp_path / "f")
     raw, clipped = capture["heldout_error"].axes
     records = plots.load_mapping_records(run / "mappings")
 
@@ -355,9 +354,7 @@ def test_heldout_error_shows_bootstrap_means_and_baselines(tmp_path, capture):
     for k, m in enumerate(MODELS):
         for g, s in enumerate(SETTINGS):
             x, y, seg, _ = bars[k * len(SETTINGS) + g]
-            arr = np.asarray(rec(m, s.name)["rel_l1_heldout"])
-            arr = arr[np.all(np.isfinite(arr), axis=1)]
-            iv = seed_song_bootstrap(arr)
+            iv = summary.table(m, s.name, "rel_l1_heldout").rows_interval
             assert round(x) == g
             assert y == pytest.approx(iv["mean"])
             assert sorted(seg[:, 1]) == pytest.approx([iv["lo"], iv["hi"]])

@@ -4,6 +4,7 @@ computed against NumPy references on a tiny model, rendered in the report and dr
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -11,6 +12,7 @@ import numpy as np
 from ncajax import analysis, liveness, models, plots
 from ncajax.config import ModelConfig
 from ncajax.report_results import live_units_section
+from ncajax.results import EvaluationResult, StudyRun, TrainResult
 
 
 def _model(name, n=17, seed=0):
@@ -75,8 +77,9 @@ def _fake_run(tmp_path):
 
 def test_live_units_section_and_figures(tmp_path):
     run, units = _fake_run(tmp_path)
-    data = {"evaluation": json.loads((run / "evaluation" / "result.json").read_text()),
-            "train": {m: {} for m in units}, "mappings": None}
+    data = StudyRun(run, {m: TrainResult(m, None, None, None) for m in units}, None,
+                    EvaluationResult(json.loads((run / "evaluation" / "result.json").read_text()), None),
+                    None, None, ())
     text = "\n".join(live_units_section(data))
     # dae_deep: mean of 0.03 and 0.05 dead, worst seed 0.05; octave band 500-1000 Hz half alive
     assert "| `dae_deep` | 0.040 | 0.050 |" in text
@@ -87,5 +90,5 @@ def test_live_units_section_and_figures(tmp_path):
 
 
 def test_live_units_section_without_unit_facts():
-    data = {"evaluation": {"summary": {}}, "train": {}, "mappings": None}
+    data = StudyRun(Path("run"), {}, None, EvaluationResult({"summary": {}}, None), None, None, ())
     assert "no unit facts" in "\n".join(live_units_section(data))

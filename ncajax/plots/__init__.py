@@ -1,8 +1,12 @@
 """Figures of the study, drawn from the saved results of a study run directory alone.
 
-Nothing here trains, fits or runs a model: every figure reads `<run>/train/<model>/`,
-`<run>/mappings/` and `<run>/evaluation/` (see `experiments/reproduce.py`); the spectrogram figure
-reads the excerpt the evaluation stage saved (`evaluation/spectrograms.npz`).
+Nothing here trains, fits or runs a model, and nothing computes an interval: the figures of the
+mapping stage (structure metrics, verdict intervals, held-out error, keep shares, linearity, the
+under-convergence control) render the run's `ncajax.summary.RunSummary` (give them the summary or
+a run directory, which is then read by `ncajax.results.load_study` and summarised); the others read
+the saved arrays of `<run>/train/<model>/`, `<run>/mappings/` and `<run>/evaluation/` (see
+`experiments/reproduce.py`), the spectrogram figure the excerpt the evaluation stage saved
+(`evaluation/spectrograms.npz`).
 
 Every figure is saved as `<name>.png` and `<name>.pdf` by its function, which returns the written
 paths, or `[]` when its inputs do not exist. `make_all` draws every figure it can. Figures use the
@@ -31,6 +35,7 @@ from .base import (
     log_magnitude_db,
     save_figure,
     shared_db_limits,
+    summary_of,
 )
 from .curves import loss_curves, separation_quality
 from .matrices import MatrixView, draw_matrix_grid, estimator_matrices, mapping_matrices
@@ -54,6 +59,7 @@ __all__ = [
     "bin_edges_extent",
     "save_figure",
     "load_mapping_records",
+    "summary_of",
     "MatrixView",
     "draw_matrix_grid",
     "draw_spectrograms",
@@ -77,16 +83,22 @@ __all__ = [
 
 def make_all(run_dir: str | Path, out_dir: str | Path) -> list[Path]:
     """Every figure whose inputs exist under `run_dir`, written to `out_dir` (PNG and PDF each);
-    returns the written paths."""
+    returns the written paths. The run is read and summarised once (`ncajax.summary.summarise_run`);
+    the figures of the mapping stage render that summary."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(
             f"run directory {run_dir} does not exist: run experiments/reproduce.py"
         )
+    summary = summary_of(run_dir)
     written: list[Path] = []
-    for figure in (direction_intervals, heldout_error, keep_shares, convergence_control, mapping_matrices,
-                   estimator_matrices,
-                   structure_metrics, loss_curves, linearity, separation_quality, spectrograms, live_units,
-                   sdr_vs_loudness):
+    for figure in (direction_intervals, heldout_error, keep_shares, convergence_control):
+        written += figure(summary, out_dir)
+    for figure in (mapping_matrices, estimator_matrices):
+        written += figure(run_dir, out_dir)
+    written += structure_metrics(summary, out_dir)
+    written += loss_curves(run_dir, out_dir)
+    written += linearity(summary, out_dir)
+    for figure in (separation_quality, spectrograms, live_units, sdr_vs_loudness):
         written += figure(run_dir, out_dir)
     return written

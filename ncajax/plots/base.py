@@ -1,18 +1,17 @@
-"""What every figure module shares: colours, setting labels, dB colour scales, saving, and reading the
-saved results of a study run directory."""
+"""What every figure module shares: colours, setting labels, dB colour scales, saving, the run summary
+a figure renders (`ncajax.summary`) and the saved arrays of a study run directory."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from jaxtyping import ArrayLike, Float
 from matplotlib.figure import Figure
 
-from .. import analysis, runs, stats
+from .. import analysis, runs
 from ..config import (
     JACOBIAN,
     LSTSQ,
@@ -25,6 +24,8 @@ from ..config import (
     STUDENT_AUTHORS,
     STUDENT_CONVERGED,
 )
+from ..results import load_mapping_stage
+from ..summary import RunSummary, TableSummary, summarise_run
 
 MODEL_COLOURS = {"dae": "#1f77b4", "dae_deep": "#ff7f0e", "dae_sf": "#2ca02c"}
 REFERENCE_COLOURS = {"mixture": "#7f7f7f", "oracle_irm": "#000000"}
@@ -122,20 +123,23 @@ def save_figure(fig: Figure, out_dir: str | Path, name: str) -> list[Path]:
 # reading a run directory
 
 
+def summary_of(source: str | Path | RunSummary) -> RunSummary:
+    """The run summary a figure renders: `source` itself, or the summary of the run directory it names
+    (`ncajax.summary.summarise_run`; `make_all` summarises once and passes it to every figure)."""
+    return source if isinstance(source, RunSummary) else summarise_run(source)
+
+
+def run_dir_of(source: str | Path | RunSummary) -> Path:
+    """The run directory of a figure's `source` (a run directory or its `RunSummary`)."""
+    return source.study.run_dir if isinstance(source, RunSummary) else Path(source)
+
+
 def load_mapping_records(mappings_dir: str | Path) -> list[dict]:
-    """The records of the mapping stage: result.json's, else the lines of metrics.jsonl (a stage
-    still running or interrupted). Missing directory -> []."""
-    mappings_dir = Path(mappings_dir)
-    if (mappings_dir / "result.json").exists():
-        return list(runs.read_json(mappings_dir / "result.json").get("records", []))
-    return runs.read_metrics(mappings_dir)
-
-
-def record(records: list[dict], model: str, setting: str, kind: str = "pooled") -> dict | None:
-    for r in records:
-        if r.get("model") == model and r.get("setting") == setting and r.get("kind") == kind:
-            return r
-    return None
+    """The records of the mapping stage as saved (dicts), read by `ncajax.results.load_mapping_stage`
+    (result.json, else metrics.jsonl of a stage still running; a resumed stage's last record of a key
+    wins). A directory without a mapping stage -> []."""
+    stage = load_mapping_stage(mappings_dir, [])
+    return [] if stage is None else [dict(r.raw) for r in stage.records.values()]
 
 
 def read_npz(path: Path) -> dict[str, np.ndarray] | None:
@@ -178,34 +182,27 @@ def order_settings(names) -> list[str]:
 def errorbar_groups(
     ax,
     groups: Sequence[str],
-    series: Mapping[str, Mapping[str, Any]],
+    series: Mapping[str, Mapping[str, TableSummary | None]],
     colours: Mapping[str, str],
 ) -> None:
-    """Per group (x) and series (hue): per-seed points (mean over songs), the mean and its 95 %
-    seed x song interval as an error bar. A value is a `(n_seeds, n_songs)` table or a
-    list of per-seed numbers (one song)."""
+    """Per group (x) and series (hue): the per-seed points (mean over songs) and the mean with its 95 %
+    seed x song interval as an error bar, as the summary computed them (`TableSummary.rows_interval`
+    and `per_seed`: the seeds whose row is all finite); a missing table or one without a finite row
+    draws nothing."""
     n = max(len(series), 1)
     width = 0.7
     for k, (name, per_group) in enumerate(series.items()):
         offset = (k - (n - 1) / 2) * width / n
         for g, group in enumerate(groups):
-            vals = per_group.get(group)
-            if vals is None:
+            table = per_group.get(group)
+            if table is None or table.rows_interval is None:
                 continue
-            arr = np.asarray([np.nan if v is None else v for v in vals] if np.ndim(vals) == 1 else vals,
-                             np.float64)
-            arr = arr.reshape(arr.shape[0], -1)
-            arr = arr[np.all(np.isfinite(arr), axis=1)]
-            if arr.size == 0:
-                continue
-            iv = stats.seed_song_bootstrap(arr)
+            iv = table.rows_interval
             x = g + offset
             ax.errorbar([x], [iv["mean"]], yerr=[[iv["mean"] - iv["lo"]], [iv["hi"] - iv["mean"]]],
                         fmt="o", color=colours.get(name, "k"), capsize=3, ms=5,
                         label=name if name not in ax.get_legend_handles_labels()[1] else None)
-            per_seed = arr.mean(axis=1)
+            per_seed = np.asarray(table.per_seed, np.float64)
             ax.plot(np.full(per_seed.size, x), per_seed, ".", color=colours.get(name, "k"), alpha=0.35, ms=4)
     ax.set_xticks(range(len(groups)))
     ax.set_xlim(-0.6, len(groups) - 0.4)
-
-

@@ -1,5 +1,8 @@
 """Figures of the mapping stage's numbers: structure metrics, the verdict's intervals, the held-out
-error against the baselines, and how linear each model is (per-frame Jacobians)."""
+error against the baselines, and how linear each model is (per-frame Jacobians).
+
+Every figure renders a run's `ncajax.summary.RunSummary` (a run directory is summarised first): the
+intervals are the summary's, none is computed here."""
 
 from __future__ import annotations
 
@@ -10,17 +13,19 @@ from matplotlib.figure import Figure
 
 from .. import verdict
 from ..config import JACOBIAN
+from ..summary import RunSummary
 from . import base
 from .base import (
     MODEL_COLOURS,
     PART_KEYS,
     errorbar_groups,
-    load_mapping_records,
     order_models,
     order_settings,
-    record,
     setting_label,
+    summary_of,
 )
+
+Source = str | Path | RunSummary
 
 STRUCTURE_PANELS = (
     ("weighted_diagonal_energy_ratio", None, "diagonal energy ratio\n(input-energy weighted)"),
@@ -30,25 +35,28 @@ STRUCTURE_PANELS = (
 )
 
 
-def _metric_table(records: list[dict]) -> dict[tuple[str, str], dict[str, list]]:
-    """(model, column) -> {metric: (n_seeds, n_songs) table}, columns = settings and dae_sf's
-    Jacobian parts."""
-    table: dict[tuple[str, str], dict[str, list]] = {}
-    for r in records:
-        if r.get("kind") != "pooled" or not r.get("metrics"):
+def _metric_columns(summary: RunSummary) -> dict[tuple[str, str], tuple[dict, str, str]]:
+    """(model, column) -> (the saved metrics, setting, summary table prefix), columns = settings and
+    dae_sf's Jacobian parts ("<setting>:<part>")."""
+    table: dict[tuple[str, str], tuple[dict, str, str]] = {}
+    stage = summary.study.mappings
+    for r in stage.of_kind("pooled") if stage is not None else ():
+        if not r.get("metrics"):
             continue
-        table[(r["model"], r["setting"])] = r["metrics"]
-        for part, metrics in (r.get("part_metrics") or {}).items():
-            table[(r["model"], f"{r['setting']}:{part}")] = metrics
+        table[(r.model, r.setting)] = (r["metrics"], r.setting, "metrics.")
+        for part, metrics in r.part_metrics.items():
+            table[(r.model, f"{r.setting}:{part}")] = (metrics, r.setting, f"part_metrics.{part}.")
     return table
 
 
-def structure_metrics(run_dir: str | Path, out_dir: str | Path) -> list[Path]:
+def structure_metrics(source: Source, out_dir: str | Path) -> list[Path]:
     """Per estimator (x) and model (colour): the structure metrics of the fits, mean and 95 % seed x
-    song bootstrap interval (dots: seeds, averaged over songs). Figure `structure_metrics`."""
-    table = _metric_table(load_mapping_records(Path(run_dir) / "mappings"))
-    if not table:
+    song interval (dots: seeds, averaged over songs). Figure `structure_metrics`."""
+    summary = summary_of(source)
+    columns = _metric_columns(summary)
+    if not columns:
         return []
+    table = {k: v[0] for k, v in columns.items()}
     models = order_models(m for m, _ in table)
     settings = order_settings(s for _, s in table if ":" not in s)
     cols = settings + [c for c in PART_KEYS if any((m, c) in table for m in models)]
@@ -60,7 +68,8 @@ def structure_metrics(run_dir: str | Path, out_dir: str | Path) -> list[Path]:
         if name is None or name not in sample:
             ax.set_axis_off()
             continue
-        series = {m: {c: table[(m, c)].get(name) for c in cols if (m, c) in table} for m in models}
+        series = {m: {c: summary.table(m, columns[(m, c)][1], columns[(m, c)][2] + name)
+                      for c in cols if (m, c) in table} for m in models}
         errorbar_groups(ax, cols, series, MODEL_COLOURS)
         ax.set_xticklabels([setting_label(c) for c in cols], rotation=35, ha="right", fontsize=8)
         ax.set_title(title if name == key else f"{title} (unweighted)", fontsize=10)
@@ -74,19 +83,18 @@ def structure_metrics(run_dir: str | Path, out_dir: str | Path) -> list[Path]:
     return base.save_figure(fig, out_dir, "structure_metrics")
 
 
-def _conclusion(records: list[dict]) -> dict:
-    by_key = {(r["model"], r["setting"], r["kind"]): r for r in records}
-    settings = order_settings(r["setting"] for r in records if r.get("kind") == "pooled")
-    return verdict.conclusion(by_key, settings)
+def _pooled_settings(summary: RunSummary) -> list[str]:
+    stage = summary.study.mappings
+    return order_settings(r.setting for r in stage.of_kind("pooled")) if stage is not None else []
 
 
-def direction_intervals(run_dir: str | Path, out_dir: str | Path) -> list[Path]:
+def direction_intervals(source: Source, out_dir: str | Path) -> list[Path]:
     """Figure `direction_intervals`: per estimator (rows), the 95 % seed x song interval of
     DAE − dae_sf on the primary metric for each DAE; filled markers where the estimator counts
     (informative and converged), hollow where it does not. Right of 0: the DAE is more diagonal."""
-    records = load_mapping_records(Path(run_dir) / "mappings")
-    concl = _conclusion(records)
-    rows = list(concl["settings"].items())
+    summary = summary_of(source)
+    concl = summary.conclusion
+    rows = [(s, concl["settings"][s]) for s in _pooled_settings(summary)]
     if not any("method" in v for _, v in rows):  # no setting has been fitted for every model yet
         return []
     fig = Figure(figsize=(8.0, 0.55 * len(rows) + 1.8), layout="constrained")
@@ -121,33 +129,34 @@ def direction_intervals(run_dir: str | Path, out_dir: str | Path) -> list[Path]:
     return base.save_figure(fig, out_dir, "direction_intervals")
 
 
-def _pooled_grid(run_dir: str | Path, field: str):
-    """The pooled mapping records that have `field`, their models and settings in the study's order, and
+def _pooled_grid(summary: RunSummary, field: str):
+    """The models and settings (the study's order) of the pooled mapping records that have `field`, and
     a figure with two panels side by side (settings on x); None when no record has it."""
-    records = load_mapping_records(Path(run_dir) / "mappings")
-    pooled = [r for r in records if r.get("kind") == "pooled" and r.get(field)]
+    stage = summary.study.mappings
+    pooled = [r for r in stage.of_kind("pooled") if r.get(field)] if stage is not None else []
     if not pooled:
         return None
-    models = order_models(r["model"] for r in pooled)
-    settings = order_settings(r["setting"] for r in pooled)
+    models = order_models(r.model for r in pooled)
+    settings = order_settings(r.setting for r in pooled)
     fig = Figure(figsize=(max(8.0, 1.3 * len(settings) + 3), 4.8), layout="constrained")
-    return records, models, settings, fig, fig.subplots(1, 2, squeeze=False)[0]
+    return models, settings, fig, fig.subplots(1, 2, squeeze=False)[0]
 
 
-def heldout_error(run_dir: str | Path, out_dir: str | Path) -> list[Path]:
+def heldout_error(source: Source, out_dir: str | Path) -> list[Path]:
     """Figure `heldout_error`: per estimator (x) and model (colour), the relative L1 error on the
     unseen test songs (mean and 95 % seed x song interval), with each model's per-bin-gain baseline
     (dashed) and the zero predictor (1, dotted)."""
-    grid = _pooled_grid(run_dir, "rel_l1_heldout")
+    summary = summary_of(source)
+    grid = _pooled_grid(summary, "rel_l1_heldout")
     if grid is None:
         return []
-    records, models, settings, fig, axes = grid
+    models, settings, fig, axes = grid
     for ax, key, title in ((axes[0], "rel_l1_heldout", "raw x ↦ Cx"),
                            (axes[1], "rel_l1_heldout_clipped", "prediction clipped at 0")):
-        series = {m: {s: (record(records, m, s) or {}).get(key) for s in settings} for m in models}
+        series = {m: {s: summary.table(m, s, key) for s in settings} for m in models}
         errorbar_groups(ax, settings, series, MODEL_COLOURS)
         for m in models:
-            gain = record(records, m, "per_bin_gain", "baseline")
+            gain = summary.study.mappings.record(m, "per_bin_gain", "baseline")
             if gain and gain.get(key):
                 ax.axhline(float(np.mean(gain[key])), color=MODEL_COLOURS.get(m, "k"), ls="--", lw=0.9,
                            label=f"per-bin gain ({m})")
@@ -173,19 +182,17 @@ LINEARITY_PANELS = (
 )
 
 
-def linearity(run_dir: str | Path, out_dir: str | Path) -> list[Path]:
+def linearity(source: Source, out_dir: str | Path) -> list[Path]:
     """Figure `linearity`: per model, the distribution over frames (seeds pooled; violins) of the
     structure metrics of the per-frame Jacobians J(x_t), with the same metric of the mean Jacobian
     per seed (black x); and per model the relative L1 error of the per-frame linearisations
     J(x_t) x_t against that of the single mean Jacobian, and the local spread of J(x_t)."""
-    records = load_mapping_records(Path(run_dir) / "mappings")
-    facts = {
-        r["model"]: r["linearity"]
-        for r in records
-        if r.get("kind") == "model" and r.get("linearity")
-    }
-    if not facts:
+    summary = summary_of(source)
+    stage = summary.study.mappings
+    recs = {r.model: r for r in stage.of_kind("model") if r.get("linearity")} if stage is not None else {}
+    if not recs:
         return []
+    facts = {m: r["linearity"] for m, r in recs.items()}
     models = order_models(facts)
     fig = Figure(figsize=(12.5, 7.2), layout="constrained")
     axes = fig.subplots(2, 3, squeeze=False).ravel()
@@ -200,7 +207,7 @@ def linearity(run_dir: str | Path, out_dir: str | Path) -> list[Path]:
                 data.append(vals)
                 pos.append(i)
                 cols.append(MODEL_COLOURS.get(m, "0.5"))
-            mean_jac = record(records, m, JACOBIAN)
+            mean_jac = stage.record(m, JACOBIAN)
             if mean_jac and name in (mean_jac.get("metrics") or {}):
                 ys = np.asarray(mean_jac["metrics"][name], np.float64).mean(axis=1)
                 ax.plot(
@@ -223,11 +230,12 @@ def linearity(run_dir: str | Path, out_dir: str | Path) -> list[Path]:
         ax.set_title(title, fontsize=10)
         ax.grid(axis="y", alpha=0.3)
     axes[0].legend(fontsize=8, loc="lower left")
+    def seeds(m: str, field: str):
+        return summary.table(m, recs[m].setting, f"linearity.{field}", kind="model")
+
     fid = {
-        "per-frame J(x_t) x_t": {
-            m: [s["rel_l1_per_frame_linear"] for s in facts[m]] for m in models
-        },
-        "mean Jacobian": {m: [s["rel_l1_mean_jacobian"] for s in facts[m]] for m in models},
+        "per-frame J(x_t) x_t": {m: seeds(m, "rel_l1_per_frame_linear") for m in models},
+        "mean Jacobian": {m: seeds(m, "rel_l1_mean_jacobian") for m in models},
     }
     errorbar_groups(
         axes[4], models, fid, {"per-frame J(x_t) x_t": "#9467bd", "mean Jacobian": "k"}
@@ -237,7 +245,7 @@ def linearity(run_dir: str | Path, out_dir: str | Path) -> list[Path]:
     axes[4].set_ylim(bottom=0)
     axes[4].legend(fontsize=8)
     axes[4].grid(axis="y", alpha=0.3)
-    spread = {"local spread": {m: [s["local_spread"] for s in facts[m]] for m in models}}
+    spread = {"local spread": {m: seeds(m, "local_spread") for m in models}}
     errorbar_groups(axes[5], models, spread, {"local spread": "#d62728"})
     axes[5].set_xticklabels(models)
     axes[5].set_title("local spread  sqrt(mean ||J_t − J̄||²) / ||J̄||", fontsize=10)
@@ -256,17 +264,17 @@ def linearity(run_dir: str | Path, out_dir: str | Path) -> list[Path]:
 # functional diagonality
 
 
-def keep_shares(run_dir: str | Path, out_dir: str | Path) -> list[Path]:
+def keep_shares(source: Source, out_dir: str | Path) -> list[Path]:
     """Figure `keep_shares`: per estimator (x) and model (colour), the share of the mapping's held-out
     advantage over silence that its diagonal (left) and its band part (right) keep, mean and 95 % seed
     x song interval (dots: seeds; seed rows where C does not beat silence are left out)."""
-    grid = _pooled_grid(run_dir, "functional")
+    summary = summary_of(source)
+    grid = _pooled_grid(summary, "functional")
     if grid is None:
         return []
-    records, models, settings, fig, axes = grid
+    models, settings, fig, axes = grid
     for ax, key, title in ((axes[0], "keep_diag", "diagonal diag(C)"), (axes[1], "keep_band", "band part of C")):
-        series = {m: {s: ((record(records, m, s) or {}).get("functional") or {}).get(key) for s in settings}
-                  for m in models}
+        series = {m: {s: summary.table(m, s, f"functional.{key}") for s in settings} for m in models}
         errorbar_groups(ax, settings, series, MODEL_COLOURS)
         ax.axhline(1.0, color="0.4", ls=":", lw=1.0)
         ax.axhline(0.0, color="0.6", ls="-", lw=0.8)
@@ -296,18 +304,17 @@ def _control_x(steps: np.ndarray, offset: float, linthresh: float) -> np.ndarray
     return np.where(steps > 0, steps * (1.0 + 0.03 * offset), 0.03 * linthresh * offset)
 
 
-def convergence_control(run_dir: str | Path, out_dir: str | Path) -> list[Path]:
+def convergence_control(source: Source, out_dir: str | Path) -> list[Path]:
     """Figure `convergence_control`: against the number of Adam steps on P (symmetric-log axis, 0 = P
     frozen at its initialisation), per control setting (line style): left, the fit error per model
     (colour; mean over seeds, dots: seeds); middle and right, the DAE − dae_sf interval per DAE of the
     primary metric and of the authors' weighted diagonal energy ratio (95 % seed × song bootstrap
     interval). From `verdict.convergence_control`; [] when the stage ran no control."""
-    records = load_mapping_records(Path(run_dir) / "mappings")
-    by_key = {(r["model"], r["setting"], r["kind"]): r for r in records}
-    control = verdict.convergence_control(by_key)
+    summary = summary_of(source)
+    control = summary.conclusion.get("convergence_control")
     if not control:
         return []
-    groups = verdict.control_groups(by_key)
+    groups = verdict.control_groups(summary.study.mappings.records)
     settings = list(dict.fromkeys(r["setting"] for r in control["rows"]))
     all_steps = sorted({r["steps"] for r in control["rows"]})
     positive = [s for s in all_steps if s > 0]
