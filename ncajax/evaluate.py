@@ -15,6 +15,11 @@ The references added by `evaluate_tracks`: "mixture" (the unprocessed mixture as
 targets, the floor) and "oracle_irm" (the ideal ratio mask from the true stems at the same STFT applied to
 the mixture, the ceiling any magnitude-masking separator at this STFT could reach).
 
+Scope: everything here is mono (channels averaged) at the model's rate (8 kHz for the `fast` preset,
+so only the band up to 4 kHz), a yardstick between the study's models, not comparable with published
+MUSDB18 (SiSEC 2018) results. `ncajax.sisec` gives the comparable numbers: stereo, at the tracks' own
+rate, through `ncajax-separate`'s per-channel path, museval's per-track JSON and aggregation, and nSDR.
+
 BSS Eval itself (museval) is `ncajax.bss`. Silence is judged by `ncajax.sources.is_silent`, the rule
 the data pipeline uses.
 """

@@ -50,11 +50,37 @@ def _separation_rows(run: StudyRun, ev: dict, has_bss: bool) -> list[list[str]]:
     return rows
 
 
+SISEC_HOW = (
+    "SiSEC 2018-comparable numbers (stereo, at the tracks' own rate, full band, museval's per-track JSON, "
+    "median over frames then tracks, with nSDR): `ncajax.sisec.evaluate_sisec(ncajax.sisec.model_separator"
+    "(RUN_DIR, seed_index=k), ncajax.sisec.stereo_tracks(MUSDB_ROOT, \"test\"), OUT)`, or "
+    "`python -m ncajax.sisec evaluate RUN_DIR --root MUSDB_ROOT --out OUT` (one OUT per model and seed; "
+    "`python -m ncajax.sisec aggregate OUT...` across seeds)."
+)
+
+
+def _scope(run: StudyRun) -> tuple[str, str]:
+    """("mono, 8 kHz", the sentence saying what the evaluation stage's numbers are and are not)."""
+    cfg = run.train_config()
+    rate = (cfg.get("stft") or {}).get("sample_rate")
+    data = cfg.get("data") if isinstance(cfg.get("data"), dict) else {}
+    dataset = data.get("dataset") or "the study's dataset"
+    dataset = f"the {dataset}" if dataset.startswith("embedded") else dataset
+    at = f"{rate / 1000:g} kHz" if rate else "the model's rate"
+    band = f", the band up to {rate / 2000:g} kHz" if rate else ""
+    sentence = (f"**Scope of these numbers:** mono (channels averaged), at the model's rate ({at}{band}), on "
+                f"{dataset}'s test songs: a yardstick between the study's models, **not comparable with "
+                "published MUSDB18 (SiSEC 2018, MDX) results**, which score stereo at 44.1 kHz over the "
+                "whole band.")
+    return f"mono, {at}", sentence
+
+
 def separation_section(run: StudyRun) -> list[str]:
     lines = ["## Separation quality", ""]
     ev = run.evaluation.summary if run.evaluation is not None else {}
     has_bss = any("vocals" in s for s in ev.values())
-    header = ["model"] + (["vocals SDR (dB)", "SIR (dB)", "SAR (dB)"] if has_bss else [])
+    label, scope = _scope(run)
+    header = ["model"] + ([f"vocals SDR (dB, {label})", "SIR (dB)", "SAR (dB)"] if has_bss else [])
     header += ["magnitude SDR (dB)", "test mag. SDR improvement (dB, training stage)"]
     lines += md_table(header, _separation_rows(run, ev, has_bss))
     mix = next((t.get("test_mixture_mag_sdr_db") for t in run.train.values()
@@ -77,6 +103,8 @@ def separation_section(run: StudyRun) -> list[str]:
             if mix is not None
             else "."
         ),
+        "",
+        f"{scope} {SISEC_HOW}",
     ]
     if run.evaluation is None:
         lines += [
@@ -101,9 +129,10 @@ def real_music_section(run: StudyRun) -> list[str]:
     mix, irm = sdr(ev.get("mixture")), sdr(ev.get("oracle_irm"))
     lines = ["### On real music", "",
              f"Every model, trained on the embedded corpus only, on the real MUSDB18 track(s) "
-             f"{join_code(real.get('tracks', []))} (resampled to the model's rate): vocals SDR (museval, "
-             "median over 1 s windows), mean ± 95 % CI over seeds, and its improvement over the unprocessed "
-             "mixture.", ""]
+             f"{join_code(real.get('tracks', []))} (mono, resampled to the model's rate, so only the band the "
+             "model hears: not comparable with published MUSDB18 results; `ncajax.sisec` scores it in stereo "
+             "at 44.1 kHz): vocals SDR (museval, median over 1 s windows), mean ± 95 % CI over seeds, and its "
+             "improvement over the unprocessed mixture.", ""]
     rows, seeds_of = [], per_model(ev)
     for model in run.models():
         vals = [sdr(v) for v in seeds_of.get(model, [])]
