@@ -19,6 +19,14 @@ T = TypeVar("T")
 
 MODEL_NAMES = ("dae", "dae_deep", "dae_sf")
 LOSSES = ("mse", "l1", "gkl")
+# TrainConfig.loss "per_model": the study's loss per separator (`TrainConfig.for_model`), measured on
+# 2026-12-07 (3 seeds each, fast corpus seeds 0 and 1 and the mid preset; benchmarks/bench_recipe_sweep.py,
+# results-recipe-sweep-cpu-2026-12-07.jsonl): with L1 the DAEs' output units die where the vocals are absent
+# in most frames (the L1-optimal output of such a bin is 0; `dae` on corpus seed 1: 4-12 % dead, mid: test
+# gain 5.3 dB), with MSE they stay alive (1.4-4.7 % dead) and separate better at mid (7.5-8.0 dB); the
+# skip-filtering mask keeps its units alive with L1 and a mask-bias start, and MSE costs it 1-5 dB.
+PER_MODEL_LOSS = "per_model"
+MODEL_LOSSES = {"dae": "mse", "dae_deep": "mse", "dae_sf": "l1"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,6 +126,9 @@ class ModelConfig:
             raise ValueError(f"hidden must be positive or None, got {self.hidden}")
 
 
+MASK_BIAS = 1.0  # TrainConfig.mask_bias default (see there)
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """Optimisation of one model over `n_seeds` seeds trained together (seeds seed, seed+1, ...)."""
@@ -126,10 +137,13 @@ class TrainConfig:
     batch_size: int = 256
     max_epochs: int = 30
     patience: int = 5
-    # The study's recipe (2026-12-07, benchmarks/bench_recipes.py, results-recipes-cpu-2026-12-07.jsonl):
-    # "standardised" + L1 + a random +-12 dB gain per example keeps <= 3.1 % of every model's output units
-    # dead on the held-out songs (raw magnitudes + MSE, `TRAIN_RECIPES["raw_mse"]`: 21-23 % for the DAEs).
-    loss: str = "l1"
+    # The study's recipe ("study"): "standardised" + a random +-12 dB gain per example
+    # (benchmarks/results-recipes-cpu-2026-12-07.jsonl: raw magnitudes + MSE, `TRAIN_RECIPES["raw_mse"]`,
+    # left 21-23 % of the DAEs' output units dead), the loss per model (MODEL_LOSSES: MSE for the DAEs, L1
+    # for dae_sf) and the mask-bias start below (results-recipe-sweep-cpu-2026-12-07.jsonl).
+    # `loss`: one of LOSSES, or "per_model" (MODEL_LOSSES; resolved by `for_model`, and a run records the
+    # resolved loss).
+    loss: str = PER_MODEL_LOSS
     seed: int = 0
     n_seeds: int = 1
     max_steps_per_epoch: int | None = None
@@ -150,6 +164,13 @@ class TrainConfig:
     # validation and test stay on the real mixtures. 0 and 0 turn it off.
     augment_remix: float = 0.0
     augment_stem_gain_db: float = 0.0
+    # initial bias of `dae_sf`'s mask output layer (the mask m(x) starts near 1: the mixture passes);
+    # every other bias starts at zero, and `dae` / `dae_deep` ignore it. 0 is the recipe of 2026-12-05..07
+    # ("study_zero_bias"): at the `mid` preset it left 76-82 % of the mask units dead on the held-out
+    # songs and the models 3.3-3.5 dB above the mixture; 1.0 keeps 0-1.6 % dead and reaches 7.8-8.5 dB
+    # (3 seeds; benchmarks/bench_recipe_sweep.py, results-recipe-sweep-cpu-2026-12-07.jsonl). The same
+    # start on the DAEs' output layers kills them (every output unit dead at 1.0): a mask-only option.
+    mask_bias: float = MASK_BIAS
 
     def __post_init__(self):
         if self.recipe not in ("standardised", "raw"):
@@ -172,8 +193,13 @@ class TrainConfig:
                 f"augment_stem_gain_db must be between 0 and 24 dB (the half-width of each stem's random "
                 f"gain range; e.g. augment_stem_gain_db=6.0), got {self.augment_stem_gain_db}"
             )
-        if self.loss not in LOSSES:
-            raise ValueError(f"unknown loss {self.loss!r}; choose one of {LOSSES}")
+        if not 0.0 <= self.mask_bias <= 10.0:
+            raise ValueError(
+                f"mask_bias must be between 0 and 10 (the initial bias of dae_sf's mask output layer; "
+                f"e.g. mask_bias={MASK_BIAS}), got {self.mask_bias}"
+            )
+        if self.loss not in (*LOSSES, PER_MODEL_LOSS):
+            raise ValueError(f"unknown loss {self.loss!r}; choose one of {(*LOSSES, PER_MODEL_LOSS)}")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
         if self.batch_size < 1:
@@ -189,6 +215,13 @@ class TrainConfig:
         if self.max_steps_per_epoch is not None and self.max_steps_per_epoch < 1:
             raise ValueError(f"max_steps_per_epoch must be positive or None, got {self.max_steps_per_epoch}")
 
+    def for_model(self, name: str | None) -> "TrainConfig":
+        """This config with a "per_model" loss resolved for the separator `name` (MODEL_LOSSES; "l1" for
+        a name outside it, e.g. a custom module's label); any other loss is returned as is."""
+        if self.loss != PER_MODEL_LOSS:
+            return self
+        return dataclasses.replace(self, loss=MODEL_LOSSES.get(name or "", "l1"))
+
     @property
     def remixes(self) -> bool:
         """Whether training batches come from the stem remix (`augment_remix` or
@@ -196,14 +229,18 @@ class TrainConfig:
         return self.augment_remix > 0 or self.augment_stem_gain_db > 0
 
 
-# Named training recipes (TrainConfig fields): "study" is the default TrainConfig; "raw_mse" the recipe
-# before 2026-12-05 (raw magnitudes in and out, MSE, no augmentation), kept for the study's recipe
-# control; "remix" adds open-unmix-style stem remixing across songs with +-6 dB per-stem gains.
+# Named training recipes (TrainConfig fields): "study" is the default TrainConfig; "study_zero_bias" the
+# study's recipe of 2026-12-05..07 (L1 for every model, all biases start at zero, the mask's too); "raw_mse"
+# the recipe before 2026-12-05 (raw magnitudes in and out, MSE, no augmentation, zero biases), kept for the
+# study's recipe control; "remix" adds open-unmix-style stem remixing across songs with +-6 dB per-stem
+# gains.
 TRAIN_RECIPES: dict[str, dict[str, Any]] = {
-    "study": {"recipe": "standardised", "loss": "l1", "augment_gain_db": 12.0},
-    "raw_mse": {"recipe": "raw", "loss": "mse", "augment_gain_db": 0.0},
-    "remix": {"recipe": "standardised", "loss": "l1", "augment_gain_db": 12.0, "augment_remix": 0.5,
-              "augment_stem_gain_db": 6.0},
+    "study": {"recipe": "standardised", "loss": PER_MODEL_LOSS, "augment_gain_db": 12.0,
+              "mask_bias": MASK_BIAS},
+    "study_zero_bias": {"recipe": "standardised", "loss": "l1", "augment_gain_db": 12.0, "mask_bias": 0.0},
+    "raw_mse": {"recipe": "raw", "loss": "mse", "augment_gain_db": 0.0, "mask_bias": 0.0},
+    "remix": {"recipe": "standardised", "loss": PER_MODEL_LOSS, "augment_gain_db": 12.0,
+              "augment_remix": 0.5, "augment_stem_gain_db": 6.0, "mask_bias": MASK_BIAS},
 }
 
 

@@ -90,6 +90,34 @@ def init_params(model: nn.Module, key: jax.Array) -> dict:
     return model.init(key, jnp.zeros((1, model.n_bins), jnp.float32))
 
 
+def with_mask_bias(model: nn.Module, params, value: float):
+    """`params` of a `SkipFilterDAE` with its mask's output-layer bias set to `value` everywhere (the
+    `mask_bias` start of `TrainConfig`: m(x) starts near `value`, so a positive start keeps the mask
+    units alive early in training); any other model's params are returned unchanged. Leading axes are
+    kept."""
+    if not isinstance(model, SkipFilterDAE):
+        return params
+    top = dict(params)
+    tree = dict(top["params"])
+    masker = dict(tree["masker"])
+    decoder = dict(masker["decoder"])
+    decoder["bias"] = jnp.full_like(decoder["bias"], value)
+    masker["decoder"] = decoder
+    tree["masker"] = masker
+    top["params"] = tree
+    return top
+
+
+def builtin_name(model: nn.Module) -> str | None:
+    """The MODEL_NAMES name of a built-in separator module ("dae", "dae_deep", "dae_sf"), or None for any
+    other module (e.g. a custom one)."""
+    if type(model) is SkipFilterDAE and model.n_encoder == _DEPTH["dae_sf"]:
+        return "dae_sf"
+    if type(model) is DAE:
+        return {depth: name for name, depth in _DEPTH.items() if name != "dae_sf"}.get(model.n_encoder)
+    return None
+
+
 def fold_scaling(model: nn.Module, params, s, t):
     """Fold a per-bin scaling into `model`'s params so that the returned params on raw magnitudes compute
     what `params` computed on standardised ones (the "standardised" training recipe):

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import functools
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -141,6 +141,11 @@ def train_model(
             "build the model for the preset the features were computed with"
         )
     custom = model is not None
+    # the run records the loss it trains with ("per_model" resolved for this model's name)
+    train_cfg = train_cfg.for_model(model_cfg.name)
+    if custom and train_cfg.mask_bias and not isinstance(model, models.SkipFilterDAE):
+        # a custom module keeps its own initialisation; its run records that no mask-bias start was used
+        train_cfg = replace(train_cfg, mask_bias=0.0)
     # an unknown model name fails here, before a run directory is written that would block the fix
     model = model if model is not None else models.from_config(model_cfg)
     standardised = _uses_scaling(model, train_cfg)

@@ -72,9 +72,13 @@ def optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
     return optax.adam(cfg.learning_rate)
 
 
-def init_state(model: nn.Module, tx: optax.GradientTransformation, key: jax.Array) -> TrainState:
-    """One seed's initial state."""
+def init_state(model: nn.Module, tx: optax.GradientTransformation, key: jax.Array,
+               mask_bias: float = 0.0) -> TrainState:
+    """One seed's initial state; `mask_bias` != 0 starts a `SkipFilterDAE`'s mask output bias there
+    (`models.with_mask_bias`, `TrainConfig.mask_bias`)."""
     params = models.init_params(model, key)
+    if mask_bias:
+        params = models.with_mask_bias(model, params, mask_bias)
     return TrainState(
         step=jnp.zeros((), jnp.int32),
         params=params,
@@ -85,10 +89,11 @@ def init_state(model: nn.Module, tx: optax.GradientTransformation, key: jax.Arra
     )
 
 
-def init_states(model: nn.Module, tx: optax.GradientTransformation, seeds: list[int]) -> TrainState:
+def init_states(model: nn.Module, tx: optax.GradientTransformation, seeds: list[int],
+                mask_bias: float = 0.0) -> TrainState:
     """Initial states of several seeds stacked on a leading axis."""
     keys = jnp.stack([jax.random.key_data(jax.random.key(s)) for s in seeds])
-    return jax.vmap(lambda k: init_state(model, tx, jax.random.wrap_key_data(k)))(keys)
+    return jax.vmap(lambda k: init_state(model, tx, jax.random.wrap_key_data(k), mask_bias))(keys)
 
 
 def make_forward(model: nn.Module, scaling=None):
@@ -212,7 +217,9 @@ class Trainer:
     def __init__(self, model: nn.Module, cfg: TrainConfig, mesh: jax.sharding.Mesh | None = None,
                  scaling=None):
         """`scaling`: the per-bin `(s, t)` of the "standardised" recipe (`ncajax.train` computes it from
-        the training cache), or None for raw magnitudes."""
+        the training cache), or None for raw magnitudes. A "per_model" loss is resolved for the module
+        (`TrainConfig.for_model` of `models.builtin_name(model)`)."""
+        cfg = cfg.for_model(models.builtin_name(model))
         self.model, self.cfg, self.mesh = model, cfg, mesh
         self.scaling = scaling
         self.tx = optimizer(cfg)
@@ -239,7 +246,7 @@ class Trainer:
         return self._step(state, batch, self.seed_array)
 
     def init(self) -> TrainState:
-        state = init_states(self.model, self.tx, self.seeds)
+        state = init_states(self.model, self.tx, self.seeds, self.cfg.mask_bias)
         # params and best_params start equal; give them separate buffers so the step can donate both.
         state = state.replace(best_params=jax.tree.map(jnp.copy, state.best_params))
         return self.place_state(state)
@@ -273,7 +280,7 @@ class Trainer:
         return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
 
     def abstract_state(self) -> TrainState:
-        return jax.eval_shape(lambda: init_states(self.model, self.tx, self.seeds))
+        return jax.eval_shape(lambda: init_states(self.model, self.tx, self.seeds, self.cfg.mask_bias))
 
     def validate(self, params, cache) -> tuple[np.ndarray, np.ndarray]:
         """Mean loss and magnitude SDR (dB) per seed over all frames of `cache`."""

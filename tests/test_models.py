@@ -109,3 +109,59 @@ def test_fold_scaling_refuses_custom_module():
 
     with pytest.raises(ValueError, match="recipe='raw'"):
         models.fold_scaling(Other(), {"params": {}}, np.ones(3), np.ones(3))
+
+
+@pytest.mark.parametrize("name", ["dae", "dae_deep", "dae_sf"])
+def test_trainer_starts_the_mask_bias_and_nothing_else(name):
+    """TrainConfig.mask_bias: the mask output layer of dae_sf starts at the value, every other bias at
+    zero; the DAEs' params are exactly those of a zero start (same kernels, same key)."""
+    import optax
+
+    from ncajax.config import TrainConfig
+    from ncajax.trainer import Trainer, init_states
+
+    n = 11
+    model = models.build(name, n)
+    state = Trainer(model, TrainConfig(n_seeds=2, mask_bias=0.75)).init()
+    zero = init_states(model, optax.adam(1e-3), [0, 1], 0.0)
+    for (k, b), (k0, b0) in zip(models.dense_layers(state.params), models.dense_layers(zero.params)):
+        np.testing.assert_array_equal(k, k0)
+    biases = [np.asarray(b) for _, b in models.dense_layers(state.params)]
+    assert all(b.shape == (2, n) for b in biases)
+    if name == "dae_sf":
+        assert np.all(biases[-1] == 0.75)
+        biases = biases[:-1]
+    assert all(np.all(b == 0.0) for b in biases)
+    # more mask entries start alive than with a zero start (same kernels): relu(h W + 0.75) > 0 wherever
+    # relu(h W) > 0, and also where -0.75 < h W <= 0
+    if name == "dae_sf":
+        x = jnp.abs(jax.random.normal(jax.random.key(5), (256, n)))
+        p, p0 = (jax.tree.map(lambda a: a[0], t.params) for t in (state, zero))
+        alive, alive0 = (float(jnp.mean(model.apply(q, x, method=model.mask) > 0)) for q in (p, p0))
+        assert alive > alive0 + 0.05
+
+
+def test_mask_bias_option_is_checked():
+    from ncajax.config import TrainConfig
+
+    with pytest.raises(ValueError, match="mask_bias"):
+        TrainConfig(mask_bias=-1.0)
+
+
+def test_builtin_names_and_the_per_model_loss():
+    """Each built-in module maps back to its name, a custom one to None; the "per_model" loss resolves to
+    MODEL_LOSSES for a built-in and to "l1" otherwise, and an explicit loss is never changed."""
+    import flax.linen as nn
+
+    from ncajax.config import MODEL_LOSSES, TrainConfig
+    from ncajax.trainer import Trainer
+
+    for name in ("dae", "dae_deep", "dae_sf"):
+        model = models.build(name, 7)
+        assert models.builtin_name(model) == name
+        assert Trainer(model, TrainConfig()).cfg.loss == MODEL_LOSSES[name]
+        assert Trainer(model, TrainConfig(loss="gkl")).cfg.loss == "gkl"
+    assert models.builtin_name(models.DAE(n_bins=7, hidden=7, n_encoder=2)) is None
+    assert models.builtin_name(nn.Dense(7)) is None
+    assert TrainConfig().for_model("my_module").loss == "l1"
+    assert {MODEL_LOSSES["dae"], MODEL_LOSSES["dae_sf"]} == {"mse", "l1"}

@@ -316,3 +316,15 @@ def test_resume_is_bit_exact_with_gain_augmentation(tmp_path, caches):
 def test_recipe_options_are_checked(kw, match):
     with pytest.raises(ValueError, match=match):
         config.TrainConfig(**kw)
+
+
+@pytest.mark.parametrize("model", ["dae", "dae_sf"])
+def test_per_model_loss_is_recorded_resolved_and_trained_with(tmp_path, caches, model):
+    """TrainConfig(loss="per_model"): the run's config.json records the resolved loss, and the run equals
+    one trained with that loss written out (same params, bit for bit)."""
+    res = _train(tmp_path / "auto", caches, model=model, loss="per_model", max_epochs=1)
+    recorded = json.loads((tmp_path / "auto" / "config.json").read_text())["train"]["loss"]
+    assert recorded == config.MODEL_LOSSES[model]
+    explicit = _train(tmp_path / "explicit", caches, model=model, loss=recorded, max_epochs=1)
+    for a, b in zip(jax.tree.leaves(res.params), jax.tree.leaves(explicit.params)):
+        np.testing.assert_array_equal(a, b)
