@@ -1,5 +1,7 @@
 """Draw every figure of a finished (or partly finished) study run from its saved results alone.
 
+A thin wrapper of `ncajax figures` (the same flags and defaults; `ncajax figures --help`).
+
 Run:
     python experiments/make_figures.py                                # runs/default -> figures/
     python experiments/make_figures.py --run-dir runs/musdb --out runs/musdb/figures
@@ -14,29 +16,11 @@ saved (evaluation/spectrograms.npz).
 
 from __future__ import annotations
 
-import argparse
-import sys
-
-from ncajax import plots
+from ncajax import commands
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument(
-        "--run-dir", default="runs/default", help="study run directory (reproduce.py --out)"
-    )
-    ap.add_argument("--out", default="figures", help="where the PNG and PDF files go")
-    args = ap.parse_args(argv)
-
-    written = plots.make_all(args.run_dir, args.out)
-    for p in written:
-        print(p)
-    if not written:
-        print(f"no figure written: {args.run_dir} holds no results yet", file=sys.stderr)
-        return 1
-    return 0
+    return commands.run("figures", argv)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,16 @@
 """Train the three separators (dae, dae_deep, dae_sf), several seeds each in one vmapped program.
 
+A thin wrapper of `ncajax train` (the same flags and defaults; `ncajax train --help` lists them; the
+training rate is `--train-lr`, the old `--lr` is still accepted here). The default is the study's recipe
+(`--recipe study`: standardised, L1, +-12 dB gain), as in `ncajax reproduce`.
+
 Run:
     python experiments/train_separators.py                      # embedded synthetic corpus, fast preset
     python experiments/train_separators.py --preset mid              # 16 kHz, N = 513
     python experiments/train_separators.py --musdb-root ~/musdb18 --preset paper
     python experiments/train_separators.py --musdb-root ~/musdb18hq --is-wav
+    python experiments/train_separators.py --corpus-seed 4 --out runs/corpus4/train
+    python experiments/train_separators.py --augment-remix 0.5 --augment-stem-gain-db 6
 
 Yields, under --out (default runs/default/train): one run directory per model with config.json,
 meta.json (git commit, versions), metrics.jsonl (per epoch), Orbax checkpoints (latest + best) and
@@ -13,38 +19,13 @@ result.json (test-set magnitude SDR per seed next to the mixture's). Re-running 
 
 from __future__ import annotations
 
-import argparse
-import json
+from ncajax import commands
 
-from ncajax import pipeline
-from ncajax.config import STUDY_SEEDS, TrainConfig
+LEGACY = {"--lr": "--train-lr"}  # this script's old spelling
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default="runs/default/train")
-    pipeline.add_data_arguments(ap)
-    ap.add_argument("--seeds", type=int, default=STUDY_SEEDS)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--epochs", type=int, default=TrainConfig.max_epochs)
-    ap.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
-    ap.add_argument("--lr", type=float, default=TrainConfig.learning_rate)
-    ap.add_argument("--loss", default="mse", choices=["mse", "l1", "gkl"])
-    ap.add_argument("--augment-remix", type=float, default=TrainConfig.augment_remix,
-                    help="probability that a training example's stems come from different songs (0-1)")
-    ap.add_argument("--augment-stem-gain-db", type=float, default=TrainConfig.augment_stem_gain_db,
-                    help="half-width (dB) of each stem's random gain in training (0-24)")
-    args = ap.parse_args(argv)
-
-    cfg = TrainConfig(  # checked before the data are prepared
-        learning_rate=args.lr, batch_size=args.batch_size, max_epochs=args.epochs, loss=args.loss,
-        seed=args.seed, n_seeds=args.seeds, augment_remix=args.augment_remix,
-        augment_stem_gain_db=args.augment_stem_gain_db,
-    )
-    data = pipeline.data_from_arguments(args)
-    results = pipeline.train_all(data, args.out, model_names=tuple(args.models), train_cfg=cfg)
-    summary = {name: r.result.get("test_improvement_db") for name, r in results.items()}
-    print(json.dumps({"test_improvement_db": summary}, indent=1))
+    return commands.run("train", commands.legacy_flags(argv, LEGACY))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@ import json
 import math
 import numbers
 import os
+import types
+import typing
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -307,6 +309,9 @@ JACOBIAN_CPU_BLOCK_BYTES = 16 * 2**20
 # While a chunk is formed about this many (chunk, N, N) blocks are alive (the forward-mode tangents of
 # each layer, the dae_sf parts): an explicit chunk is refused when that many blocks exceed the memory.
 JACOBIAN_LIVE_BLOCKS = 4
+# Frames of each unseen test song on which every mapping is judged (`MappingConfig.heldout_frames_per_song`,
+# `--heldout-frames`).
+HELDOUT_FRAMES = 256
 
 
 def fit_frames_for(n_bins: int) -> int:
@@ -434,7 +439,7 @@ class MappingConfig:
 
     settings: tuple[FitSetting, ...] = default_settings()
     n_fit_frames: int | None = None
-    heldout_frames_per_song: int = 256
+    heldout_frames_per_song: int = HELDOUT_FRAMES
     jacobian_frames: int = 512
     linearity_frames: int = 512
     linearity_seeds: int = 3
@@ -510,25 +515,43 @@ def to_dict(cfg: Any) -> dict:
 
 
 def from_dict(cls: type[T], data: dict) -> T:
-    """Rebuild `cls` from `to_dict` output, rejecting unknown fields by name."""
+    """Rebuild `cls` from `to_dict` output (or its JSON), rejecting unknown fields by name.
+
+    Works for any config dataclass, nested ones included: a field typed as a dataclass (or `X | None`)
+    is rebuilt from its dict, a `tuple[X, ...]` / `tuple[X, Y]` from a JSON list (e.g.
+    `MappingConfig.settings`, a tuple of `FitSetting`), recursively; other values pass as they are."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{cls.__name__} must be given as a JSON object (a dict), got {type(data).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = set(data) - set(fields)
     if unknown:
         raise ValueError(f"unknown fields for {cls.__name__}: {sorted(unknown)}")
-    kwargs = {}
-    for name, value in data.items():
-        ftype = fields[name].type
-        sub = _dataclass_for(ftype)
-        kwargs[name] = from_dict(sub, value) if sub is not None and isinstance(value, dict) else value
-    return cls(**kwargs)
+    hints = typing.get_type_hints(cls)
+    return cls(**{name: _rebuild(hints.get(name, Any), value) for name, value in data.items()})
 
 
-def _dataclass_for(ftype: Any) -> type | None:
-    name = ftype if isinstance(ftype, str) else getattr(ftype, "__name__", "")
-    for cls in (STFTConfig, CorpusConfig, ModelConfig, TrainConfig):
-        if name == cls.__name__:
-            return cls
-    return None
+def _rebuild(ftype: Any, value: Any) -> Any:
+    """`value` (from JSON) as the field type `ftype`: dataclasses from dicts, tuples from lists."""
+    if value is None:
+        return None
+    if dataclasses.is_dataclass(ftype) and isinstance(ftype, type):
+        return from_dict(ftype, value) if isinstance(value, dict) else value
+    origin, args = typing.get_origin(ftype), typing.get_args(ftype)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in args if a is not type(None)]
+        for option in options:  # the first option the value's JSON shape fits
+            if isinstance(value, dict) and dataclasses.is_dataclass(option):
+                return from_dict(option, value)
+            if isinstance(value, (list, tuple)) and typing.get_origin(option) is tuple:
+                return _rebuild(option, value)
+        return value
+    if origin is tuple and isinstance(value, (list, tuple)):
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_rebuild(args[0], v) for v in value)
+        if args and len(args) == len(value):
+            return tuple(_rebuild(a, v) for a, v in zip(args, value, strict=True))
+        return tuple(value)
+    return value
 
 
 def fingerprint(data: Any) -> str:

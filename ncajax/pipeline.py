@@ -1,6 +1,6 @@
 """The study's stages as library calls: data -> training -> mapping fits -> evaluation (the figures and
-the report are `ncajax.plots` and `ncajax.report`); `experiments/*.py` are thin wrappers and
-`experiments/reproduce.py` chains them.
+the report are `ncajax.plots` and `ncajax.report`); the `ncajax` subcommands (`ncajax.commands`) run
+them one at a time and `ncajax.study` chains them.
 
 Every stage reads the previous stage's outputs from disk and writes only into its own directory, and is
 skipped when its outputs exist for the same config.
@@ -28,25 +28,12 @@ from .config import (
 )
 from .train import TrainResult, train_model
 
-PRESET_HELP = "STFT preset: fast (8 kHz, N=129), mid (16 kHz, N=513) or paper (44.1 kHz, N=2049)"
 
-
-def add_data_arguments(parser, *, stage_dirs: tuple[str, str] | None = None) -> None:
-    """The data options every stage script shares (--musdb-root, --is-wav, --preset, --models) and,
-    for a stage after training, `stage_dirs` = (default --train-dir, default --out)."""
-    if stage_dirs is not None:
-        parser.add_argument("--train-dir", default=stage_dirs[0])
-        parser.add_argument("--out", default=stage_dirs[1])
-    parser.add_argument("--musdb-root", default=None,
-                        help="MUSDB18 root (stems) or MUSDB18-HQ root (--is-wav); default: the embedded corpus")
-    parser.add_argument("--is-wav", action="store_true", help="read --musdb-root as MUSDB18-HQ wav folders")
-    parser.add_argument("--preset", default="fast", help=PRESET_HELP)
-    parser.add_argument("--models", nargs="+", default=list(MODEL_NAMES), choices=MODEL_NAMES)
-
-
-def data_from_arguments(args) -> Data:
-    """`prepare_data` for the options of `add_data_arguments`."""
-    return prepare_data(musdb_root=args.musdb_root, is_wav=args.is_wav or None, preset_name=args.preset)
+def data_from_options(opts) -> Data:
+    """`prepare_data` for the data options of the command line (`ncajax.options.DataOptions`: MUSDB18
+    root and layout, preset, embedded corpus seed and size)."""
+    return prepare_data(musdb_root=opts.musdb_root, is_wav=opts.is_wav or None, preset_name=opts.preset,
+                        corpus_cfg=opts.corpus_config())
 
 
 def default_cache_root() -> Path:

@@ -410,9 +410,9 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(prog: str = "ncajax-separate") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="ncajax-separate",
+        prog=prog,
         description="Separate audio files (or every audio file of a folder) into vocals and "
                     "accompaniment with a trained ncajax run.",
     )
@@ -438,21 +438,20 @@ def _parser() -> argparse.ArgumentParser:
 PROG = "ncajax-separate"
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, prog: str = PROG) -> int:
     """Command-line entry point; returns the exit code (2 for bad input, with a one-line message).
 
     Errors go through `ncajax.cli.run`: one `ncajax-separate: error: ...` line, or with `--debug` /
-    NCAJAX_DEBUG=1 the traceback.
+    NCAJAX_DEBUG=1 the traceback. `ncajax separate` is the same command under `prog="ncajax separate"`.
     """
     from . import cli
 
     debug = cli.debug_requested(sys.argv[1:] if argv is None else argv)
-    return cli.run(lambda args: _main(args, debug=debug), argv, prog=PROG)
+    return cli.run(lambda args: _main(args, debug=debug, prog=prog), argv, prog=prog)
 
 
-def _main(argv: list[str], *, debug: bool = False) -> int:
-    args = _parser().parse_args(argv)
-    prog = PROG
+def _main(argv: list[str], *, debug: bool = False, prog: str = PROG) -> int:
+    args = _parser(prog).parse_args(argv)
     from . import train
 
     def report(message: str, kind: str = "error") -> None:

@@ -14,21 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from . import pipeline, runs, verdict
-from .config import (
-    CONTROL_SEEDS,
-    FIT_LEARNING_RATE,
-    FIT_STEPS,
-    PRIMARY_ESTIMATOR,
-    STUDY_SEEDS,
-    CorpusConfig,
-    MappingConfig,
-    TrainConfig,
-    check_fit_frames,
-    default_settings,
-    jacobian_chunk_for,
-    preset,
-    train_recipe,
-)
+from .config import PRIMARY_ESTIMATOR, CorpusConfig, MappingConfig, TrainConfig, train_recipe
+from .options import DataOptions, FitOptions, StudyConfig, TrainOptions
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,20 +28,24 @@ class StudyOptions:
     when the options are made, before any data is generated or any model trained: a fit set with fewer
     frames than bins or a Jacobian chunk that cannot fit in memory is refused with the option's name
     and a working value.
+
+    This is the flat, library form of `options.StudyConfig` (the nested config the `ncajax` command
+    and `--config` use; `StudyConfig.options()` gives these options, `config()` gives it back): the
+    defaults are those of its sections, and the corpus, training and mapping configs come from them.
     """
 
     musdb_root: str | None = None
     is_wav: bool = False
-    preset: str = "fast"
-    seeds: int = STUDY_SEEDS
-    epochs: int = TrainConfig.max_epochs
-    fit_steps: int = FIT_STEPS
-    fit_lr: float = FIT_LEARNING_RATE
+    preset: str = DataOptions.preset
+    seeds: int = TrainOptions.seeds
+    epochs: int = TrainOptions.epochs
+    fit_steps: int = FitOptions.fit_steps
+    fit_lr: float = FitOptions.fit_lr
     fit_frames: int | None = None
-    heldout_frames: int = 256
+    heldout_frames: int = FitOptions.heldout_frames
     extra_settings: bool = False
     with_bss: bool = True
-    corpus_seed: int = 0
+    corpus_seed: int = DataOptions.corpus_seed
     corpus_tracks: tuple[int, int] | None = None
     corpus_seconds: float | None = None
     real_test: str | None = None  # a MUSDB18 root scored as real music (every track, whole)
@@ -64,26 +55,53 @@ class StudyOptions:
     # the mapping stage on a 2-core CPU, so `make reproduce` leaves it out and the committed study turns it
     # on (README). Tiny runs (e.g. fit_steps=20) pass tiny ones. With several corpora only the first runs it.
     control_steps: tuple[int, ...] = ()
-    control_seeds: int | None = CONTROL_SEEDS  # the control fits the first control_seeds seeds of each model
+    control_seeds: int | None = FitOptions.control_seeds  # the control fits the first control_seeds seeds of each model
     # the training recipe (`config.TRAIN_RECIPES`) of the study's models
-    recipe: str = "study"
+    recipe: str = TrainOptions.recipe
     # the recipe control: the same models trained with the earlier "raw_mse" recipe (RECIPE_CONTROL_SEEDS
     # seeds) and mapped by the primary estimator, to show what dying output units did to the mappings
     recipe_control: bool = False
+    # every training option (`options.TrainOptions`: first seed, batch size, learning rate, recipe fields);
+    # None: the recipe's, with `seeds` and `epochs` above. When given, its recipe, seeds and epochs are
+    # those above (`StudyConfig.options` sets both).
+    train_options: TrainOptions | None = None
 
     def __post_init__(self):
         if self.seeds < 2:
             raise ValueError(f"seeds must be >= 2 (the verdict's intervals resample seeds), got {self.seeds}")
         if self.corpus_seed < 0:
             raise ValueError(f"corpus_seed must be a non-negative integer, got {self.corpus_seed}")
-        n_bins = preset(self.preset).n_bins
-        check_fit_frames(self.fit_frames, n_bins, option="--fit-frames", preset_name=self.preset)
-        jacobian_chunk_for(n_bins, self.jacobian_chunk, option="--jacobian-chunk")
+        t = self.train_options
+        if t is not None and (t.recipe, t.seeds, t.epochs) != (self.recipe, self.seeds, self.epochs):
+            raise ValueError(f"train_options ({t.recipe}, {t.seeds} seeds, {t.epochs} epochs) differ from the "
+                             f"options' recipe {self.recipe!r}, seeds {self.seeds} and epochs {self.epochs}")
+        DataOptions(preset=self.preset).check()
+        self._fit().check(self.preset)
         self.train_config()
         self.mapping_config()
 
+    def config(self) -> StudyConfig:
+        """The nested `options.StudyConfig` of these options (real_test as resolved here)."""
+        from .options import EvaluateOptions
+
+        data = DataOptions(musdb_root=self.musdb_root, is_wav=self.is_wav, preset=self.preset,
+                           corpus_seed=self.corpus_seed, corpus_tracks=self.corpus_tracks,
+                           corpus_seconds=self.corpus_seconds)
+        return StudyConfig(data=data, train=self._train(), fit=self._fit(),
+                           evaluate=EvaluateOptions(no_bss=not self.with_bss, real_test=self.real_test or "none"),
+                           recipe_control=self.recipe_control)
+
+    def _train(self) -> TrainOptions:
+        return self.train_options or TrainOptions(recipe=self.recipe, seeds=self.seeds, epochs=self.epochs)
+
+    def _fit(self) -> FitOptions:
+        return FitOptions(fit_steps=self.fit_steps, fit_lr=self.fit_lr, fit_frames=self.fit_frames,
+                          heldout_frames=self.heldout_frames, jacobian_chunk=self.jacobian_chunk,
+                          extra_settings=self.extra_settings, control_steps=tuple(self.control_steps),
+                          control_seeds=self.control_seeds)
+
     def train_config(self) -> TrainConfig:
-        return train_recipe(self.recipe, max_epochs=self.epochs, n_seeds=self.seeds)
+        return self._train().train_config()
 
     def recipe_control_configs(self) -> tuple[TrainConfig, MappingConfig]:
         """The recipe control's training config ("raw_mse") and mapping config (the primary estimator
@@ -95,23 +113,11 @@ class StudyOptions:
                                           linearity_seeds=0)
 
     def corpus_config(self) -> CorpusConfig | None:
-        if self.musdb_root is not None:
-            return None
-        kw: dict = {"sample_rate": preset(self.preset).sample_rate, "seed": self.corpus_seed}
-        if self.corpus_tracks:
-            kw.update(n_train=self.corpus_tracks[0], n_test=self.corpus_tracks[1])
-        if self.corpus_seconds:
-            kw["duration"] = self.corpus_seconds
-        return CorpusConfig(**kw)
+        return self.config().data.corpus_config()
 
     def mapping_config(self) -> MappingConfig:
         """The mapping stage's config, resolved against the preset (explicit fit frames and chunk)."""
-        cfg = MappingConfig(settings=default_settings(self.fit_steps, self.fit_lr, extra=self.extra_settings),
-                            n_fit_frames=self.fit_frames, heldout_frames_per_song=self.heldout_frames,
-                            jacobian_chunk=self.jacobian_chunk, control_steps=tuple(self.control_steps),
-                            control_seeds=None if not self.control_steps else min(self.control_seeds or self.seeds,
-                                                                                   self.seeds))
-        return cfg.resolved(preset(self.preset), preset_name=self.preset)
+        return self._fit().mapping_config(self.preset, self.seeds)
 
 
 RECIPE_CONTROL_SEEDS = 3
