@@ -10,6 +10,7 @@ the project's evaluation does (museval BSS Eval v4, 1-second windows, median ove
 
     NCAJAX_CACHE=/tmp/realism_cache python benchmarks/bench_realism.py [--seeds 3]
         [--models dae_sf dae dae_deep] [--corpus-seed 0] [--n-train 60] [--n-test 30] [--duration 5]
+        [--realism v3|v4]
         [--gains-db -12 0 12] [--out DIR]  # training run dirs; default: a temp folder (always retrains)
 
     python benchmarks/bench_realism.py --stats-only [--fresh]  # corpus statistics only, no training
@@ -81,6 +82,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--n-train", type=int, default=CorpusConfig.n_train)
     ap.add_argument("--n-test", type=int, default=CorpusConfig.n_test)
     ap.add_argument("--duration", type=float, default=CorpusConfig.duration)
+    ap.add_argument("--realism", default=CorpusConfig.realism,
+                    help="corpus generator (CorpusConfig.realism: v3 default, v4 stereo/more varied); "
+                    "benchmarks/bench_transfer.py compares them on the real and a held-out style")
     ap.add_argument("--real", default=str(REAL_TRACK), help="the real .stem.mp4 track to separate")
     ap.add_argument("--out", default=None, help="training run directories (default: a temp folder)")
     ap.add_argument(
@@ -105,6 +109,7 @@ def main(argv: list[str] | None = None) -> dict:
         n_test=args.n_test,
         duration=args.duration,
         sample_rate=stft.sample_rate,
+        realism=args.realism,
     )
     cache_root = pipeline.default_cache_root()
     t0 = time.perf_counter()

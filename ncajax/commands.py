@@ -235,6 +235,8 @@ def _from_train_run(cmd: Any, recorded: dict) -> Any:
             kw["corpus_tracks"] = None if tracks == (CorpusConfig.n_train, CorpusConfig.n_test) else tracks
             duration = corpus.get("duration", CorpusConfig.duration)
             kw["corpus_seconds"] = None if duration == CorpusConfig.duration else duration
+            # corpora of format <= 3 did not record it: they were all "v3"
+            kw["corpus_realism"] = corpus.get("realism", "v3")
         changes["data"] = dataclasses.replace(cmd.data, **kw)
     if hasattr(cmd, "train") and isinstance(recorded.get("train"), dict):
         # runs written before a TrainConfig field existed used that field's earlier value (train.load_trained)

@@ -88,19 +88,33 @@ def preset(name: str) -> STFTConfig:
     return PRESETS[name]
 
 
+# CorpusConfig.realism: "v3" is the corpus of format 3 (the study's before 2026-12-07, byte for byte);
+# "v4" adds stereo stems with panning, wider vocal processing and timbres, and more sustained instruments
+# in the singer's register (`ncajax.corpus`, "Realism v4"). Corpus format 4 records the field.
+CORPUS_REALISM = ("v3", "v4")
+DEFAULT_REALISM = "v4"
+
+
 @dataclasses.dataclass(frozen=True)
 class CorpusConfig:
     """The embedded synthetic multitrack corpus (see `ncajax.corpus`). `n_train` songs form the
     training split (the validation songs are carved out of it); `sample_rate` is the "fast" preset's
-    (the pipeline and the study generate the corpus at their preset's rate)."""
+    (the pipeline and the study generate the corpus at their preset's rate). `realism` picks the
+    generator (CORPUS_REALISM): "v4" (default) the stereo, more varied one, "v3" the earlier corpus."""
 
     seed: int = 0
     n_train: int = 60
     n_test: int = 30
     duration: float = 5.0
     sample_rate: int = PRESETS["fast"].sample_rate
+    realism: str = DEFAULT_REALISM
 
     def __post_init__(self):
+        if self.realism not in CORPUS_REALISM:
+            raise ValueError(
+                f"unknown corpus realism {self.realism!r}; choose one of {CORPUS_REALISM} "
+                f"(e.g. CorpusConfig(realism=\"{DEFAULT_REALISM}\"))"
+            )
         if self.n_train < 2 or self.n_test < 1:
             raise ValueError(
                 f"the corpus needs at least 2 train tracks (train + validation) and 1 test track, "

@@ -26,6 +26,7 @@ import tyro
 from .config import (
     CONTROL_SEEDS,
     CONTROL_STEPS,
+    CORPUS_REALISM,
     FIT_FRAMES_MIN,
     FIT_FRAMES_MULTIPLE,
     FIT_FRAMES_PER_BIN,
@@ -85,12 +86,16 @@ class DataOptions:
         f"size of the embedded corpus, TRAIN TEST songs (default {CorpusConfig.n_train} {CorpusConfig.n_test})")] = None
     corpus_seconds: Annotated[float | None, _help(
         f"duration of each corpus track in seconds (default {CorpusConfig.duration:g})")] = None
+    corpus_realism: Annotated[str, _help(
+        f"generator of the embedded corpus, one of {', '.join(CORPUS_REALISM)} (ncajax.corpus)")] = (
+        CorpusConfig.realism)
 
     def corpus_config(self) -> CorpusConfig | None:
         """The embedded corpus at the preset's rate (None with --musdb-root)."""
         if self.musdb_root is not None:
             return None
-        kw: dict = {"sample_rate": preset(self.preset).sample_rate, "seed": self.corpus_seed}
+        kw: dict = {"sample_rate": preset(self.preset).sample_rate, "seed": self.corpus_seed,
+                    "realism": self.corpus_realism}
         if self.corpus_tracks:
             kw.update(n_train=self.corpus_tracks[0], n_test=self.corpus_tracks[1])
         if self.corpus_seconds:
@@ -266,5 +271,6 @@ class StudyConfig:
             fit_steps=f.fit_steps, fit_lr=f.fit_lr, fit_frames=f.fit_frames, heldout_frames=f.heldout_frames,
             extra_settings=f.extra_settings, with_bss=not e.no_bss, corpus_seed=d.corpus_seed,
             corpus_tracks=tuple(d.corpus_tracks) if d.corpus_tracks else None, corpus_seconds=d.corpus_seconds,
+            corpus_realism=d.corpus_realism,
             real_test=e.real_root(), jacobian_chunk=f.jacobian_chunk, control_steps=tuple(f.control_steps),
             control_seeds=f.control_seeds, recipe=t.recipe, recipe_control=self.recipe_control)

@@ -48,6 +48,7 @@ class StudyOptions:
     corpus_seed: int = DataOptions.corpus_seed
     corpus_tracks: tuple[int, int] | None = None
     corpus_seconds: float | None = None
+    corpus_realism: str = DataOptions.corpus_realism
     real_test: str | None = None  # a MUSDB18 root scored as real music (every track, whole)
     jacobian_chunk: int | None = None  # frames of per-frame Jacobians formed at a time (None: automatic)
     # Adam step counts of the under-convergence control of the NCA settings (`MappingConfig.control_steps`,
@@ -86,7 +87,7 @@ class StudyOptions:
 
         data = DataOptions(musdb_root=self.musdb_root, is_wav=self.is_wav, preset=self.preset,
                            corpus_seed=self.corpus_seed, corpus_tracks=self.corpus_tracks,
-                           corpus_seconds=self.corpus_seconds)
+                           corpus_seconds=self.corpus_seconds, corpus_realism=self.corpus_realism)
         return StudyConfig(data=data, train=self._train(), fit=self._fit(),
                            evaluate=EvaluateOptions(no_bss=not self.with_bss, real_test=self.real_test or "none"),
                            recipe_control=self.recipe_control)

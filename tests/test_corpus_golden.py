@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 
 GOLDEN = Path(__file__).resolve().parent / "data" / "corpus_golden.json"
-CONFIG = {"seed": 0, "n_train": 2, "n_test": 1, "duration": 2.0, "sample_rate": 8000}
+CONFIG = {"seed": 0, "n_train": 2, "n_test": 1, "duration": 2.0, "sample_rate": 8000, "realism": "v3"}
 REGENERATE = ".venv/bin/python tests/test_corpus_golden.py --update"
 
 

@@ -46,9 +46,24 @@ magnitudes, so what they learn transfers to a real song only if the corpus cover
 distorted-guitar spectra in the voice band and its reverberant vocals; `benchmarks/bench_realism.py`
 measures the transfer on the real MUSDB18 track.
 
+Realism v4 (`CorpusConfig(realism="v4")`, the default since corpus format 4; "v3" is everything above,
+byte for byte the audio of format 3): stereo stems `(n, 2)` with
+constant-power panning (lead vocal within ±0.15 of the centre, doubles centred or split to a side,
+backing vocals 0.3-0.9 to a side, keys ±0.5, lead instrument and register pad ±0.7, guitar double-tracked
+8-25 ms apart on both sides, bass centred, drums ±0.1), every level set on the mono down-mix
+(L + R) / 2 that `ncajax.sources` reads (`stereo`); vocal families `voice.VOCAL_STYLES_V4` (the five
+with a ±15 % formant scale, "raspy", pitch-corrected "tuned"), doubles in 50 % and backing vocals in
+55 % of the songs, a wider vocal strip (`stereo.vocal_chain`: compression up to 8:1, saturation in 35 %,
+low cut up to 350 Hz, three peaks, air shelf, a telephone band in 10 %); a lead instrument in 70 % of
+the songs with a distorted lead guitar among the kinds (`instruments.LEAD_KINDS_V4`), a bright pad
+voiced inside the singer's tessitura in 55 % (`instruments.render_register_pad`); a stereo room
+(decorrelated tails, RT60 0.2-1.2 s) and a ping-pong vocal echo in 40 % (`stereo.room`). Generation
+costs about the same as v3 (benchmarks/results-transfer-cpu-2026-12-07.txt).
+
 Modules: `plan` (key, chords, tempo, singer, vocal score), `voice` (the singing voice), `instruments`
 (other, guitar, bass, drums), `dsp` (shared sound primitives), `mix` (EQ, room, levels, limiter),
-`song` (`synthesize_track`), `store` (`generate_corpus`: cache directory, atomic write).
+`stereo` (realism v4: panning, vocal strip, stereo room), `song` (`synthesize_track`), `store`
+(`generate_corpus`: cache directory, atomic write).
 """
 
 from __future__ import annotations

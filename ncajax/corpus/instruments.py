@@ -288,20 +288,26 @@ LEAD_KINDS = {
     "synth": (0.6, 30, False, (10.0, 50.0), 0.01, ()),
 }
 LEAD_ROLES = ("counter", "fills", "unison")
+# Realism v4 adds a distorted lead guitar (single notes with bends and wide vibrato, saturated and
+# cabinet-filtered: the rock solo / fill line that sits on the voice's f0 and formant range).
+LEAD_KINDS_V4 = {**LEAD_KINDS, "guitar": (0.8, 20, False, (20.0, 60.0), 0.005, ())}
 
 
 def render_lead(
-    rng: np.random.Generator, plan: dict, n: int, sr: int
+    rng: np.random.Generator, plan: dict, n: int, sr: int, *, p_lead: float = 0.5,
+    kinds: dict | None = None,
 ) -> tuple[np.ndarray | None, dict]:
     """A sustained melodic instrument in the singer's register (or none), `(n_samples,)` or None, and
     its parameters. Roles: a counter-melody of chord tones throughout ("counter"), lines only in the
     vocal rests ("fills", call and response), or the vocal melody itself an octave-free unison
-    ("unison": the instrument doubles the lead's notes, as a string line or a sax often does)."""
-    if rng.random() >= 0.5:
+    ("unison": the instrument doubles the lead's notes, as a string line or a sax often does).
+    `p_lead`: the chance of a lead instrument; `kinds`: the instruments drawn from (LEAD_KINDS)."""
+    kinds = LEAD_KINDS if kinds is None else kinds
+    if rng.random() >= p_lead:
         return None, {"lead": None, "lead_role": None, "lead_level_db": None}
-    kind = tuple(LEAD_KINDS)[int(rng.integers(len(LEAD_KINDS)))]
+    kind = tuple(kinds)[int(rng.integers(len(kinds)))]
     role = LEAD_ROLES[int(rng.integers(len(LEAD_ROLES)))]
-    slope, partials, odd, vib_range, attack, body = LEAD_KINDS[kind]
+    slope, partials, odd, vib_range, attack, body = kinds[kind]
     vib_cents, vib_hz = float(rng.uniform(*vib_range)), float(rng.uniform(4.5, 6.5))
     level_db = float(rng.uniform(-6.0, 3.0))  # relative to the rest of "other"
     lo, hi = plan["public"]["singer_range_midi"]
@@ -313,11 +319,20 @@ def render_lead(
         t = np.arange(int(round(length * sr))) / sr
         vib = vib_cents * np.clip((t - 0.2) / 0.3, 0.0, 1.0) * np.sin(2 * np.pi * vib_hz * t)
         f0 = midi_hz(m) * 2.0 ** ((vib + float(rng.normal(0.0, 5.0))) / 1200)
+        if kind == "guitar" and rng.random() < 0.4:  # bend up a whole tone into the note
+            f0 = f0 * 2.0 ** (-2.0 / 12 * np.clip(1.0 - t / 0.12, 0.0, 1.0))
         note = glide(f0, sr, slope=slope, max_partials=partials, odd_only=odd, attack=attack,
                      release=min(0.15, 0.4 * length))
         place(out, onset, sr, note, float(rng.uniform(0.7, 1.0)))
     if not out.any():
         return None, {"lead": None, "lead_role": None, "lead_level_db": None}
+    if kind == "guitar":
+        drive = float(rng.uniform(3.0, 10.0))
+        out = np.tanh(drive * out / max(float(np.abs(out).max()), 1e-12))
+        cab = np.concatenate([signal.butter(2, 100.0, btype="highpass", fs=sr, output="sos"),
+                              signal.butter(2, min(float(rng.uniform(2500.0, 4500.0)), 0.4 * sr),
+                                            btype="lowpass", fs=sr, output="sos")])
+        out = signal.sosfilt(cab, out)
     for freq, db, q in body:
         out = signal.sosfilt(peaking_sos(freq, db, q, sr), out)
     params = {"lead": kind, "lead_role": role, "lead_level_db": round(level_db, 3)}
@@ -346,3 +361,54 @@ def _lead_notes(
         notes.append((t, dur, cur))
         t += dur
     return notes
+
+
+# ------------------------------------------------------------- realism v4: a pad in the singer's register
+
+
+def render_register_pad(
+    rng: np.random.Generator, plan: dict, n: int, sr: int
+) -> tuple[np.ndarray | None, dict]:
+    """A string-ensemble / synth pad voiced inside the singer's tessitura (or none, 45 %): sustained
+    chord tones with a bright sawtooth-like spectrum (partials k^-0.7..k^-1.3), two detuned voices, a
+    slow attack and a slow low-pass swell, so its partials sit on the voice's f0 and formants through
+    every phrase. `(n_samples,)` or None and its parameters."""
+    if rng.random() >= 0.55:
+        return None, {"register_pad": None, "register_pad_level_db": None}
+    slope = float(rng.uniform(0.7, 1.3))
+    attack = float(rng.uniform(0.1, 0.5))
+    detune = float(rng.uniform(0.03, 0.12))
+    level_db = float(rng.uniform(-6.0, 3.0))  # relative to the rest of "other"
+    lo, hi = plan["public"]["singer_range_midi"]
+    base = int(rng.integers(lo, max(lo + 1, hi - 6)))
+    out = np.zeros(n)
+    cache: dict = {}
+    for t, span, root, quality in chords(plan):
+        for m in _chord_midis(root, quality, base, plan["sevenths"]):
+            key = (m, round(span, 3))
+            if key not in cache:
+                cache[key] = sum(
+                    tone(midi_hz(m + d), span + 0.3, sr, slope=slope, decay=None, max_partials=16,
+                         attack=attack, release=0.3)
+                    for d in (-detune, detune)
+                )
+            place(out, t, sr, cache[key], 1.0)
+    # The swell: a one-pole low-pass whose cutoff moves with a slow (0.05-0.3 Hz) sine.
+    rate, lo_hz = float(rng.uniform(0.05, 0.3)), float(rng.uniform(600.0, 1500.0))
+    t = np.arange(n) / sr
+    cut = lo_hz * 2.0 ** (1.5 * (1 + np.sin(2 * np.pi * rate * t + rng.uniform(0, 2 * np.pi))))
+    a = np.exp(-2 * np.pi * np.minimum(cut, 0.45 * sr) / sr)
+    out = _one_pole(out, a)
+    params = {"register_pad": round(slope, 3), "register_pad_level_db": round(level_db, 3)}
+    return out, params
+
+
+def _one_pole(x: np.ndarray, a: np.ndarray) -> np.ndarray:
+    """y[i] = (1 - a[i]) x[i] + a[i] y[i-1] with a time-varying pole, in blocks of 64 samples (the
+    pole held per block, state carried), so it runs as scipy filters, not a Python loop per sample."""
+    y = np.empty_like(x)
+    zi = np.zeros(1)
+    for i in range(0, x.size, 64):
+        ai = float(a[i])
+        y[i:i + 64], zi = signal.lfilter([1 - ai], [1.0, -ai], x[i:i + 64], zi=zi)
+    return y

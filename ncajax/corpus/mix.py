@@ -21,12 +21,13 @@ PEAK = 0.9
 
 
 def tone_eq(
-    rng: np.random.Generator, raw: dict[str, np.ndarray], sr: int
+    rng: np.random.Generator, raw: dict[str, np.ndarray], sr: int, *, vocals: bool = True
 ) -> tuple[dict[str, np.ndarray], dict]:
     """Per-song mixing EQ. Accompaniment stems: a low shelf (below ~300 Hz) and a high shelf (above
     ~2 kHz), each -6..+6 dB, so the accompaniment's long-term spectrum varies from song to song as real
-    productions do (dark to bright, thin to boomy). Vocals (`vocal_chain`): compression, a low cut, a
-    low-mid and a presence band and an air shelf."""
+    productions do (dark to bright, thin to boomy). Vocals (`vocal_chain`, unless `vocals=False`):
+    compression, a low cut, a low-mid and a presence band and an air shelf. Stems are `(n,)` or stereo
+    `(n, 2)` (filtered along time)."""
     lo_sos = signal.butter(2, 300.0, btype="lowpass", fs=sr, output="sos")
     hi_sos = signal.butter(2, 2000.0, btype="highpass", fs=sr, output="sos")
     out, params = dict(raw), {}
@@ -35,10 +36,12 @@ def tone_eq(
         x = raw[name]
         out[name] = (
             x
-            + (10 ** (low_db / 20) - 1) * signal.sosfilt(lo_sos, x)
-            + (10 ** (high_db / 20) - 1) * signal.sosfilt(hi_sos, x)
+            + (10 ** (low_db / 20) - 1) * signal.sosfilt(lo_sos, x, axis=0)
+            + (10 ** (high_db / 20) - 1) * signal.sosfilt(hi_sos, x, axis=0)
         )
         params[name] = [round(low_db, 2), round(high_db, 2)]
+    if not vocals:
+        return out, {"eq_low_high_db": params}
     out["vocals"], vocal_params = vocal_chain(rng, raw["vocals"], sr)
     return out, {"eq_low_high_db": params, **vocal_params}
 
@@ -114,6 +117,10 @@ def master(
     gain envelope applied to every stem, so the mixture stays their sum) holds it under PEAK, as a
     mastering limiter does; loud targets therefore come out dense and compressed, quiet ones untouched.
     The vocals are then rescaled so the recorded vocal-to-accompaniment level holds exactly.
+
+    Stems may be stereo `(n, 2)` (realism v4): every level is then set on the mono down-mix
+    (L + R) / 2 that the pipeline reads, the limiter holds the louder channel, and each channel of
+    the mixture is the exact float32 sum of the stems' channels.
     """
     rel_db = {"drums": rng.uniform(-3, 3), "bass": rng.uniform(-4, 2), "other": rng.uniform(-3, 3)}
     vocal_db = float(rng.uniform(*VOCAL_LEVEL_DB))
@@ -121,21 +128,25 @@ def master(
     stems = {}
     for name in ("drums", "bass", "other"):
         x = raw[name]
-        stems[name] = x / max(rms(x), 1e-12) * 10 ** (rel_db[name] / 20)
+        stems[name] = x / max(_rms(x), 1e-12) * 10 ** (rel_db[name] / 20)
     acc = stems["drums"] + stems["bass"] + stems["other"]
     v = raw["vocals"]
-    stems["vocals"] = v / max(rms(v), 1e-12) * rms(acc) * 10 ** (vocal_db / 20)
+    stems["vocals"] = v / max(_rms(v), 1e-12) * _rms(acc) * 10 ** (vocal_db / 20)
     mix = stems["vocals"] + acc
-    gain = 10 ** (loud_db / 20) / max(rms(mix), 1e-12)
-    env = limiter_gain(gain * mix, sr, 0.97 * PEAK)
+    gain = 10 ** (loud_db / 20) / max(_rms(mix), 1e-12)
+    env = limiter_gain(gain * (mix if mix.ndim == 1 else np.abs(mix).max(axis=1)), sr, 0.97 * PEAK)
+    if mix.ndim == 2:
+        env = env[:, None]
     stems = {name: gain * env * x for name, x in stems.items()}
     acc = stems["drums"] + stems["bass"] + stems["other"]
-    stems["vocals"] *= rms(acc) * 10 ** (vocal_db / 20) / max(rms(stems["vocals"]), 1e-12)
+    stems["vocals"] *= _rms(acc) * 10 ** (vocal_db / 20) / max(_rms(stems["vocals"]), 1e-12)
     mix = stems["vocals"] + acc
     peak = max(np.abs(mix).max(), *(np.abs(s).max() for s in stems.values()))
     guard = min(1.0, PEAK * (1 - 1e-4) / max(peak, 1e-12))
     out = {name: (stems[name] * guard).astype(np.float32) for name in STEMS}
     out = {"mixture": ((out["vocals"] + out["drums"]) + out["bass"]) + out["other"], **out}
+    if env.ndim == 2:
+        env = env[:, 0]
     levels = {
         "vocal_level_db": round(vocal_db, 4),
         "stem_level_db": {k: round(float(v), 3) for k, v in rel_db.items()},
@@ -143,10 +154,15 @@ def master(
         "limiter_max_reduction_db": round(
             max(0.0, -20 * math.log10(max(float(env.min()), 1e-12))), 3
         ),
-        "mixture_rms_dbfs": round(20 * math.log10(max(rms(out["mixture"]), 1e-12)), 3),
+        "mixture_rms_dbfs": round(20 * math.log10(max(_rms(out["mixture"]), 1e-12)), 3),
         "gain_db": round(20 * math.log10(gain * guard), 3),
     }
     return out, levels
+
+
+def _rms(x: np.ndarray) -> float:
+    """RMS of `(n,)` audio, or of the mono down-mix (L + R) / 2 of stereo `(n, 2)` audio."""
+    return rms(x if x.ndim == 1 else x.astype(np.float64).mean(axis=1))
 
 
 def limiter_gain(x: np.ndarray, sr: int, limit: float) -> np.ndarray:

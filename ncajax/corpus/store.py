@@ -20,7 +20,9 @@ from .song import check_config, synthesize_track, track_name
 # 2: distorted guitars, accompaniment EQ, room reverb, wider vocal/loudness ranges, limiter.
 # 3: vocal styles, doubled leads and backing vocals, vocal compression and EQ, a lead instrument in the
 #    singer's register, full-band sibilants/snare/hats at high sample rates.
-FORMAT_VERSION = 3
+# 4: `CorpusConfig.realism` recorded (the config, so the fingerprint and directory name, always name it);
+#    "v3" writes the bytes of format 3, "v4" (the default) the stereo corpus of `ncajax.corpus.stereo`.
+FORMAT_VERSION = 4
 MARKER = ".complete"
 DEFAULT_CONFIG = CorpusConfig()  # the study's default corpus: 60 train + 30 test songs of 5 s at 8 kHz
 
@@ -43,8 +45,8 @@ def generate_corpus(
 ) -> Path:
     """Generate (or reuse) the synthetic corpus under `cache_root`; returns its directory.
 
-    Layout: `<dir>/{train,test}/<track>/{mixture,vocals,drums,bass,other}.wav` (mono float32 wav at
-    `cfg.sample_rate`), `<dir>/corpus.json` (config and per-track parameters) and the marker `.complete`.
+    Layout: `<dir>/{train,test}/<track>/{mixture,vocals,drums,bass,other}.wav` (float32 wav at
+    `cfg.sample_rate`, mono; stereo for `cfg.realism == "v4"`), `<dir>/corpus.json` (config and per-track parameters) and the marker `.complete`.
     A directory with the marker is returned as is. Otherwise the corpus is written into a temporary
     sibling directory that is renamed into place only when complete, so a killed run never leaves a
     directory that looks valid; temp directories of dead runs are removed.
@@ -101,7 +103,7 @@ def _write_tracks(folder: Path, cfg: CorpusConfig, progress: bool) -> None:
 
 
 def _write_wav(path: Path, audio: np.ndarray, sample_rate: int) -> None:
-    """Mono IEEE-float32 wav. scipy, not soundfile: libsndfile adds a PEAK chunk holding the write
+    """IEEE-float32 wav, mono `(n,)` or stereo `(n, 2)`. scipy, not soundfile: libsndfile adds a PEAK chunk holding the write
     time, which would make identical corpora differ byte for byte."""
     wavfile.write(path, sample_rate, np.ascontiguousarray(audio, dtype=np.float32))
 

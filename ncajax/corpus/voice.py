@@ -47,35 +47,58 @@ VOCAL_STYLES = {
     "head": {"tilt": (-15.0, -12.0), "bright": (0.0, 5.0), "asp": (0.02, 0.06),
              "bw": (1.0, 1.5), "vib": (20.0, 60.0), "nasal": (0.0, 0.0)},
 }
+# Realism v4: every family with a wider formant scale (±15 % instead of ±8 %: children's, falsetto
+# and pitch-shifted voices), plus "raspy" (flat tilt, heavy aspiration noise, wide formants) and
+# "tuned" (pitch-corrected pop vocals: no vibrato, almost no jitter, so "vibrato = voice" fails).
+VOCAL_STYLES_V4 = {
+    **{name: {**r, "fscale": (0.85, 1.15)} for name, r in VOCAL_STYLES.items()},
+    "raspy": {"tilt": (-10.0, -6.0), "bright": (2.0, 10.0), "asp": (0.08, 0.25),
+              "bw": (1.1, 1.6), "vib": (5.0, 40.0), "nasal": (0.0, 0.0), "fscale": (0.85, 1.15)},
+    "tuned": {"tilt": (-12.0, -7.0), "bright": (3.0, 12.0), "asp": (0.005, 0.03),
+              "bw": (0.85, 1.2), "vib": (0.0, 6.0), "nasal": (0.0, 0.0), "fscale": (0.85, 1.15),
+              "jitter": (0.5, 2.0)},
+}
 
 
 def render_vocal_stem(
-    rng: np.random.Generator, plan: dict, n: int, sr: int
-) -> tuple[np.ndarray, dict]:
+    rng: np.random.Generator, plan: dict, n: int, sr: int, *, realism: str = "v3"
+) -> tuple[np.ndarray | list[tuple[str, np.ndarray]], dict]:
     """The vocals stem `(n_samples,)` float64: the lead, maybe a doubled take of it and maybe backing
-    vocals (levels relative to the lead's RMS), and the JSON-ready parameters of all three."""
+    vocals (levels relative to the lead's RMS), and the JSON-ready parameters of all three.
+
+    `realism="v4"` draws from VOCAL_STYLES_V4, doubles 50 % and adds backing vocals to 55 % of the
+    songs, and returns the parts unsummed, `[("lead" | "double" | "backing", (n_samples,)), ...]`
+    (each at its level), for the mix to pan them apart."""
+    v4 = realism == "v4"
+    styles = VOCAL_STYLES_V4 if v4 else VOCAL_STYLES
+    p_double, p_backing = (0.5, 0.55) if v4 else (0.35, 0.45)
     lead_rng, dbl_rng, back_rng, choice_rng = rng.spawn(4)
-    style = tuple(VOCAL_STYLES)[int(choice_rng.integers(len(VOCAL_STYLES)))]
-    lead, params = render_vocals(lead_rng, plan, n, sr, style=style)
+    style = tuple(styles)[int(choice_rng.integers(len(styles)))]
+    lead, params = render_vocals(lead_rng, plan, n, sr, style=style, styles=styles)
     ref = max(_rms(lead), 1e-12)
     out = lead.copy()
+    parts = [("lead", lead)]
     params["double_db"] = params["backing"] = None
-    if choice_rng.random() < 0.35:  # the lead line sung twice, as producers stack takes
+    if choice_rng.random() < p_double:  # the lead line sung twice, as producers stack takes
         db = float(choice_rng.uniform(-9.0, -2.0))
-        take, _ = render_vocals(dbl_rng, double_plan(dbl_rng, plan), n, sr, style=style)
-        out += take / max(_rms(take), 1e-12) * ref * 10 ** (db / 20)
+        take, _ = render_vocals(dbl_rng, double_plan(dbl_rng, plan), n, sr, style=style, styles=styles)
+        take = take / max(_rms(take), 1e-12) * ref * 10 ** (db / 20)
+        out += take
+        parts.append(("double", take))
         params["double_db"] = round(db, 3)
-    if choice_rng.random() < 0.45:
+    if choice_rng.random() < p_backing:
         kind = ("harmony", "oohs")[int(choice_rng.integers(2))]
         bplan = backing_plan(back_rng, plan, kind)
         if bplan["notes"]:
-            bstyle = tuple(VOCAL_STYLES)[int(choice_rng.integers(len(VOCAL_STYLES)))]
+            bstyle = tuple(styles)[int(choice_rng.integers(len(styles)))]
             db = float(choice_rng.uniform(-14.0, -4.0))
-            back, _ = render_vocals(back_rng, bplan, n, sr, style=bstyle)
-            out += back / max(_rms(back), 1e-12) * ref * 10 ** (db / 20)
+            back, _ = render_vocals(back_rng, bplan, n, sr, style=bstyle, styles=styles)
+            back = back / max(_rms(back), 1e-12) * ref * 10 ** (db / 20)
+            out += back
+            parts.append(("backing", back))
             params["backing"] = {"kind": kind, "singer": bplan["voice"], "style": bstyle,
                                  "level_db": round(db, 3)}
-    return out, params
+    return (parts if v4 else out), params
 
 
 def _rms(x: np.ndarray) -> float:
@@ -83,12 +106,14 @@ def _rms(x: np.ndarray) -> float:
 
 
 def render_vocals(
-    rng: np.random.Generator, plan: dict, n: int, sr: int, *, style: str = "chest"
+    rng: np.random.Generator, plan: dict, n: int, sr: int, *, style: str = "chest",
+    styles: dict | None = None,
 ) -> tuple[np.ndarray, dict]:
-    """One singing voice `(n_samples,)` float64 (arbitrary scale) and its timbre parameters."""
+    """One singing voice `(n_samples,)` float64 (arbitrary scale) and its timbre parameters; `style`
+    names a family of `styles` (default VOCAL_STYLES)."""
     hop = sr / _CTRL_RATE
     nc = int(np.ceil(n / hop)) + 2
-    timbre, params = _timbre(rng, plan["voice"], style)
+    timbre, params = _timbre(rng, plan["voice"], style, styles)
     tracks = _note_tracks(plan, nc, timbre["fscale"], timbre["bw_scale"])
     if not np.isfinite(tracks["midi"]).any():
         return np.zeros(n), params
@@ -101,19 +126,21 @@ def render_vocals(
     return out, params
 
 
-def _timbre(rng: np.random.Generator, voice: str, style: str = "chest") -> tuple[dict, dict]:
+def _timbre(
+    rng: np.random.Generator, voice: str, style: str = "chest", styles: dict | None = None
+) -> tuple[dict, dict]:
     """The singer's timbre draws (inside the ranges of `style`) and their JSON-ready record."""
     _, _, fscale = VOICES[voice]
-    r = VOCAL_STYLES[style]
+    r = (VOCAL_STYLES if styles is None else styles)[style]
     timbre = {
-        "fscale": fscale * float(rng.uniform(0.92, 1.08)),
+        "fscale": fscale * float(rng.uniform(*r.get("fscale", (0.92, 1.08)))),
         "bw_scale": float(rng.uniform(*r["bw"])),
         "tilt": float(rng.uniform(*r["tilt"])),  # dB/oct of the glottal source
         "bright_db": float(rng.uniform(*r["bright"])),  # "singer's formant" boost near 3 kHz
         "bright_hz": float(rng.uniform(2600.0, 3400.0)),
         "vib_rate": float(rng.uniform(4.5, 7.0)),
         "vib_depth": float(rng.uniform(*r["vib"])),  # cents
-        "jitter": float(rng.uniform(5.0, 15.0)),  # cents
+        "jitter": float(rng.uniform(*r.get("jitter", (5.0, 15.0)))),  # cents
         "tremolo": float(rng.uniform(0.05, 0.2)),
         "aspiration": float(rng.uniform(*r["asp"])),
         "nasal_db": float(rng.uniform(*r["nasal"])),
