@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -27,13 +28,25 @@ from ncajax.corpus import (
 from ncajax.corpus.mix import limiter_gain, room
 from ncajax.corpus.plan import song_plan
 
-TINY = CorpusConfig(seed=3, n_train=2, n_test=1, duration=2.0, sample_rate=16000)
+TINY = CorpusConfig(seed=3, n_train=2, n_test=1, duration=2.0, sample_rate=16000)  # default realism
 FILES = ("mixture", *STEMS)
+# Properties every corpus must have are checked on the default realism ("v4", stereo) and on the
+# previous corpus ("v3", mono), pinned explicitly.
+REALISMS = ("v4", "v3")
+
+
+def _with_realism(cfg, realism):
+    return cfg if cfg.realism == realism else dataclasses.replace(cfg, realism=realism)
+
+
+@pytest.fixture(scope="module", params=REALISMS)
+def tiny_cfg(request):
+    return _with_realism(TINY, request.param)
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return generate_corpus(tmp_path_factory.mktemp("cache"), TINY)
+def tiny(tmp_path_factory, tiny_cfg):
+    return generate_corpus(tmp_path_factory.mktemp(f"cache_{tiny_cfg.realism}"), tiny_cfg)
 
 
 def _tracks(root):
@@ -44,13 +57,20 @@ def _read(folder):
     return {name: sf.read(folder / f"{name}.wav", dtype="float32")[0] for name in FILES}
 
 
+def _mono(x):
+    """What the pipeline reads (`ncajax.sources`): mono as is, stereo `(n, 2)` as (L + R) / 2."""
+    x = np.asarray(x, dtype=np.float64)
+    return x if x.ndim == 1 else x.mean(axis=1)
+
+
 def _frames(x, size=512):
     return np.lib.stride_tricks.sliding_window_view(x, size)[:: size // 2]
 
 
-def test_layout_headers_and_metadata(tiny):
-    assert tiny.name == f"synth-v{FORMAT_VERSION}-{fingerprint(to_dict(TINY))}"
-    assert tiny == corpus_dir(tiny.parent, TINY)
+def test_layout_headers_and_metadata(tiny, tiny_cfg):
+    channels = {"v4": 2, "v3": 1}[tiny_cfg.realism]  # v4 stems are stereo, v3 mono
+    assert tiny.name == f"synth-v{FORMAT_VERSION}-{fingerprint(to_dict(tiny_cfg))}"
+    assert tiny == corpus_dir(tiny.parent, tiny_cfg)
     assert (tiny / MARKER).is_file()
     assert sorted(p.name for p in (tiny / "train").iterdir()) == [
         "synth-train-000",
@@ -61,11 +81,12 @@ def test_layout_headers_and_metadata(tiny):
         assert sorted(p.name for p in folder.iterdir()) == sorted(f"{n}.wav" for n in FILES)
         for name in FILES:
             info = sf.info(folder / f"{name}.wav")
-            assert (info.samplerate, info.channels, info.subtype) == (16000, 1, "FLOAT")
+            assert (info.samplerate, info.channels, info.subtype) == (16000, channels, "FLOAT")
             assert info.frames == 32000
     meta = json.loads((tiny / "corpus.json").read_text())
     assert meta["format_version"] == FORMAT_VERSION
-    assert meta["config"] == to_dict(TINY)
+    assert meta["config"] == to_dict(tiny_cfg)
+    assert meta["config"]["realism"] == tiny_cfg.realism
     assert [t["name"] for t in meta["tracks"]] == [
         "synth-train-000",
         "synth-train-001",
@@ -75,24 +96,29 @@ def test_layout_headers_and_metadata(tiny):
         lo, hi = t["singer_range_midi"]
         assert t["singer"] in ("bass", "tenor", "alto", "soprano") and lo < hi
         assert 80 <= t["tempo_bpm"] <= 140 and t["mode"] in ("major", "minor")
+        assert t.get("realism", "v3") == tiny_cfg.realism  # v3 keeps format 3's track records
 
 
-def test_same_config_gives_identical_files(tiny, tmp_path):
-    other = generate_corpus(tmp_path / "elsewhere", TINY)
+def test_same_config_gives_identical_files(tiny, tiny_cfg, tmp_path):
+    other = generate_corpus(tmp_path / "elsewhere", tiny_cfg)
     for a, b in zip(_tracks(tiny), _tracks(other), strict=True):
         for name in FILES:
             assert (a / f"{name}.wav").read_bytes() == (b / f"{name}.wav").read_bytes()
     assert (tiny / "corpus.json").read_text() == (other / "corpus.json").read_text()
 
 
-def test_tracks_depend_on_seed_not_on_track_counts():
-    small, _ = synthesize_track(TINY, "test", 0)
-    more = CorpusConfig(seed=3, n_train=5, n_test=4, duration=2.0, sample_rate=16000)
+@pytest.mark.parametrize("realism", REALISMS)
+def test_tracks_depend_on_seed_not_on_track_counts(realism):
+    cfg = _with_realism(TINY, realism)
+    small, _ = synthesize_track(cfg, "test", 0)
+    more = CorpusConfig(
+        seed=3, n_train=5, n_test=4, duration=2.0, sample_rate=16000, realism=realism
+    )
     same, _ = synthesize_track(more, "test", 0)
     reseeded, _ = synthesize_track(
-        CorpusConfig(seed=4, n_train=2, n_test=1, duration=2.0), "test", 0
+        CorpusConfig(seed=4, n_train=2, n_test=1, duration=2.0, realism=realism), "test", 0
     )
-    train0, _ = synthesize_track(TINY, "train", 0)
+    train0, _ = synthesize_track(cfg, "train", 0)
     for name in FILES:
         np.testing.assert_array_equal(small[name], same[name])
     assert not np.array_equal(small["vocals"], reseeded["vocals"])
@@ -111,24 +137,26 @@ def test_mixture_is_exact_float32_sum_and_does_not_clip(tiny):
         )
         assert max(np.abs(x).max() for x in a.values()) <= PEAK
         assert all(np.sqrt(np.mean(a[s] ** 2)) > 1e-3 for s in STEMS)  # every stem is audible
+        # ... and so in what the pipeline reads (a stem panned apart could cancel in the down-mix)
+        assert all(np.sqrt(np.mean(_mono(a[s]) ** 2)) > 1e-3 for s in STEMS)
 
 
 def test_vocal_level_is_drawn_in_range_and_recorded(tiny):
+    """The level is the one the models see: on the mono down-mix for stereo stems."""
     meta = {t["name"]: t for t in json.loads((tiny / "corpus.json").read_text())["tracks"]}
     for folder in _tracks(tiny):
-        a = _read(folder)
-        acc = a["drums"].astype(np.float64) + a["bass"] + a["other"]
-        level = 20 * np.log10(
-            np.sqrt(np.mean(a["vocals"].astype(np.float64) ** 2) / np.mean(acc**2))
-        )
+        a = {k: _mono(x) for k, x in _read(folder).items()}
+        acc = a["drums"] + a["bass"] + a["other"]
+        level = 20 * np.log10(np.sqrt(np.mean(a["vocals"] ** 2) / np.mean(acc**2)))
         assert VOCAL_LEVEL_DB[0] <= level <= VOCAL_LEVEL_DB[1]
         assert level == pytest.approx(meta[folder.name]["vocal_level_db"], abs=0.01)
 
 
-def test_voice_has_rests_and_harmonic_frames(tiny):
-    sr = TINY.sample_rate
+def test_voice_has_rests_and_harmonic_frames(tiny, tiny_cfg):
+    """On the vocals the models see (the mono down-mix of a stereo stem)."""
+    sr = tiny_cfg.sample_rate
     for folder in _tracks(tiny):
-        v = sf.read(folder / "vocals.wav", dtype="float64")[0]
+        v = _mono(sf.read(folder / "vocals.wav", dtype="float64")[0])
         rms = np.sqrt(np.mean(_frames(v) ** 2, axis=1))
         assert (rms < 1e-2 * rms.max()).mean() > 0.05  # rests: frames 40 dB below the loudest
         frame = _frames(v, 1024)[np.argmax(np.sqrt(np.mean(_frames(v, 1024) ** 2, axis=1)))]
@@ -158,14 +186,14 @@ def test_harmonic_measure_rejects_noise():
     assert power[(dist < 0.15) & (freqs > 0.5 * f0)].sum() / power.sum() < 0.5
 
 
-def test_cached_corpus_is_reused_without_work(tiny, monkeypatch):
+def test_cached_corpus_is_reused_without_work(tiny, tiny_cfg, monkeypatch):
     stamps = {p: p.stat().st_mtime_ns for p in tiny.rglob("*")}
 
     def boom(*args, **kwargs):
         raise AssertionError("a cached corpus must not be synthesised again")
 
     monkeypatch.setattr(store, "synthesize_track", boom)
-    assert generate_corpus(tiny.parent, TINY) == tiny
+    assert generate_corpus(tiny.parent, tiny_cfg) == tiny
     assert {p: p.stat().st_mtime_ns for p in tiny.rglob("*")} == stamps
 
 
@@ -217,12 +245,17 @@ def test_bad_inputs_are_rejected(tmp_path):
 
 # ------------------------------------------------------------------ realism (project issue 14)
 
-FAST = CorpusConfig(seed=0, n_train=10, n_test=1, duration=4.0, sample_rate=8000)
+FAST = CorpusConfig(seed=0, n_train=10, n_test=1, duration=4.0, sample_rate=8000)  # default realism
+
+
+@pytest.fixture(scope="module", params=REALISMS)
+def fast_cfg(request):
+    return _with_realism(FAST, request.param)
 
 
 @pytest.fixture(scope="module")
-def fast_tracks():
-    return [synthesize_track(FAST, "train", i) for i in range(FAST.n_train)]
+def fast_tracks(fast_cfg):
+    return [synthesize_track(fast_cfg, "train", i) for i in range(fast_cfg.n_train)]
 
 
 def _band_power(x, sr, lo, hi):
@@ -233,17 +266,18 @@ def _band_power(x, sr, lo, hi):
 
 def test_loudness_and_vocal_level_spread_like_real_mixes(fast_tracks):
     """Mixture RMS spans quiet to mastered-loud (the models see raw magnitudes, so the level range
-    is what lets them separate real songs at their own level); the limiter holds every peak."""
+    is what lets them separate real songs at their own level); the limiter holds every peak (of every
+    channel). Levels are those of the mono down-mix the models see."""
     rms_db, vocal_db, limited = [], [], []
     for stems, params in fast_tracks:
-        mix = stems["mixture"].astype(np.float64)
+        mix = _mono(stems["mixture"])
         rms = 20 * np.log10(np.sqrt(np.mean(mix**2)))
         assert rms == pytest.approx(params["mixture_rms_dbfs"], abs=1e-3)
         assert LOUDNESS_DBFS[0] - 0.01 <= rms <= LOUDNESS_DBFS[1] + 0.01
         assert params["mixture_rms_dbfs"] <= params["loudness_target_dbfs"] + 1e-3
         assert max(np.abs(x).max() for x in stems.values()) <= PEAK
-        acc = sum(stems[s].astype(np.float64) for s in ("drums", "bass", "other"))
-        level = 10 * np.log10(np.mean(stems["vocals"].astype(np.float64) ** 2) / np.mean(acc**2))
+        acc = sum(_mono(stems[s]) for s in ("drums", "bass", "other"))
+        level = 10 * np.log10(np.mean(_mono(stems["vocals"]) ** 2) / np.mean(acc**2))
         assert level == pytest.approx(params["vocal_level_db"], abs=0.01)  # exact after limiting
         rms_db.append(rms)
         vocal_db.append(level)
@@ -264,14 +298,14 @@ def test_limiter_gain_never_overshoots_and_is_smooth():
     np.testing.assert_array_equal(limiter_gain(0.05 * x, sr, 2.0), np.ones(sr))
 
 
-def test_vocals_have_formants_and_high_frequency_noise(fast_tracks):
+def test_vocals_have_formants_and_high_frequency_noise(fast_tracks, fast_cfg):
     """Source-filter voice: energy above 2 kHz (upper formants, aspiration, consonants) is present
     and, over the songs, typically well below the low band, as in real singing (the real MUSDB18
-    track: 0.11); the vocal styles and the vocal EQ spread it from dull to bright."""
+    track: 0.11); the vocal styles and the vocal EQ spread it from dull to bright. Measured on the
+    mono down-mix the models see."""
     highs = []
     for stems, _ in fast_tracks:
-        v = stems["vocals"].astype(np.float64)
-        highs.append(_band_power(v, FAST.sample_rate, 2000, 4000))
+        highs.append(_band_power(_mono(stems["vocals"]), fast_cfg.sample_rate, 2000, 4000))
     assert all(1e-4 < h < 0.75 for h in highs)
     assert 0.01 < np.median(highs) < 0.3
     assert max(highs) / min(highs) > 5  # timbre variety, not one voice
@@ -312,18 +346,23 @@ def test_room_reverb_leaves_a_decaying_tail_and_a_dry_bass():
 # ---------------------------------------------- vocal variety, backing vocals, lead (format 3)
 
 
-def test_vocal_styles_doubles_backing_and_lead_instruments_vary(fast_tracks):
-    from ncajax.corpus.voice import VOCAL_STYLES
+def test_vocal_styles_doubles_backing_and_lead_instruments_vary(fast_tracks, fast_cfg):
+    from ncajax.corpus.voice import VOCAL_STYLES, VOCAL_STYLES_V4
 
+    styles = {"v4": VOCAL_STYLES_V4, "v3": VOCAL_STYLES}[fast_cfg.realism]
+    eq_keys = {
+        "v4": {"low_cut_hz", "peaks", "air_db", "telephone"},
+        "v3": {"low_cut_hz", "low_mid", "presence", "air_db"},
+    }[fast_cfg.realism]
     params = [p for _, p in fast_tracks]
     assert len({p["vocal_style"] for p in params}) >= 3
-    assert all(p["vocal_style"] in VOCAL_STYLES for p in params)
+    assert all(p["vocal_style"] in styles for p in params)
     assert any(p["double_db"] is not None for p in params)
     assert any(p["double_db"] is None for p in params)
     assert any(p["backing"] is not None for p in params)
     assert any(p["lead"] is not None for p in params) and any(p["lead"] is None for p in params)
     for p in params:  # every vocal is compressed and EQ'd, the choices recorded
-        assert set(p["vocal_eq"]) == {"low_cut_hz", "low_mid", "presence", "air_db"}
+        assert set(p["vocal_eq"]) == eq_keys
         assert len(p["vocal_compressor"]) == 2
 
 
@@ -360,10 +399,130 @@ def test_lead_instrument_sits_in_the_singers_register():
     assert _band_power(lead, sr, 0.9 * 440 * 2 ** ((lo - 69) / 12), 4000) > 0.8
 
 
-def test_high_rates_get_full_band_hats_and_sibilants():
+@pytest.mark.parametrize("realism", REALISMS)
+def test_high_rates_get_full_band_hats_and_sibilants(realism):
     """At the preset's own rate the corpus is full band: hats and sibilants reach above 6 kHz (at 8 kHz
-    they are clamped below Nyquist)."""
-    cfg = CorpusConfig(seed=2, n_train=2, n_test=1, duration=2.0, sample_rate=32000)
+    they are clamped below Nyquist), in the mono down-mix the models see and in every channel."""
+    cfg = CorpusConfig(
+        seed=2, n_train=2, n_test=1, duration=2.0, sample_rate=32000, realism=realism
+    )
     stems, _ = synthesize_track(cfg, "train", 0)
-    assert _band_power(stems["drums"].astype(np.float64), 32000, 6000, 16000) > 0.01
-    assert _band_power(stems["mixture"].astype(np.float64), 32000, 6000, 16000) > 1e-3
+    assert stems["drums"].ndim == {"v4": 2, "v3": 1}[realism]
+    for name, floor in (("drums", 0.01), ("mixture", 1e-3)):
+        x = stems[name].astype(np.float64)
+        channels = [x] if x.ndim == 1 else [x[:, c] for c in range(x.shape[1])]
+        for part in (_mono(x), *channels):
+            assert _band_power(part, 32000, 6000, 16000) > floor, name
+
+
+# ------------------------------------------------------------------------------- realism v4
+
+
+V4 = CorpusConfig(seed=5, n_train=2, n_test=1, duration=3.0, sample_rate=8000, realism="v4")
+
+
+def test_default_realism_is_v4_recorded_and_cached_apart_from_v3(tmp_path):
+    """Corpus format 4: the config always names its realism, "v4" by default, so run configs,
+    corpus.json and the cache directory name it; a v3 corpus lives in its own directory."""
+    from ncajax.config import CORPUS_REALISM, from_dict
+
+    assert CORPUS_REALISM == ("v3", "v4") and FORMAT_VERSION == 4
+    default = CorpusConfig()
+    assert default.realism == "v4" and TINY.realism == "v4" and FAST.realism == "v4"
+    fields = {"seed": 0, "n_train": 60, "n_test": 30, "duration": 5.0, "sample_rate": 8000}
+    assert to_dict(default) == {**fields, "realism": "v4"}
+    v3 = CorpusConfig(realism="v3")
+    assert to_dict(v3) == {**fields, "realism": "v3"} and v3 != default
+    assert fingerprint(to_dict(default)) != fingerprint(to_dict(v3))
+    assert corpus_dir("c") == corpus_dir("c", default) != corpus_dir("c", v3)
+    assert corpus_dir("c").name == f"synth-v4-{fingerprint(to_dict(default))}"
+    for cfg in (default, v3, V4):  # from_dict round-trips, also through JSON
+        assert from_dict(CorpusConfig, to_dict(cfg)) == cfg
+        assert from_dict(CorpusConfig, json.loads(json.dumps(to_dict(cfg)))) == cfg
+    for make in (
+        lambda: CorpusConfig(realism="v5"),
+        lambda: from_dict(CorpusConfig, {**fields, "realism": "v5"}),
+    ):
+        with pytest.raises(ValueError, match="realism") as err:
+            make()
+        assert "'v5'" in str(err.value) and all(repr(r) in str(err.value) for r in CORPUS_REALISM)
+    # A corpus generated at the default realism records it in corpus.json and in its directory name.
+    small = CorpusConfig(seed=1, n_train=2, n_test=1, duration=0.5)
+    root = generate_corpus(tmp_path, small)
+    meta = json.loads((root / "corpus.json").read_text())
+    assert meta["format_version"] == 4 and meta["config"] == {**to_dict(small), "realism": "v4"}
+    assert meta["fingerprint"] == fingerprint(to_dict(small))
+    assert root == corpus_dir(tmp_path, small) != corpus_dir(tmp_path, _with_realism(small, "v3"))
+    assert all(t["realism"] == "v4" for t in meta["tracks"])
+    assert sf.info(root / "train" / "synth-train-000" / "vocals.wav").channels == 2
+
+
+@pytest.fixture(scope="module")
+def tiny_v4(tmp_path_factory):
+    return generate_corpus(tmp_path_factory.mktemp("cache_v4"), V4)
+
+
+def test_v4_stems_are_stereo_exact_sums_and_read_as_the_documented_downmix(tiny_v4):
+    from ncajax import sources
+
+    meta = {t["name"]: t for t in json.loads((tiny_v4 / "corpus.json").read_text())["tracks"]}
+    assert json.loads((tiny_v4 / "corpus.json").read_text())["config"]["realism"] == "v4"
+    for folder in [tiny_v4 / s / n for s, names in track_names(V4).items() for n in names]:
+        a = {name: sf.read(folder / f"{name}.wav", dtype="float32")[0] for name in FILES}
+        assert all(x.shape == (24000, 2) for x in a.values())
+        np.testing.assert_array_equal(
+            a["mixture"], ((a["vocals"] + a["drums"]) + a["bass"]) + a["other"]
+        )
+        assert max(np.abs(x).max() for x in a.values()) <= PEAK
+        mono = {k: x.astype(np.float64).mean(axis=1) for k, x in a.items()}
+        acc = mono["drums"] + mono["bass"] + mono["other"]
+        level = 10 * np.log10(np.mean(mono["vocals"] ** 2) / np.mean(acc**2))
+        # every recorded level holds on the mono down-mix the pipeline reads
+        assert level == pytest.approx(meta[folder.name]["vocal_level_db"], abs=0.01)
+        track = sources.load_track(sources.TrackRef(folder.name, str(folder), "wav"), 8000)
+        np.testing.assert_allclose(track.mixture, mono["mixture"], atol=1e-6)
+        np.testing.assert_allclose(track.mixture, track.vocals + track.accompaniment, atol=1e-6)
+
+        def side_share(x):  # energy of (L - R) / 2 relative to (L + R) / 2
+            return np.mean((x[:, 0] - x[:, 1]) ** 2) / np.mean((x[:, 0] + x[:, 1]) ** 2)
+
+        # the lead vocal sits near the centre; the accompaniment is panned wider
+        assert side_share(a["vocals"].astype(np.float64)) < side_share(
+            a["other"].astype(np.float64)
+        )
+
+
+def test_v4_adds_register_instruments_vocal_processing_and_new_timbres():
+    from ncajax.corpus.voice import VOCAL_STYLES_V4
+
+    cfg = CorpusConfig(seed=0, n_train=24, n_test=1, duration=3.0, realism="v4")
+    params = [synthesize_track(cfg, "train", i)[1] for i in range(cfg.n_train)]
+    assert all(p["vocal_style"] in VOCAL_STYLES_V4 for p in params)
+    assert len({p["vocal_style"] for p in params}) >= 4
+    assert sum(p["lead"] is not None for p in params) > sum(p["lead"] is None for p in params)
+    assert any(p["register_pad"] is not None for p in params)
+    assert any(p["vocal_saturation"] is not None for p in params)
+    assert any(p["vocal_echo"] is not None for p in params)
+    assert all(len(p["vocal_eq"]["peaks"]) == 3 and p["realism"] == "v4" for p in params)
+    assert all(abs(p["pan"]["vocal_lead"]) <= 0.15 for p in params)
+
+
+def test_v4_draws_leave_the_v3_generators_untouched():
+    """The song plan (key, tempo, score) comes from the same generator in both realisms."""
+    v3p = synthesize_track(dataclasses.replace(V4, realism="v3"), "train", 0)[1]
+    v4p = synthesize_track(V4, "train", 0)[1]
+    for key in ("key", "tempo_bpm", "singer", "n_notes", "progression"):
+        assert v3p[key] == v4p[key]
+
+
+def test_register_pad_sits_in_the_singers_register():
+    plan = song_plan(np.random.default_rng(5), 6.0)
+    lo, _ = plan["public"]["singer_range_midi"]
+    for seed in range(40):
+        pad, params = instruments.render_register_pad(
+            np.random.default_rng(seed), plan, 6 * 8000, 8000
+        )
+        if pad is not None:
+            break
+    assert pad is not None and np.isfinite(pad).all()
+    assert _band_power(pad, 8000, 0.9 * 440 * 2 ** ((lo - 69) / 12), 4000) > 0.8

@@ -1,5 +1,5 @@
 """Realism v4 production: panning into stereo, a wider vocal channel strip and a stereo room with a
-vocal echo (`CorpusConfig(realism="v4")`; the default "v3" corpus never calls this module).
+vocal echo (`CorpusConfig(realism="v4")`, the default; the earlier "v3" corpus never calls this module).
 
 Stereo stems are `(n_samples, 2)` float64 here and float32 on disk. The pipeline reads every wav as
 the mean of its channels (`ncajax.sources`), so what a separator sees is the mono down-mix
