@@ -9,6 +9,7 @@
     ncajax separate  RUN_DIR AUDIO... [--out DIR]          (the same as ncajax-separate)
     ncajax map       --mixture mix.npy --estimate est.npy --sample-rate 8000 --n-fft 256 [--out DIR]
     ncajax map       --model-dir runs/default/train/dae_sf --mixture mix.npy [--methods lstsq jacobian]
+    ncajax separate  dae_sf song.wav; ncajax map --model-dir dae_sf ...   (the shipped models, no training)
 
 The flags of every subcommand but `separate` come from the fields of `ncajax.options` (tyro), so a flag
 has one name, one meaning and one default everywhere (`--fit-steps` in reproduce, fit and map; `--lr`
@@ -159,8 +160,9 @@ class Map:
     estimate: str | None = None
     """the separator's output frames (.npy/.npz)"""
     model_dir: str | None = None
-    """a training run directory (e.g. runs/default/train/dae_sf): its model computes the estimate (and
-    allows --methods jacobian); the STFT defaults to the run's"""
+    """a training run directory (e.g. runs/default/train/dae_sf) or the name of a model shipped with ncajax
+    (dae, dae_deep, dae_sf): its model computes the estimate (and allows --methods jacobian); the STFT
+    defaults to the run's"""
     seed_index: int = 0
     """which seed of --model-dir's run"""
     sample_rate: float | None = None

