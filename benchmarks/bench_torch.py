@@ -25,6 +25,8 @@ measurement one whole fit call after one warm-up call (the same `steps`, so ms/s
 torch variants: `stock` = torch.optim.Adam with its defaults, eager; `foreach` = Adam(foreach=True);
 `fused` = Adam(fused=True) (the fused CPU kernel); `compile` = torch.compile of the loss (forward and
 backward) with fused Adam; `compile_all` = compiled loss and a compiled `opt.step()` (Adam foreach).
+`<variant>@1` = the same with torch.set_num_threads(1): on a machine where other jobs take a core, torch's
+OpenMP barriers stall its 2-thread runs by 10-100x, and one thread is then torch's best setting.
 "torch best" is the fastest variant that ran; a variant that fails (e.g. torch.compile without a working
 C++ toolchain) is reported as n/a.
 
@@ -32,6 +34,7 @@ C++ toolchain) is reported as n/a.
     python benchmarks/bench_torch.py                       # N = 513, 1025; batch 64, 256; 3 repetitions
     python benchmarks/bench_torch.py --quick               # tiny sizes, 1 repetition: a smoke run
     python benchmarks/bench_torch.py --n 1025 --batch 256 --cases train matmul --variants stock fused
+    python benchmarks/bench_torch.py --n 513 1025 --variants stock fused compile fused@1 compile@1 --repeats 1
 
 Output: a markdown report on stdout (header with date, CPU, cores, versions and the exact command) and one
 `BENCH {json}` line per measurement, also written to --out (default benchmarks/results-torch-cpu.jsonl).
@@ -62,6 +65,9 @@ REPO = HERE.parent
 MODELS = ("dae", "dae_deep", "dae_sf")
 DEPTH = {"dae": 1, "dae_deep": 3, "dae_sf": 1}  # encoder layers; one decoder layer follows
 VARIANTS = ("stock", "foreach", "fused", "compile", "compile_all")
+# "<variant>@<k>": the variant with torch.set_num_threads(k) (k = 1 protects torch's OpenMP barriers
+# from a core taken by another job; on a quiet machine torch's default thread count is its best)
+THREADED = tuple(f"{v}@1" for v in ("stock", "fused", "compile"))
 CASES = ("train", "nca", "student", "matmul")
 TRAIN_LR = 1e-3  # TrainConfig default
 FIT_LR = 1e-4  # fit_mapping default (the authors')
@@ -182,9 +188,14 @@ def worker_ncajax(spec: dict) -> dict:
         raise RuntimeError(f"param tree mismatch: {jax.tree.structure(reference)}")
     out = {"jax": jax.__version__, "backend": jax.default_backend()}
     if spec["case"] == "train":
-        cfg = {"batch_size": spec["batch"], "n_seeds": 1}
-        if "recipe" in {f.name for f in dataclasses.fields(TrainConfig)}:
+        # the torch reference's step: MSE on raw magnitudes, no gain augmentation (TrainConfig's
+        # study defaults are L1, the standardised recipe and a 12 dB random gain)
+        cfg = {"batch_size": spec["batch"], "n_seeds": 1, "loss": "mse"}
+        fields = {f.name for f in dataclasses.fields(TrainConfig)}
+        if "recipe" in fields:
             cfg["recipe"] = "raw"  # raw magnitudes in and out, as the torch reference (no scaling)
+        if "augment_gain_db" in fields:
+            cfg["augment_gain_db"] = 0.0
         trainer = train.Trainer(model, TrainConfig(**cfg))  # scaling=None: the raw-magnitude step
         seeded = jax.tree.map(lambda a: jnp.asarray(a)[None], params)
         state = trainer.init()
@@ -228,12 +239,13 @@ def _torch_adam(torch, params, lr: float, variant: str):
 def worker_torch(spec: dict) -> dict:
     import torch
 
-    if spec.get("torch_threads"):
-        torch.set_num_threads(spec["torch_threads"])
+    variant, _, threads = spec["variant"].partition("@")
+    if threads or spec.get("torch_threads"):
+        torch.set_num_threads(int(threads or spec["torch_threads"]))
     torch.manual_seed(SEED)
     data = np.load(spec["data"])
     layers = load_layers(data)
-    name, variant = spec["model"], spec["variant"]
+    name = spec["model"]
     compiled = variant in ("compile", "compile_all")
 
     class Separator(torch.nn.Module):
@@ -256,7 +268,7 @@ def worker_torch(spec: dict) -> dict:
             return x * h if name == "dae_sf" else h
 
     net = Separator()
-    out = {"torch": torch.__version__, "threads": torch.get_num_threads(), "variant": variant}
+    out = {"torch": torch.__version__, "threads": torch.get_num_threads(), "variant": spec["variant"]}
     if spec["case"] == "train":
         x, y = torch.from_numpy(data["x"]), torch.from_numpy(data["y"])
         opt = _torch_adam(torch, list(net.parameters()), TRAIN_LR, variant)
@@ -387,6 +399,7 @@ def worker_main(spec: dict) -> int:
         else:
             res = worker_torch(spec)
         res["ok"] = True
+        res["loadavg_1m"] = os.getloadavg()[0]
     except Exception as err:  # noqa: BLE001 - reported as n/a by the orchestrator
         res = {"ok": False, "error": f"{type(err).__name__}: {str(err)[-1500:]}"}
     print("RESULT " + json.dumps(res), flush=True)
@@ -432,6 +445,27 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
+
+
+def load_snapshot() -> dict:
+    """`uptime`'s load averages and the processes (other than this benchmark's) using the most CPU."""
+    snap = {"loadavg": list(os.getloadavg())}
+    try:
+        ps = subprocess.run(["ps", "-eo", "pid,ni,pcpu,etime,comm,args", "--sort=-pcpu"],
+                            capture_output=True, text=True, timeout=10).stdout.splitlines()
+        me = {str(os.getpid())}
+        rows = [r for r in ps[1:] if r.split()[0] not in me and "bench_torch" not in r]
+        snap["top"] = [" ".join(r.split()[:5]) + " " + " ".join(r.split()[5:8])[:80]
+                       for r in rows[:4]]
+    except (OSError, subprocess.SubprocessError):
+        snap["top"] = []
+    return snap
+
+
+def fmt_load(snap: dict) -> str:
+    la = snap["loadavg"]
+    top = "; ".join(snap["top"]) or "n/a"
+    return f"load {la[0]:.2f} {la[1]:.2f} {la[2]:.2f}; busiest other processes (pid ni %cpu etime comm args): {top}"
 
 
 def version(pkg: str) -> str | None:
@@ -501,7 +535,7 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, nargs="+", default=None, help="training batch (64 256)")
     ap.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     ap.add_argument("--cases", nargs="+", choices=CASES, default=list(CASES))
-    ap.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS),
+    ap.add_argument("--variants", nargs="+", choices=VARIANTS + THREADED, default=list(VARIANTS),
                     help="torch variants (stock is always run)")
     ap.add_argument("--repeats", type=int, default=None, help="repetitions (default 3; quick 1)")
     ap.add_argument("--frames", type=int, default=None, help="frames of the fits (default 512)")
@@ -544,12 +578,15 @@ def main(argv=None) -> int:
         common.emit(rec)
         lines.append(json.dumps(rec, default=common._plain))
 
+    start_load = load_snapshot()
+    head["load_start"] = start_load
     emit(head)
     print(f"# ncajax vs PyTorch\n\n- date: {date}\n- CPU: {cpu_model()} (/proc/cpuinfo), "
           f"{os.cpu_count()} cores, 1-min load {info['loadavg_1m']:.2f} at the start\n"
           f"- jax {versions['jax']} (jaxlib {versions['jaxlib']}), torch {versions['torch']}, numpy "
           f"{versions['numpy']}, Python {platform.python_version()}, XLA_FLAGS="
-          f"'{os.environ.get('XLA_FLAGS', '')}'\n- command: `{command}`\n", flush=True)
+          f"'{os.environ.get('XLA_FLAGS', '')}'\n- command: `{command}`\n- at the start: "
+          f"{fmt_load(start_load)}\n", flush=True)
 
     specs = plan(args)
     results: dict[str, dict[str, list[dict]]] = {case_key(s): {} for s in specs}
@@ -571,9 +608,14 @@ def main(argv=None) -> int:
                     results[case_key(s)].setdefault(label, []).append(res)
                     status = (f"{fmt_ms(res.get('step_s'))}/step" if res.get("step_s")
                               else ("ok" if res["ok"] else "FAILED"))
+                    load = res.get("loadavg_1m")
                     print(f"# rep {rep + 1}/{args.repeats} {case_key(s)} {label}: {status} "
-                          f"({res['wall_s']:.1f} s wall)", flush=True)
+                          f"({res['wall_s']:.1f} s wall"
+                          + ("" if load is None else f", load {load:.2f}") + ")", flush=True)
         total = time.perf_counter() - t_start
+    end_load = load_snapshot()
+    emit({"bench": "torch_compare", "kind": "load_end", **end_load})
+    print(f"# at the end: {fmt_load(end_load)}", flush=True)
 
     # ------------------------------------------------------------------ aggregate, check, report
     rows, mm_rows, mismatches, failures, drifts = [], [], [], [], []

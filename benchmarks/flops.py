@@ -40,17 +40,30 @@ def student_step_matmuls(n_frames: int, n_bins: int) -> list[Shape]:
 
 
 def nca_step_matmuls(
-    name: str, n_frames: int, n_bins: int, hidden: int | None = None
+    name: str, n_frames: int, n_bins: int, hidden: int | None = None, order: str = "auto"
 ) -> list[Shape]:
     """One NCA Adam step with L layers: per layer Z_l = A_l P_l^T (forward) and dP_l = dZ_l^T A_l
-    (A_l = W_l + bias is constant); the product C = W~_L ... W~_1 (L - 1 matmuls forward, 2 per
-    matmul backward since both factors depend on P); y_hat = x C^T and dC = g^T x.
-    Square layers: (5 L - 3) matmuls of 2 N^3 plus 2 of 2 F N^2."""
+    (A_l = W_l + bias is constant); then, order "product": the product C = W~_L ... W~_1 (L - 1 matmuls
+    forward, 2 per matmul backward since both factors depend on P), y_hat = x C^T and dC = g^T x
+    (square layers: (5 L - 3) matmuls of 2 N^3 plus 2 of 2 F N^2); order "chain": h_l = h_{l-1} W~_l^T
+    from h_0 = x, dW~_l = g_l^T h_{l-1} and dh_{l-1} = g_l W~_l for l >= 2 (2 L matmuls of 2 N^3 plus
+    3 L - 1 of 2 F N^2). "auto": the order `ncajax.nca.chain_order` picks (chain when it saves >= 10 %: F <= 0.9 N, square)."""
     out: list[Shape] = []
     dims = layer_dims(name, n_bins, hidden)
     for d_in, d_out in dims:  # W_l is (out, in), P_l is (in, in)
         out.append((d_out, d_in, d_in))  # Z = A P^T
         out.append((d_in, d_out, d_in))  # dP = dZ^T A
+    if order == "auto":
+        product = sum(3 * o * i * n_bins for i, o in dims[1:]) + 2 * n_frames * n_bins * n_bins
+        chain = sum(n_frames * i * o * (3 if k else 2) for k, (i, o) in enumerate(dims))
+        order = "chain" if chain <= 0.9 * product else "product"  # nca.CHAIN_MARGIN
+    if order == "chain":
+        for k, (d_in, d_out) in enumerate(dims):
+            out.append((n_frames, d_in, d_out))  # h_l = h_{l-1} W~_l^T
+            out.append((d_out, n_frames, d_in))  # dW~_l = g_l^T h_{l-1}
+            if k:
+                out.append((n_frames, d_out, d_in))  # dh_{l-1} = g_l W~_l
+        return out
     for d_in, d_out in dims[1:]:  # c_l = W~_l @ c_{l-1}, c_{l-1} is (in, N)
         out.append((d_out, d_in, n_bins))  # forward
         out.append((d_out, n_bins, d_in))  # dW~ = dc_l c_{l-1}^T

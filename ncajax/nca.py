@@ -24,6 +24,11 @@ checks in `ncajax.fit_common`; all three public helpers are importable from here
 An iterative fit can also keep C at chosen step counts (`snapshots`): the Adam scan then runs in
 segments between them, so one fit of the largest count gives every shorter fit's matrix.
 
+The NCA loss evaluates x C^T in the cheaper order for the shapes (`chain_order`): with clearly fewer fit
+frames than bins (F <= 0.9 N for square layers) it pushes the frames through the gated layers, (..((x W~_1^T) W~_2^T)..), and never forms
+C during the fit (forming it costs N^3 products, and their gradients, every step); otherwise it forms C.
+C itself is formed once, after the fit. Both orders give the same numbers to float32 rounding.
+
 The single fit of each method is written once as a pure function and `jax.vmap`-ed for K fits (x with a
 leading K axis, params optionally too). Compiled programs are cached at module level by their static
 settings (`ncajax.programs`), so repeated calls with the same shapes do not retrace. Every program runs at
@@ -51,12 +56,13 @@ from .config import METHODS
 from .fit_common import HIGHEST, predict, relative_l1
 
 __all__ = ["BIAS_AXES", "CONVERGENCE_TOL", "CONVERGENCE_WINDOW", "INITS", "METHODS", "MappingFit",
-           "fit_mapping", "jacobian_stream", "nca_loss", "nca_matrix", "predict", "relative_l1"]
+           "chain_order", "fit_mapping", "jacobian_stream", "nca_loss", "nca_matrix", "predict", "relative_l1"]
 
 INITS = ("xavier_normal", "uniform", "abs_xavier", "zeros")
 BIAS_AXES = ("output", "input")
 CONVERGENCE_WINDOW = 0.1  # fraction of the steps whose loss must be flat for `converged`
 CONVERGENCE_TOL = 5e-3  # relative change of the mean loss between the two halves of that window
+CHAIN_MARGIN = 0.1  # `chain_order`: the chain order only when it saves >= 10 % of the product's FLOPs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,12 +153,55 @@ def nca_matrix(
     authors' PyTorch `W + b` (square layers only).
     """
     c = None
+    for w_tilde in _gated_layers(ps, layers, bias_axis):
+        c = w_tilde if c is None else jnp.matmul(w_tilde, c, precision=HIGHEST)
+    return c
+
+
+def _gated_layers(ps, layers, bias_axis: str) -> list[jax.Array]:
+    """W~_l = relu((W_l + bias) P_l^T) ⊙ W_l for every layer, in forward order."""
+    out = []
     for p, (kernel, bias) in zip(ps, layers, strict=True):
         w = kernel.T
         a = w + (bias[:, None] if bias_axis == "output" else bias[None, :])
-        w_tilde = jax.nn.relu(jnp.matmul(a, p.T, precision=HIGHEST)) * w
-        c = w_tilde if c is None else jnp.matmul(w_tilde, c, precision=HIGHEST)
-    return c
+        out.append(jax.nn.relu(jnp.matmul(a, p.T, precision=HIGHEST)) * w)
+    return out
+
+
+def chain_order(layers, n_frames: int) -> str:
+    """How `nca_loss` evaluates x C^T from the shapes (static): "product" forms C = W~_L ... W~_1 and
+    multiplies the frames by it; "chain" pushes the frames through the layers, (..((x W~_1^T) W~_2^T)..),
+    and never forms C. The one with fewer matmul FLOPs per Adam step (forward and backward):
+
+    product: sum_{l>=2} 3 out_l in_l N (C_l = W~_l C_{l-1} and its two gradients) + 2 F N^2 (x C^T, dC);
+    chain:   sum_l F in_l out_l (forward) + sum_l F in_l out_l (dW~_l) + sum_{l>=2} F in_l out_l (dh).
+
+    For square layers the two counts are equal at F = N and the chain is cheaper for F < N (512 frames at
+    N = 1025: 6.5 instead of 8 N^3 per dae step, 13.5 instead of 18 for dae_deep). The chain is taken
+    only when it saves at least CHAIN_MARGIN (10 %) of the product's FLOPs: near the tie (F = 512 at
+    N = 513) the product measured faster (benchmarks/RESULTS.md, 2026-12-07). The mapping stage's fit
+    sets have F >= 4 N, so it keeps the product. Both orders give the same loss and gradients up to
+    float32 rounding.
+    """
+    dims = [tuple(int(d) for d in jnp.shape(kernel)[-2:]) for kernel, _ in layers]  # (in, out)
+    n = dims[0][0]
+    product = sum(3 * d_out * d_in * n for d_in, d_out in dims[1:]) + 2 * n_frames * n * n
+    chain = sum(n_frames * d_in * d_out * (3 if i else 2) for i, (d_in, d_out) in enumerate(dims))
+    return "chain" if chain <= (1.0 - CHAIN_MARGIN) * product else "product"
+
+
+def _nca_predict(ps, x, layers, bias_axis: str, order: str = "auto") -> jax.Array:
+    """x C^T for the NCA product C of (ps, layers), evaluated in `order` ("auto": `chain_order`)."""
+    if order == "auto":
+        order = chain_order(layers, x.shape[-2])
+    if order == "product":
+        return predict(nca_matrix(ps, layers, bias_axis=bias_axis), x)
+    if order != "chain":
+        raise ValueError(f"unknown order {order!r}; choose 'auto', 'product' or 'chain'")
+    h = x
+    for w_tilde in _gated_layers(ps, layers, bias_axis):
+        h = jnp.matmul(h, w_tilde.T, precision=HIGHEST)
+    return h
 
 
 def nca_loss(
@@ -162,13 +211,17 @@ def nca_loss(
     layers: Sequence[tuple[Float[Array, "in out"], Float[Array, " out"]]],
     *,
     bias_axis: str = "input",
+    order: str = "auto",
 ) -> Float[Array, ""]:
     """The NCA objective: sum |target - x C^T| (the authors' torch.norm p=1) divided by nb_frames.
 
     The division by the constant nb_frames keeps the value comparable across data sizes; Adam's steps
     are invariant to a constant loss scale apart from its epsilon, so the trajectory is the authors'.
+    order: how x C^T is evaluated, "product" (form C, as the authors), "chain" (frames through the
+    layers, C never formed) or "auto" (`chain_order`: the one with fewer FLOPs for these shapes).
     """
-    return _l1(x, target, nca_matrix(ps, layers, bias_axis=bias_axis))
+    y_hat = _nca_predict(ps, x, layers, bias_axis, order)
+    return jnp.sum(jnp.abs(target - y_hat)) / x.shape[-2]
 
 
 # --------------------------------------------------------------------------------------------------

@@ -579,6 +579,58 @@ def test_nca_matrix_equals_the_authors_forward_pass(name):
     assert loss == pytest.approx(np.abs(y - x @ expected.T).sum() / len(x), rel=1e-5)
 
 
+@pytest.mark.parametrize("name", ["dae", "dae_deep"])
+@pytest.mark.parametrize("bias_axis", ["input", "output"])
+def test_nca_chain_order_matches_the_product_form(name, bias_axis):
+    """The chain order (frames pushed through the layers, C never formed) gives the loss and gradients
+    of the product form (C = W~_L ... W~_1 formed first) to float32 tolerance, and an NCA fit that
+    uses it (F < N: chosen automatically) gives the matrix and losses of the same Adam loop run on
+    the product form."""
+    n, f = 40, 24
+    model = models.build(name, n)
+    params = jax.tree.map(lambda a: a + 0.03, models.init_params(model, jax.random.key(5)))
+    layers = [(jnp.asarray(k), jnp.asarray(b)) for k, b in models.dense_layers(params)]
+    rng = np.random.default_rng(11)
+    ps = [jnp.asarray(rng.normal(scale=np.sqrt(1.0 / n), size=(n, n)), jnp.float32) for _ in layers]
+    x = jnp.asarray(_frames(3, f, n))
+    target = jnp.asarray(np.abs(rng.normal(size=(f, n))).astype(np.float32))
+    assert nca.chain_order(layers, f) == "chain" and nca.chain_order(layers, 2 * n) == "product"
+    values = {}
+    for order in ("product", "chain"):
+        fn = jax.jit(jax.value_and_grad(
+            lambda qs, order=order: nca.nca_loss(qs, x, target, layers, bias_axis=bias_axis, order=order)))
+        values[order] = fn(ps)
+    (lp, gp), (lc, gc) = values["product"], values["chain"]
+    assert float(lc) == pytest.approx(float(lp), rel=1e-5)
+    for a, b in zip(gp, gc, strict=True):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-4, atol=1e-5 * np.abs(a).max())
+        assert np.abs(np.asarray(a)).max() > 0
+    # a whole fit: fit_mapping (auto order = chain here) against the product form's Adam loop
+    import optax
+
+    steps, lr = 15, 1e-3
+    fit = nca.fit_mapping(model, params, np.asarray(x), target=np.asarray(target), method="nca",
+                          steps=steps, learning_rate=lr, bias_axis=bias_axis, seed=0)
+    key = jax.random.key(0)
+    qs = [nca._init_matrix(jax.random.fold_in(key, i), n, "xavier_normal", jnp.float32)
+          for i in range(len(layers))]
+    opt = optax.adam(lr)
+    state = opt.init(qs)
+    grad = jax.jit(jax.value_and_grad(
+        lambda qs: nca.nca_loss(qs, x, target, layers, bias_axis=bias_axis, order="product")))
+    losses = []
+    for _ in range(steps):
+        loss, g = grad(qs)
+        updates, state = opt.update(g, state, qs)
+        qs = optax.apply_updates(qs, updates)
+        losses.append(float(loss))
+    want = np.asarray(nca.nca_matrix(qs, layers, bias_axis=bias_axis))
+    np.testing.assert_allclose(fit.losses, losses, rtol=1e-5)
+    np.testing.assert_allclose(fit.matrix, want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
+    with pytest.raises(ValueError, match="unknown order"):
+        nca.nca_loss(ps, x, target, layers, order="sideways")
+
+
 def test_fit_mapping_defaults_to_the_authors_bias_broadcast():
     n = 12
     model = models.build("dae", n)
