@@ -75,6 +75,27 @@ def _scope(run: StudyRun) -> tuple[str, str]:
     return f"mono, {at}", sentence
 
 
+def _training_recipes(run: StudyRun) -> str:
+    """One sentence naming each model's training recipe as its run recorded it (the loss differs between
+    the model families in the "study" recipe, a difference between the study's subjects)."""
+    parts = []
+    for name, tr in run.train.items():
+        cfg = (tr.config or {}).get("train") or {}
+        if not cfg:
+            continue
+        bias = cfg.get("mask_bias", 0.0)
+        extra = f", mask bias start {bias:g}" if name == "dae_sf" and bias else ""
+        parts.append(f"`{name}` {cfg.get('recipe', '?')}, loss {cfg.get('loss', '?')}"
+                     f", ±{cfg.get('augment_gain_db', 0):g} dB gain{extra}")
+    if not parts:
+        return ""
+    losses = {((tr.config or {}).get("train") or {}).get("loss") for tr in run.train.values()} - {None}
+    why = (" The models train with different losses: MSE keeps the DAEs' output units alive, L1 with a "
+           "mask-bias start `dae_sf`'s mask units, so the loss is a difference between the study's subjects "
+           "(README, \"The training recipe\")." if len(losses) > 1 else "")
+    return "Training (as each run recorded it): " + "; ".join(parts) + "." + why
+
+
 def separation_section(run: StudyRun) -> list[str]:
     lines = ["## Separation quality", ""]
     ev = run.evaluation.summary if run.evaluation is not None else {}
@@ -106,6 +127,8 @@ def separation_section(run: StudyRun) -> list[str]:
         "",
         f"{scope} {SISEC_HOW}",
     ]
+    if recipes := _training_recipes(run):
+        lines += ["", recipes]
     if run.evaluation is None:
         lines += [
             "",

@@ -92,3 +92,21 @@ def test_live_units_section_and_figures(tmp_path):
 def test_live_units_section_without_unit_facts():
     data = StudyRun(Path("run"), {}, None, EvaluationResult({"summary": {}}, None), None, None, ())
     assert "no unit facts" in "\n".join(live_units_section(data))
+
+
+def test_separation_section_names_each_models_recorded_recipe():
+    """The report states each model's loss and mask-bias start as its run recorded them, and explains the
+    difference only when the losses differ."""
+    from ncajax.report_results import separation_section
+
+    def run_of(losses):
+        train = {m: TrainResult(m, {"train": {"recipe": "standardised", "loss": loss, "augment_gain_db": 12.0,
+                                              "mask_bias": 1.0}}, None, None)
+                 for m, loss in losses.items()}
+        return StudyRun(Path("run"), train, None, EvaluationResult({"summary": {}}, None), None, None, ())
+
+    text = "\n".join(separation_section(run_of({"dae": "mse", "dae_deep": "mse", "dae_sf": "l1"})))
+    assert "`dae` standardised, loss mse" in text and "`dae_sf` standardised, loss l1" in text
+    assert "mask bias start 1" in text and "different losses" in text
+    same = "\n".join(separation_section(run_of({"dae": "l1", "dae_sf": "l1"})))
+    assert "loss l1" in same and "different losses" not in same
