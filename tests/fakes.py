@@ -1,12 +1,30 @@
-"""Hand-built mapping-stage run directories shared by the report and figure tests: the records and
-files `ncajax.mappings.run_stage` writes, with numbers the tests choose."""
+"""Test fakes shared across test files: hand-built mapping-stage run directories (the records and files
+`ncajax.mappings.run_stage` writes, with numbers the tests choose) for the report and figure tests, and
+in-memory feature caches for the training tests."""
 
 from __future__ import annotations
 
 import json
+import zlib
 from pathlib import Path
 
+import numpy as np
+
 from ncajax.config import MappingConfig, STFTConfig, to_dict
+from ncajax.features import FeatureCache
+
+
+def grid(level: float, key: str, shape: tuple[int, int], jitter: float = 0.02) -> list[list[float]]:
+    """A deterministic seed x song table of `shape` around `level` (the jitter depends on `key` only)."""
+    rng = np.random.default_rng(zlib.crc32(key.encode()))
+    return (level + jitter * rng.uniform(-1.0, 1.0, shape)).tolist()
+
+
+def array_cache(n_frames: int, seed: int, n_bins: int = 16) -> FeatureCache:
+    """An in-memory FeatureCache: vocals are a fixed per-bin gain (0 .. 1) of a random mixture."""
+    rng = np.random.default_rng(seed)
+    mixture = (rng.random((n_frames, n_bins)) * 2).astype(np.float32)
+    return FeatureCache.from_arrays(mixture, mixture * np.linspace(0.0, 1.0, n_bins, dtype=np.float32))
 
 
 def baseline_records(model: str, *, n_seeds: int, n_songs: int, gain_fit: list[float],

@@ -1,7 +1,12 @@
 """The main job end to end at tiny sizes: the embedded corpus, several corpus seeds (which also re-runs
-a finished study and must reuse its stages), and the real MUSDB18 sample track.
+a finished study and must reuse its stages), and the real MUSDB18 sample track; and a golden regression of
+the tiny study's verdict inputs (`test_tiny_study_matches_the_golden_intervals`, tests/data/tiny_study_golden.json).
 
 No wall-clock assertions here: timings belong to the benchmarks.
+
+Regenerate the golden intervals (after an intended change of the science, with the reason in the commit):
+
+    .venv/bin/python tests/test_end_to_end.py --update
 """
 
 import json
@@ -25,6 +30,23 @@ CONTROL = (0, 6, 20, 30)  # the under-convergence control at tiny sizes (the stu
 CORPUS = ["--corpus-tracks", "3", "3", "--corpus-seconds", "2", "--no-bss"]
 MODELS = ("dae", "dae_deep", "dae_sf")
 VERDICT = "The DAEs' mappings are more diagonal than `dae_sf`'s"
+pytestmark = pytest.mark.slow  # every test runs (or shares) a tiny study: ~6 min on a busy 2-core CPU
+GOLDEN = Path(__file__).resolve().parent / "data" / "tiny_study_golden.json"
+REGENERATE = ".venv/bin/python tests/test_end_to_end.py --update"
+# Tolerances of the golden numbers (absolute), one for the means and one for the interval bounds.
+# Numerical noise: the corpus is byte-identical per seed (test_corpus_golden.py) and the study is
+# deterministic on one machine; another CPU (SIMD width, XLA/Eigen kernels, jax version) or a GPU changes
+# float32 rounding in training and in the fits. Measured by re-running the tiny study with
+# XLA_FLAGS="--xla_cpu_enable_fast_math=true --xla_cpu_prefer_vector_width=128" (reassociated float32 sums and
+# approximate transcendentals, as another compiler/CPU gives): the means moved by at most 3.5e-4 (dae_sf's NCA
+# fits; the DAE − dae_sf means by 2.5e-4), the bounds by at most 5.3e-3: with 2 seeds and 3 songs the t
+# interval's half-width rests on a variance with ~2 degrees of freedom, so a small change of one seed's mean
+# moves it ~20 times more than the mean. The tolerances are ~5x and ~4x those. A science change (another
+# metric, estimator, fit or training recipe, corpus or interval method) moves a mean by 0.01 or more (the
+# DAE − dae_sf means are -0.024 .. -0.035, the per-model keeps 0.003 .. 0.04, the error gates 0.005 .. 0.44)
+# or an interval's width by tens of percent (widths 0.003 .. 1.3): it fails here; float noise does not.
+NOISE_MEASURED = {"mean": 3.5e-4, "bound": 5.3e-3}
+ATOL = {"mean": 2e-3, "bound": 2e-2}
 
 
 @pytest.fixture(scope="module")
@@ -192,3 +214,100 @@ def test_resolution_section_from_finished_runs(tiny_run, tmp_path):
         resolution_report.main(["--rung", str(run)])
     with pytest.raises(FileNotFoundError, match="conclusion.json"):
         resolution.summarise({"fast": tmp_path / "nothing"})
+
+
+# ---------------------------------------------------------------------------------------------- golden intervals
+
+
+def _iv(interval: dict | None) -> list[float] | None:
+    return None if interval is None else [interval["mean"], interval["lo"], interval["hi"]]
+
+
+def golden_record(run: Path) -> dict:
+    """The verdict inputs of a finished study run (from its conclusion.json and summary.json): per estimator
+    the DAE − dae_sf intervals of the primary metric, and for the primary estimator per model the interval
+    of the primary metric and of the held-out error gates (vs the per-bin gain, vs silence); each as
+    [mean, lo, hi]."""
+    import jax
+
+    concl = json.loads((run / "conclusion.json").read_text())
+    tables = json.loads((run / "summary.json").read_text())["records"]
+    overall = concl["overall"]
+    primary = concl["settings"][overall["primary_estimator"]]
+    table = verdict.FUNCTIONAL_METRICS[overall["primary_metric"]]
+    return {
+        "options": [*CORPUS, *TINY],
+        "versions": {"python": sys.version.split()[0], "jax": jax.__version__, "numpy": np.__version__},
+        "primary_estimator": overall["primary_estimator"],
+        "primary_metric": overall["primary_metric"],
+        "verdict": overall["verdict"],  # for the reader: the rules are tested in test_verdict.py
+        "directions": {s: {"ordering": v["ordering"], "intervals": {d: _iv(iv) for d, iv in v.get("intervals", {}).items()}}
+                       for s, v in concl["settings"].items()},
+        "primary_metric_per_model": {
+            m: _iv(tables[f"{m}/{overall['primary_estimator']}/pooled"]["tables"][f"functional.{table}"]["interval"])
+            for m in MODELS},
+        "vs_gain": {m: _iv(primary["informative"][m].get("vs_gain")) for m in MODELS},
+        "vs_zero": {m: _iv(primary["informative"][m].get("vs_zero")) for m in MODELS},
+    }
+
+
+def golden_differences(got: dict, want: dict, atol: dict) -> list[str]:
+    """Every golden number of `want` that `got` misses or differs from by more than `atol["mean"]` (means)
+    or `atol["bound"]` (lo, hi); every ordering that differs although the golden intervals behind it are
+    clear of 0 by more than `atol["bound"]`."""
+    out = []
+
+    def numbers(path: str, g, w):
+        if w is None or g is None:
+            if (w is None) != (g is None):
+                out.append(f"{path}: {g} (golden {w})")
+            return
+        for name, a, b in zip(("mean", "lo", "hi"), g, w, strict=True):
+            if not abs(a - b) <= atol["mean" if name == "mean" else "bound"]:
+                out.append(f"{path}.{name}: {a:.6f} (golden {b:.6f}, difference {a - b:+.2e})")
+
+    for setting, w in want["directions"].items():
+        g = got["directions"].get(setting, {"ordering": None, "intervals": {}})
+        for dae in set(w["intervals"]) | set(g["intervals"]):
+            numbers(f"directions.{setting}.{dae}", g["intervals"].get(dae), w["intervals"].get(dae))
+        clear = all(min(abs(iv[1]), abs(iv[2])) > atol["bound"] for iv in w["intervals"].values())
+        if clear and g["ordering"] != w["ordering"]:
+            out.append(f"directions.{setting}.ordering: {g['ordering']} (golden {w['ordering']})")
+    for key in ("primary_metric_per_model", "vs_gain", "vs_zero"):
+        for model, w in want[key].items():
+            numbers(f"{key}.{model}", got[key].get(model), w)
+    return out
+
+
+def test_tiny_study_matches_the_golden_intervals(tiny_run):
+    """The verdict inputs of the tiny study (the `tiny_run` fixture: no extra study run) equal the golden
+    ones within ATOL (see its comment for what noise is expected and what a science change moves)."""
+    assert GOLDEN.is_file(), f"{GOLDEN} is missing; create it with `{REGENERATE}`"
+    want = json.loads(GOLDEN.read_text())
+    got = golden_record(tiny_run)
+    assert got["options"] == want["options"], f"the tiny study's options changed: regenerate with `{REGENERATE}`"
+    diffs = golden_differences(got, want, ATOL)
+    assert not diffs, (
+        f"the tiny study's verdict inputs moved beyond the tolerance {ATOL} (numerical noise across machines "
+        f"measured at {NOISE_MEASURED}): " + "; ".join(diffs) + f". Versions (golden -> now): {want['versions']} -> "
+        f"{got['versions']}. If the science changed on purpose, regenerate with `{REGENERATE}` and say why in "
+        "the commit.")
+
+
+def _run_tiny_study(out: Path) -> Path:
+    """The `tiny_run` fixture's study, outside pytest (a fresh cache under `out`)."""
+    os.environ["NCAJAX_CACHE"] = str(out / "cache")
+    assert reproduce.main(["--out", str(out / "run"), *CORPUS, *TINY]) == 0
+    return out / "run"
+
+
+if __name__ == "__main__":
+    import tempfile
+
+    if sys.argv[1:] != ["--update"]:
+        sys.exit(f"usage: {REGENERATE}")
+    with tempfile.TemporaryDirectory() as tmp:
+        record = golden_record(_run_tiny_study(Path(tmp)))
+    GOLDEN.parent.mkdir(parents=True, exist_ok=True)
+    GOLDEN.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
+    print(f"wrote the tiny study's verdict inputs (verdict {record['verdict']}) to {GOLDEN}")

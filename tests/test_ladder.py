@@ -132,6 +132,7 @@ def test_a_jacobian_chunk_that_cannot_fit_is_refused_with_a_working_value():
 
 def _vmapped_mean_jacobian(model, params, x, target, p_axis, chunk):
     """The K fits in one vmapped program (how the stage computed them before: K blocks at once)."""
+    # private on purpose: this reference composes the stage's own per-seed kernel; no public path vmaps it
     frame_jac = closed_forms._FrameJacobian(model, model.apply, isinstance(model, models.SkipFilterDAE))
     single = functools.partial(closed_forms._jacobian_single, frame_jac=frame_jac, chunk=chunk)
     with jax.default_matmul_precision("highest"):

@@ -9,11 +9,11 @@ import dataclasses
 import json
 import math
 import shutil
-import zlib
 
 import numpy as np
 import pytest
 from fakes import baseline_records, control_record, write_mapping_stage
+from fakes import grid as _grid
 from matplotlib.colors import to_hex
 
 from ncajax import plots, verdict
@@ -48,8 +48,7 @@ METRIC_KEYS = (
 
 def grid(level: float, key: str, jitter: float = 0.02) -> list[list[float]]:
     """A deterministic (S, T) table around `level`."""
-    rng = np.random.default_rng(zlib.crc32(key.encode()))
-    return (level + jitter * rng.uniform(-1.0, 1.0, (S, T))).tolist()
+    return _grid(level, key, (S, T), jitter)
 
 
 def _metrics(w: float, key: str) -> dict[str, list]:
@@ -576,7 +575,7 @@ def test_convergence_control_figure_shows_fit_errors_and_the_verdicts_intervals(
                 assert sorted(seg[:, 1]) == pytest.approx([iv["lo"], iv["hi"]])
     # this fake stage has no pooled nca_authors fit to take the authors' direction from
     assert control["frozen_p"]["authors_source"] is None and not control["frozen_p_reproduces_authors"]
-    assert "does not reproduce the authors' direction" in fig._suptitle.get_text()
+    assert "does not reproduce the authors' direction" in fig.get_suptitle()
 
 
 def test_convergence_control_files_and_make_all(tmp_path):

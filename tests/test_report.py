@@ -4,6 +4,9 @@ The run directories hold the records a mapping stage writes (`ncajax.mappings.ru
 (model, setting, kind) tables `(n_seeds, n_songs)` of held-out errors and structure metrics, the zero
 and per-bin-gain baselines, the per-model facts (dead units, per-frame Jacobians), plus training and
 evaluation results. No training and no fits: JSON files only, so every number is known exactly.
+
+The verdict's rules are tested once, in test_verdict.py; here each verdict case only checks that the report
+states what the verdict object (`report.conclusion`, also written as conclusion.json) says.
 """
 
 from __future__ import annotations
@@ -11,12 +14,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 from fakes import baseline_records, control_record, write_mapping_stage
+from fakes import grid as _grid
 
 from ncajax import report, verdict
 from ncajax.config import (
@@ -27,7 +30,6 @@ from ncajax.config import (
     default_settings,
     to_dict,
 )
-from ncajax.results import load_study
 from ncajax.stats import seed_song_bootstrap
 
 MODELS = ("dae", "dae_deep", "dae_sf")
@@ -47,8 +49,7 @@ FIT_ERR, GAIN_ERR = 0.2, 0.5  # held-out rel. L1 of the fits and of the per-bin 
 
 def grid(level: float, key: str, jitter: float = 0.02) -> list[list[float]]:
     """A deterministic (S, T) table around `level` (the jitter depends on `key` only)."""
-    rng = np.random.default_rng(zlib.crc32(key.encode()))
-    return (level + jitter * rng.uniform(-1.0, 1.0, (S, T))).tolist()
+    return _grid(level, key, (S, T), jitter)
 
 
 def metrics(w: float, key: str, jitter: float = 0.02) -> dict[str, list]:
@@ -248,7 +249,7 @@ def record_of(run: Path, model: str, setting: str, kind: str = "pooled") -> dict
 
 
 def iv(interval: dict) -> str:
-    """'mean [lo, hi]' with 3 decimals, written here independently of report._iv."""
+    """'mean [lo, hi]' with 3 decimals, written here independently of report_format.fmt_iv."""
     return f"{interval['mean']:.3f} [{interval['lo']:.3f}, {interval['hi']:.3f}]"
 
 
@@ -273,6 +274,23 @@ def verdict_line(md: str) -> str:
     return next(line for line in md.splitlines() if line.startswith("**Verdict:**"))
 
 
+def assert_states(md: str, concl: dict) -> None:
+    """The report states what the verdict object says: the primary estimator's DAE − dae_sf intervals and
+    the reason in the verdict line, and per estimator its ordering and whether it counts."""
+    line = verdict_line(md)
+    for dae, interval in (concl["settings"][PRIMARY_ESTIMATOR].get("intervals") or {}).items():
+        assert f"{dae} − dae_sf {iv(interval)}" in line
+    reason = concl["overall"]["reason"]
+    assert line.endswith(f": {reason}.") if reason else line.endswith("interval]).")
+    ordering = {"dae_more_diagonal": "DAEs more diagonal", "sf_more_diagonal": "`dae_sf` more diagonal",
+                "mixed": "mixed", "undetermined": "undetermined"}
+    conclusion = section(md, "## Conclusion")
+    for name, v in concl["settings"].items():
+        cells = row(conclusion, f"`{name}`" + (" (primary)" if name == PRIMARY_ESTIMATOR else ""))
+        assert cells[3] == ordering[v["ordering"]], name
+        assert cells[-1] == "yes" if v["counts"] else cells[-1].startswith("no"), name
+
+
 # --------------------------------------------------------------------------------------------------
 # the verdict
 
@@ -281,57 +299,41 @@ def test_holds_when_daes_are_clearly_more_diagonal_and_fits_beat_the_gain(tmp_pa
     run = make_run(tmp_path)
     path = report.write_report(run, run / "REPORT.md")
     concl = json.loads((run / "conclusion.json").read_text())
-    assert concl["overall"]["verdict"] == "holds" and concl["overall"]["reason"] is None
-    assert concl["overall"]["primary_estimator"] == PRIMARY_ESTIMATOR == "nca_converged"
-    primary = concl["settings"][PRIMARY_ESTIMATOR]
-    assert primary["counts"] is True and primary["ordering"] == "dae_more_diagonal"
-    assert primary["signs"] == {"dae": 1, "dae_deep": 1}
-    assert all(v["informative"] for v in primary["informative"].values())
+    # conclusion.json is exactly the conclusion of the run
+    assert concl == json.loads(json.dumps(report.conclusion(run)))
+    assert concl["overall"]["verdict"] == "holds"  # the case this test renders
     md = path.read_text()
+    assert_states(md, concl)
     line = verdict_line(md)
     assert "**holds** by the primary estimator `nca_converged`" in line
     assert f"`{PRIMARY_METRIC}`" in line and PRIMARY_METRIC == "diagonal_keep"
     assert "is reversed" not in md and "is undetermined" not in md
     assert "does not hold" not in md
-    cells = row(md, "`nca_converged` (primary)")
-    assert cells[3] == "DAEs more diagonal" and cells[-1] == "yes"
-    # every secondary estimator agrees and counts, except the mean Jacobian: dae_sf's has no
-    # functional table of its mask_jacobian part, and its diag(m) part never counts
-    assert set(concl["overall"]["secondary_counting"]) == {s["name"] for s in SETTINGS} - {
-        PRIMARY_ESTIMATOR, "jacobian"
-    }
     assert (
         "The primary estimator on the secondary metric (`diagonal_energy_ratio`, unweighted)" in md
     )
-    # conclusion.json is exactly the conclusion of the run
-    assert concl == json.loads(json.dumps(report.conclusion(run)))
 
 
 def test_reversed_when_dae_sf_is_clearly_more_diagonal(tmp_path):
     run = make_run(tmp_path, REVERSED)
     report.write_report(run, run / "REPORT.md")
     concl = json.loads((run / "conclusion.json").read_text())
-    assert concl["overall"]["verdict"] == "reversed"
-    assert concl["settings"][PRIMARY_ESTIMATOR]["ordering"] == "sf_more_diagonal"
+    assert concl["overall"]["verdict"] == "reversed"  # the case this test renders
     md = (run / "REPORT.md").read_text()
+    assert_states(md, concl)
     assert (
         "**is reversed (`dae_sf`'s mapping is the more diagonal)** by the primary estimator"
         in verdict_line(md)
     )
     assert "**holds**" not in md
-    assert row(md, "`nca_converged` (primary)")[3] == "`dae_sf` more diagonal"
 
 
 def test_overlapping_tables_are_undetermined_never_does_not_hold(tmp_path):
     run = make_run(tmp_path, OVERLAP, same=True)
     c = report.conclusion(run)
-    primary = c["settings"][PRIMARY_ESTIMATOR]
-    assert primary["ordering"] == "undetermined" and primary["counts"] is False
-    for dae in verdict.DAE_MODELS:
-        assert primary["intervals"][dae]["lo"] <= 0 <= primary["intervals"][dae]["hi"]
-    assert c["overall"]["verdict"] == "undetermined"
-    assert "a DAE − dae_sf interval includes 0" in c["overall"]["reason"]
+    assert c["settings"][PRIMARY_ESTIMATOR]["ordering"] == "undetermined"  # the case this test renders
     md = report.build_report(run)
+    assert_states(md, c)
     line = verdict_line(md)
     assert "**is undetermined**" in line and "a DAE − dae_sf interval includes 0" in line
     assert "not hold" not in md.lower()
@@ -339,13 +341,12 @@ def test_overlapping_tables_are_undetermined_never_does_not_hold(tmp_path):
 
 
 def test_mixed_directions_are_not_a_verdict(tmp_path):
-    mixed = {"dae": 0.8, "dae_deep": 0.1, "dae_sf": 0.4}
-    c = report.conclusion(make_run(tmp_path, mixed))
-    p = c["settings"][PRIMARY_ESTIMATOR]
-    assert p["signs"] == {"dae": 1, "dae_deep": -1} and p["ordering"] == "mixed"
-    assert (
-        c["overall"]["verdict"] == "undetermined" and "the DAEs disagree" in c["overall"]["reason"]
-    )
+    run = make_run(tmp_path, {"dae": 0.8, "dae_deep": 0.1, "dae_sf": 0.4})
+    c = report.conclusion(run)
+    assert c["settings"][PRIMARY_ESTIMATOR]["ordering"] == "mixed"  # the case this test renders
+    md = report.build_report(run)
+    assert_states(md, c)
+    assert "**is undetermined**" in verdict_line(md) and "the DAEs disagree" in verdict_line(md)
 
 
 def test_primary_fit_not_below_per_bin_gain_is_uninformative_and_undetermined(tmp_path):
@@ -357,20 +358,9 @@ def test_primary_fit_not_below_per_bin_gain_is_uninformative_and_undetermined(tm
     )
     c = report.conclusion(run)
     p = c["settings"][PRIMARY_ESTIMATOR]
-    assert p["ordering"] == "dae_more_diagonal"  # the direction alone would have held
-    assert p["informative"]["dae_sf"]["informative"] is False
-    assert (
-        p["informative"]["dae_sf"]["reason"]
-        == "held-out error not clearly below the best per-bin gain's"
-    )
-    assert p["informative"]["dae"]["informative"] is True
-    assert p["counts"] is False
-    assert c["overall"]["verdict"] == "undetermined"
-    assert c["overall"]["reason"] == (
-        "uninformative on held-out songs for dae_sf (held-out error not clearly below the best per-bin "
-        "gain's)"
-    )
+    assert p["ordering"] == "dae_more_diagonal" and not p["informative"]["dae_sf"]["informative"]  # the case
     md = report.build_report(run)
+    assert_states(md, c)
     assert "**is undetermined**" in verdict_line(md)
     assert "uninformative on held-out songs for dae_sf" in verdict_line(md)
     cells = row(md, "`nca_converged` (primary)")
@@ -381,55 +371,16 @@ def test_primary_fit_not_below_per_bin_gain_is_uninformative_and_undetermined(tm
     assert row(errors, "`nca_converged`", "`dae`")[-1] == "yes"
 
 
-def test_fit_below_gain_but_not_below_zero_predictor_is_uninformative(tmp_path):
-    # a gain worse than silence: beating it is not enough
-    recs = records_for(HOLDS)
-    for r in recs:
-        if r["model"] == "dae" and r["setting"] == "per_bin_gain":
-            r["rel_l1_heldout"] = r["rel_l1_heldout_clipped"] = grid(1.5, "dae/bad-gain")
-        if r["model"] == "dae" and r["setting"] == PRIMARY_ESTIMATOR:
-            r["rel_l1_heldout"] = r["rel_l1_heldout_clipped"] = grid(1.2, "dae/bad-fit")
-    info = report.conclusion(make_run(tmp_path, records=recs))["settings"][PRIMARY_ESTIMATOR][
-        "informative"
-    ]["dae"]
-    assert info["vs_gain"]["hi"] < 0 and info["vs_zero"]["lo"] > 0
-    assert info["informative"] is False
-    assert info["reason"] == "held-out error not clearly below the zero predictor's"
-
-
-def test_missing_per_bin_gain_baseline_makes_a_fit_uninformative(tmp_path):
-    recs = [
-        r
-        for r in records_for(HOLDS)
-        if not (r["model"] == "dae_deep" and r["setting"] == "per_bin_gain")
-    ]
-    c = report.conclusion(make_run(tmp_path, records=recs))
-    info = c["settings"][PRIMARY_ESTIMATOR]["informative"]["dae_deep"]
-    assert (
-        info["informative"] is False
-        and info["reason"] == "no per-bin-gain baseline on the same songs"
-    )
-    assert c["overall"]["verdict"] == "undetermined"
-
-
-@pytest.mark.parametrize(
-    ("flags", "counts"),
-    [([True, False, False], False), ([True, True, False], True), ([False, False, False], False)],
-)
-def test_fewer_than_half_converged_does_not_count(tmp_path, flags, counts):
-    run = make_run(tmp_path, patch={("dae", "nca_converged", "pooled"): {"converged": flags}})
+def test_fewer_than_half_converged_does_not_count(tmp_path):
+    run = make_run(tmp_path, patch={("dae", "nca_converged", "pooled"): {"converged": [True, False, False]}})
     c = report.conclusion(run)
-    p = c["settings"][PRIMARY_ESTIMATOR]
-    assert p["converged"]["dae"] == (sum(flags), S)
-    assert p["ordering"] == "dae_more_diagonal" and p["counts"] is counts
-    assert c["overall"]["verdict"] == ("holds" if counts else "undetermined")
+    assert c["settings"][PRIMARY_ESTIMATOR]["converged"]["dae"] == (1, S)  # the case this test renders
     md = report.build_report(run)
+    assert_states(md, c)
     cells = row(md, "`nca_converged` (primary)")
-    assert cells[5] == f"dae: {sum(flags)}/3, dae_deep: 3/3, dae_sf: 3/3"
+    assert cells[5] == "dae: 1/3, dae_deep: 3/3, dae_sf: 3/3"
     assert row(md, "`lstsq`")[5] == "—"  # a closed form has no convergence
-    if not counts:
-        assert c["overall"]["reason"] == "fewer than half the fits converged for dae"
-        assert "fewer than half the fits converged for dae" in verdict_line(md)
+    assert "fewer than half the fits converged for dae" in verdict_line(md)
 
 
 def test_jacobian_is_not_gated_by_fit_error(tmp_path):
@@ -438,21 +389,9 @@ def test_jacobian_is_not_gated_by_fit_error(tmp_path):
     patch = {(m, s, "pooled"): dict(bad) for m in MODELS for s in ("jacobian", "lstsq")}
     run = make_run(tmp_path, REVERSED, per_setting={"jacobian": HOLDS, "lstsq": HOLDS}, patch=patch)
     c = report.conclusion(run)
-    jac, lstsq = c["settings"]["jacobian"], c["settings"]["lstsq"]
-    assert not any(v["informative"] for v in jac["informative"].values())
-    # on the functional primary metric dae_sf's Jacobian has no mask_jacobian table: no direction
-    assert jac["counts"] is False and "mask_jacobian" in jac["reason"]
-    # on a structure metric its mask_jacobian part decides, and the fit error does not gate it
-    jac = verdict.setting_verdict(load_study(run).mappings.records, "jacobian",
-                                  metric="weighted_diagonal_energy_ratio")
-    assert (
-        jac["counts"] is True and jac["ordering"] == "dae_more_diagonal" and jac["reason"] is None
-    )
-    assert lstsq["counts"] is False and "uninformative on held-out songs" in lstsq["reason"]
-    assert c["overall"]["verdict"] == "reversed"  # the primary decides, not the Jacobian
-    assert "jacobian" not in c["overall"]["secondary_counting"]
-    assert "lstsq" not in c["overall"]["secondary_counting"]
+    assert c["overall"]["verdict"] == "reversed"  # the case this test renders (rules: test_verdict.py)
     md = report.build_report(run)
+    assert_states(md, c)
     cells = row(md, "`jacobian`")
     assert cells[4] == "dae: no, dae_deep: no, dae_sf: no" and cells[-1].startswith("no: ")
     assert row(md, "`lstsq`")[-1].startswith("no: ")
@@ -460,21 +399,6 @@ def test_jacobian_is_not_gated_by_fit_error(tmp_path):
     err = seed_song_bootstrap(grid(0.7, "worse-than-gain"))
     errors = section(md, "## Error on unseen songs against two baselines")
     assert row(errors, "`jacobian`", "`dae`")[3] == iv(err)
-
-
-def test_missing_fit_of_one_model_is_undetermined(tmp_path):
-    recs = [
-        r
-        for r in records_for(HOLDS)
-        if not (r["model"] == "dae_sf" and r["setting"] == PRIMARY_ESTIMATOR)
-    ]
-    c = report.conclusion(make_run(tmp_path, records=recs))
-    assert c["settings"][PRIMARY_ESTIMATOR]["counts"] is False
-    assert c["overall"] == {
-        **c["overall"],
-        "verdict": "undetermined",
-        "reason": "no fit for dae_sf",
-    }
 
 
 # --------------------------------------------------------------------------------------------------
@@ -619,9 +543,9 @@ def test_unfinished_mapping_stage_reads_metrics_jsonl(tmp_path):
         seed_song_bootstrap(fit["rel_l1_heldout"])
     )
     c = report.conclusion(run)
-    assert (
-        c["overall"]["verdict"] == "undetermined" and c["overall"]["reason"] == "no fit for dae_sf"
-    )
+    assert c["overall"]["reason"] == "no fit for dae_sf"  # the case this test renders
+    assert_states(md, c)
+    assert "**is undetermined**" in verdict_line(md)
 
 
 def test_untrained_model_is_noted(tmp_path):
@@ -654,8 +578,6 @@ def test_across_corpora_section_counts_per_corpus(tmp_path):
         "seed2": make_run(tmp_path / "c2", OVERLAP, same=True),
     }
     summary = verdict.across_corpora({k: report.conclusion(r) for k, r in runs_.items()})
-    assert summary["verdict_counts"] == {"holds": 1, "reversed": 1, "per_bin_filter_suffices": 0,
-                                         "no_linear_summary": 0, "undetermined": 1}
     lines = report.corpora_section(summary)
     text = "\n".join(lines)
     assert "on 3 corpus seeds (`seed0`, `seed1`, `seed2`)" in text
@@ -683,8 +605,6 @@ def test_across_corpora_section_counts_per_corpus(tmp_path):
         < md.index("## Error on unseen songs")
     )
     assert "## Across corpus seeds" not in report.build_report(runs_["seed0"])
-    with pytest.raises(ValueError):
-        verdict.across_corpora({})
 
 
 def test_figure_links_order_and_copy_outputs(tmp_path):
@@ -757,8 +677,10 @@ def test_functional_diagonality_table_and_branch_verdict(tmp_path):
             "functional": {**functional(0.5, m), "keep_diag": grid(0.97, m + "/kd", 0.01)}}
     run = make_run(tmp_path / "suffices", patch=patch)
     c = report.conclusion(run)
-    assert c["overall"]["verdict"] == "per_bin_filter_suffices" and c["overall"]["models"] == list(MODELS)
-    assert "a per-bin filter suffices for `dae`, `dae_deep`, `dae_sf`" in verdict_line(report.build_report(run))
+    assert c["overall"]["verdict"] == "per_bin_filter_suffices"  # the case this test renders
+    md = report.build_report(run)
+    assert_states(md, c)
+    assert "a per-bin filter suffices for `dae`, `dae_deep`, `dae_sf`" in verdict_line(md)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -792,9 +714,7 @@ def test_under_convergence_control_section_and_the_frozen_p_sentence(tmp_path):
     report.write_report(run, run / "REPORT.md")
     md = (run / "REPORT.md").read_text()
     control = json.loads((run / "conclusion.json").read_text())["convergence_control"]
-    assert control["frozen_p_reproduces_authors"] is True
-    assert control["frozen_p"]["authors"] == {PRIMARY_METRIC: "dae_more_diagonal",
-                                              "weighted_diagonal_energy_ratio": "dae_more_diagonal"}
+    assert control["frozen_p_reproduces_authors"] is True  # the case this test renders (rules: test_verdict.py)
     sec = section(md, "## Under-convergence control")
     assert sentence in sec and "**The frozen-P control reproduces the authors' direction**" in sec
     assert md.index("## Functional diagonality") < md.index("## Under-convergence control") < md.index(
@@ -816,10 +736,7 @@ def test_under_convergence_control_section_and_the_frozen_p_sentence(tmp_path):
         {0: REVERSED, 50: HOLDS, 200: HOLDS}, fit_err))
     md = report.build_report(run)
     sec = section(md, "## Under-convergence control")
+    assert report.conclusion(run)["convergence_control"]["frozen_p_reproduces_authors"] is False  # the case
     assert sentence not in md and "does not reproduce a counting direction" in sec
-    assert report.conclusion(run)["convergence_control"]["frozen_p"]["reproduces"] == {
-        PRIMARY_METRIC: False, "weighted_diagonal_energy_ratio": False}
-    # a stage without the control: no section, and the conclusion says None
-    run = make_run(tmp_path / "c")
-    assert "Under-convergence control" not in report.build_report(run)
-    assert report.conclusion(run)["convergence_control"] is None
+    # a stage without the control: no section
+    assert "Under-convergence control" not in report.build_report(make_run(tmp_path / "c"))

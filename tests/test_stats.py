@@ -275,6 +275,7 @@ def test_coverage_simulation_matches_the_public_interval_and_is_deterministic():
     """`interval_coverage`'s vectorised arithmetic is `seed_song_bootstrap`'s, table by table."""
     rng = np.random.default_rng(3)
     a, b = stats.synthetic_tables(5, 4, 6, "balanced", design="two", rng=rng)
+    # private on purpose: interval_coverage returns only the coverage, not the per-table intervals it uses
     mean, half, _, _ = stats._two_way_t([a, b], [1.0, -1.0], 0.95)
     for r in range(5):
         iv = stats.seed_song_bootstrap(a[r], b[r])

@@ -12,18 +12,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from fakes import array_cache
 
 from ncajax import checkpoints, config, models, runs, train, trainer
-from ncajax.features import FeatureCache
 
-N = 16
-
-
-def array_cache(n_frames, seed, n_bins=N):
-    """An in-memory FeatureCache: vocals are a fixed per-bin gain of a random mixture."""
-    rng = np.random.default_rng(seed)
-    mixture = (rng.random((n_frames, n_bins)) * 2).astype(np.float32)
-    return FeatureCache.from_arrays(mixture, mixture * np.linspace(0.0, 1.0, n_bins, dtype=np.float32))
+N = 16  # fakes.array_cache's default number of bins
 
 
 @pytest.fixture(scope="module")
@@ -99,17 +92,6 @@ def test_checkpoint_roundtrip_identical(tmp_path):
     assert jax.tree.structure(state) == jax.tree.structure(restored)
 
 
-def test_checkpoint_config_mismatch_names_field(tmp_path):
-    model = models.build("dae", N)
-    tx = optax.adam(1e-3)
-    state = trainer.init_states(model, tx, [0])
-    mngr = checkpoints.manager(tmp_path / "ckpt")
-    checkpoints.save(mngr, 1, state, {"model": {"name": "dae", "n_bins": N}}, metrics={"val_loss": 1.0})
-    with pytest.raises(ValueError, match=r"model.n_bins: expected 32, found 16"):
-        checkpoints.restore(mngr, 1, state, {"model": {"name": "dae", "n_bins": 32}})
-    mngr.close()
-
-
 def test_resume_is_bit_exact(tmp_path, caches):
     full = _train(tmp_path / "full", caches, max_epochs=4)
     partial = _train(tmp_path / "part", caches, max_epochs=4)  # noqa: F841 - warm compile cache
@@ -141,23 +123,15 @@ def test_vmapped_seeds_equal_single_seed_runs(tmp_path, caches):
 
 
 def test_nan_guard_stops_with_clear_message(tmp_path):
+    """NaN (and Inf: the same isfinite guard) features stop training with both fixes named."""
     bad = array_cache(256, 0)
     bad.mixture[3, 2] = np.nan  # past the from_arrays check, as a corrupted cache would be
-    with pytest.raises(FloatingPointError, match="non-finite.*learning rate"):
+    with pytest.raises(FloatingPointError, match="non-finite.*learning rate.*NaN/Inf"):
         train.train_model(config.ModelConfig("dae", N), tcfg(max_epochs=2, n_seeds=1),
                           config.PRESETS["fast"], bad, bad, bad, tmp_path / "nan", progress=False)
 
 
-def test_load_trained_checks_expected_fields(tmp_path, caches):
-    _train(tmp_path / "run", caches, max_epochs=1)
-    trained = train.load_trained(tmp_path / "run", expect={"name": "dae", "n_bins": N})
-    assert jax.tree.leaves(trained.params)[0].shape[0] == 2
-    with pytest.raises(ValueError, match="name: expected 'dae_sf', found 'dae'"):
-        train.load_trained(tmp_path / "run", expect={"name": "dae_sf"})
-    with pytest.raises(FileNotFoundError, match="not a training run"):
-        train.load_trained(tmp_path / "nothing")
-
-
+@pytest.mark.slow  # two training processes
 def test_data_parallel_matches_single_device(tmp_path):
     """4 forced CPU devices: batch sharded over a Mesh, params replicated; loss curve as on one device."""
     script = textwrap.dedent(f"""
@@ -196,22 +170,6 @@ def test_seeds_stop_early_exactly_as_alone(tmp_path):
                                    rtol=1e-5)
         for a, b in zip(jax.tree.leaves(both.params), jax.tree.leaves(one.params), strict=True):
             np.testing.assert_allclose(np.asarray(a)[s], np.asarray(b)[0], rtol=1e-4, atol=1e-5)
-
-
-def test_kill_between_metrics_and_checkpoint_keeps_every_epoch(tmp_path, caches, monkeypatch):
-    real = checkpoints.save
-
-    def save_then_die(mngr, step, *a, **k):
-        if step == 2:
-            raise KeyboardInterrupt  # stands for a kill after the metrics line, before the save
-        real(mngr, step, *a, **k)
-
-    monkeypatch.setattr(checkpoints, "save", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        _train(tmp_path / "run", caches, max_epochs=3)
-    monkeypatch.setattr(checkpoints, "save", real)
-    _train(tmp_path / "run", caches, max_epochs=3)
-    assert [r["epoch"] for r in runs.read_metrics(tmp_path / "run")] == [1, 2, 3]
 
 
 def test_later_stages_refuse_unfinished_training(tmp_path, caches):
@@ -326,5 +284,5 @@ def test_per_model_loss_is_recorded_resolved_and_trained_with(tmp_path, caches, 
     recorded = json.loads((tmp_path / "auto" / "config.json").read_text())["train"]["loss"]
     assert recorded == config.MODEL_LOSSES[model]
     explicit = _train(tmp_path / "explicit", caches, model=model, loss=recorded, max_epochs=1)
-    for a, b in zip(jax.tree.leaves(res.params), jax.tree.leaves(explicit.params)):
+    for a, b in zip(jax.tree.leaves(res.params), jax.tree.leaves(explicit.params), strict=True):
         np.testing.assert_array_equal(a, b)

@@ -62,12 +62,17 @@ def test_overlapping_intervals_are_undetermined():
     c = verdict.conclusion(recs, [PRIMARY_ESTIMATOR])
     assert c["overall"]["verdict"] == "undetermined"
     assert "includes 0" in c["overall"]["reason"]
+    v = c["settings"][PRIMARY_ESTIMATOR]
+    for dae in verdict.DAE_MODELS:
+        assert v["intervals"][dae]["lo"] <= 0 <= v["intervals"][dae]["hi"] and v["signs"][dae] == 0
 
 
 def test_daes_on_opposite_sides_are_mixed_and_do_not_count():
     c = verdict.conclusion(_records({"dae": 0.7, "dae_deep": 0.1, "dae_sf": 0.4}), [PRIMARY_ESTIMATOR])
     v = c["settings"][PRIMARY_ESTIMATOR]
+    assert v["signs"] == {"dae": 1, "dae_deep": -1}
     assert v["ordering"] == "mixed" and not v["counts"] and c["overall"]["verdict"] == "undetermined"
+    assert c["overall"]["reason"] == "the DAEs disagree in direction"
 
 
 def test_not_below_the_per_bin_gain_is_uninformative():
@@ -76,19 +81,44 @@ def test_not_below_the_per_bin_gain_is_uninformative():
     v = c["settings"][PRIMARY_ESTIMATOR]
     assert not v["informative"]["dae_sf"]["informative"] and v["informative"]["dae"]["informative"]
     assert v["ordering"] == "dae_more_diagonal" and not v["counts"]
-    assert c["overall"]["verdict"] == "undetermined" and "dae_sf" in c["overall"]["reason"]
+    assert c["overall"]["verdict"] == "undetermined"
+    assert c["overall"]["reason"] == (
+        "uninformative on held-out songs for dae_sf (held-out error not clearly below the best per-bin gain's)")
+
+
+def test_a_missing_per_bin_gain_baseline_makes_a_fit_uninformative():
+    recs = _records({"dae": 0.6, "dae_deep": 0.55, "dae_sf": 0.3})
+    del recs[("dae_deep", "per_bin_gain", "baseline")]
+    c = verdict.conclusion(recs, [PRIMARY_ESTIMATOR])
+    info = c["settings"][PRIMARY_ESTIMATOR]["informative"]["dae_deep"]
+    assert not info["informative"] and info["reason"] == "no per-bin-gain baseline on the same songs"
+    assert c["overall"]["verdict"] == "undetermined"
 
 
 def test_worse_than_silence_is_uninformative_even_below_a_bad_gain():
     info = verdict.informative({"method": "nca", "rel_l1_heldout": _table(1.2)},
                                {"rel_l1_heldout": _table(1.5)})
-    assert not info["informative"] and "zero predictor" in info["reason"]
+    assert info["vs_gain"]["hi"] < 0 and info["vs_zero"]["lo"] > 0  # below the gain, above silence
+    assert not info["informative"] and info["reason"] == "held-out error not clearly below the zero predictor's"
 
 
 def test_fits_that_did_not_converge_do_not_count():
     recs = _records({"dae": 0.6, "dae_deep": 0.55, "dae_sf": 0.3}, converged=False)
     v = verdict.setting_verdict(recs, PRIMARY_ESTIMATOR)
     assert not v["counts"] and "converged" in v["reason"] and v["converged"]["dae"] == (0, S)
+
+
+@pytest.mark.parametrize("n_converged, counts", [(0, False), (S // 2 - 1, False), (S // 2, True), (S, True)])
+def test_at_least_half_the_fits_of_every_model_must_converge(n_converged, counts):
+    recs = _records({"dae": 0.6, "dae_deep": 0.55, "dae_sf": 0.3})
+    recs[("dae", PRIMARY_ESTIMATOR, "pooled")]["converged"] = [True] * n_converged + [False] * (S - n_converged)
+    c = verdict.conclusion(recs, [PRIMARY_ESTIMATOR])
+    v = c["settings"][PRIMARY_ESTIMATOR]
+    assert v["converged"]["dae"] == (n_converged, S) and v["ordering"] == "dae_more_diagonal"
+    assert v["counts"] is counts
+    assert c["overall"]["verdict"] == ("holds" if counts else "undetermined")
+    if not counts:
+        assert c["overall"]["reason"] == "fewer than half the fits converged for dae"
 
 
 def test_the_mean_jacobian_is_not_gated_by_fit_error():
@@ -122,6 +152,23 @@ def test_missing_model_and_missing_primary():
                                     method="lstsq"), ["lstsq"])
     assert c["overall"]["verdict"] == "undetermined" and "not run" in c["overall"]["reason"]
     assert c["overall"]["secondary_counting"] == {"lstsq": "dae_more_diagonal"}
+
+
+def test_the_primary_decides_and_a_secondary_counts_only_by_its_own_rules():
+    """A reversed primary with secondaries that say "holds": the verdict is the primary's; an uninformative
+    least-squares fit and the mean Jacobian on the functional primary metric (dae_sf's has no mask_jacobian
+    table of it) are not counted as secondary opinions."""
+    recs = _records({"dae": 0.2, "dae_deep": 0.25, "dae_sf": 0.6})
+    recs.update(_records({"dae": 0.6, "dae_deep": 0.55, "dae_sf": 0.3}, err=0.9, setting="lstsq", method="lstsq"))
+    recs.update(_records({"dae": 0.6, "dae_deep": 0.55, "dae_sf": 0.3}, err=0.9, setting="jacobian",
+                         method="jacobian"))
+    c = verdict.conclusion(recs, [PRIMARY_ESTIMATOR, "lstsq", "jacobian"])
+    assert c["overall"]["verdict"] == "reversed" and c["overall"]["secondary_counting"] == {}
+    lstsq, jac = c["settings"]["lstsq"], c["settings"]["jacobian"]
+    assert lstsq["ordering"] == "dae_more_diagonal" and not lstsq["counts"]
+    assert lstsq["reason"].startswith("uninformative on held-out songs")
+    assert not jac["counts"] and "mask_jacobian" in jac["reason"]
+    assert c["primary_secondary_metric"]["metric"] == "diagonal_energy_ratio"
 
 
 def test_non_finite_metric_is_undetermined_not_an_error():
