@@ -29,6 +29,15 @@ def _train_history(train_dir: Path) -> list[dict]:
     return [r for r in runs.read_metrics(train_dir) if "train_loss" in r]
 
 
+def _loss_name(train_dir: Path) -> str | None:
+    """The loss a training run recorded ("mse", "l1", ...), None when it is not recorded."""
+    try:
+        return ((runs.read_json(train_dir / "config.json").get("train") or {}).get("loss")
+                or None)
+    except (OSError, ValueError):
+        return None
+
+
 def loss_curves(run_dir: str | Path, out_dir: str | Path) -> list[Path]:
     """`training_curves`: train (solid) and validation (dashed) loss per epoch and seed, per model;
     `fit_loss_curves`: the loss of every iterative mapping fit (NCA, student) per Adam step, a panel
@@ -52,12 +61,13 @@ def loss_curves(run_dir: str | Path, out_dir: str | Path) -> list[Path]:
                     ax.plot(epochs, curve[:, s], style, color=MODEL_COLOURS.get(m, "k"),
                             alpha=1.0 if s == 0 else 0.55, label=label if s == 0 else None)
             ax.set_yscale("log")
-            ax.set_title(f"{m} ({train.shape[1]} seeds)", fontsize=10)
+            loss = _loss_name(run_dir / "train" / m)
+            ax.set_title(f"{m} ({train.shape[1]} seeds)" + (f", {loss} loss" if loss else ""), fontsize=10)
             ax.set_xlabel("epoch")
             ax.grid(alpha=0.3, which="both")
             ax.legend(fontsize=8)
-        axes[0].set_ylabel("loss")
-        fig.suptitle("Training of the separators")
+        axes[0].set_ylabel("loss (training units)")
+        fig.suptitle("Training of the separators (each panel its own loss; train batches are augmented)")
         written += base.save_figure(fig, out_dir, "training_curves")
 
     mdir = run_dir / "mappings"
