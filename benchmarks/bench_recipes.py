@@ -33,11 +33,10 @@ from pathlib import Path
 import common  # noqa: F401  (puts the repository on sys.path)
 import numpy as np
 
-from ncajax import analysis, evaluate, liveness, pipeline, sources
+from ncajax import analysis, evaluate, liveness, pipeline
 from ncajax.config import CorpusConfig, TrainConfig, preset
 from ncajax.train import load_trained
 
-REAL_TRACK = common.REPO.parent / "shared" / "data" / "musdb18-sample" / "train" / "Music Delta - 80s Rock.stem.mp4"
 RECIPES = {
     "raw_mse": {"recipe": "raw", "loss": "mse"},
     "std_mse": {"recipe": "standardised", "loss": "mse"},
@@ -49,16 +48,6 @@ RECIPES = {
                             "augment_remix": 0.5, "augment_stem_gain_db": 6.0},
 }
 
-
-def _real_track(sample_rate: int):
-    if not REAL_TRACK.exists():
-        return None
-    try:
-        sources.require_ffmpeg()
-    except RuntimeError:
-        return None
-    ref = sources.TrackRef(name=REAL_TRACK.name.removesuffix(".stem.mp4"), path=str(REAL_TRACK), kind="stem")
-    return sources.load_track(ref, sample_rate)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
                                  corpus_cfg=CorpusConfig(seed=args.corpus_seed, sample_rate=stft.sample_rate))
     x_test = np.asarray(data.test.mixture, np.float32)
     freqs = analysis.bin_frequencies(stft.n_bins, sample_rate=stft.sample_rate, n_fft=stft.n_fft)
-    real = _real_track(stft.sample_rate)
+    real = common.real_track(stft.sample_rate)
     tmp = None
     if args.out is None:
         tmp = tempfile.TemporaryDirectory(prefix="bench_recipes-")

@@ -39,24 +39,12 @@ for p in (str(REPO), str(REPO / "benchmarks")):
     if p not in sys.path:
         sys.path.insert(0, p)
 
+import common  # noqa: E402
 import numpy as np  # noqa: E402
 from heldout_style import heldout_tracks  # noqa: E402
 
-from ncajax import evaluate, pipeline, sources  # noqa: E402
+from ncajax import evaluate, pipeline  # noqa: E402
 from ncajax.config import CorpusConfig, TrainConfig, preset  # noqa: E402
-
-REAL_TRACK = REPO.parent / "shared" / "data" / "musdb18-sample" / "train" / "Music Delta - 80s Rock.stem.mp4"
-
-
-def _real_track(sample_rate: int):
-    if not REAL_TRACK.exists():
-        return None
-    try:
-        sources.require_ffmpeg()
-    except RuntimeError:
-        return None
-    ref = sources.TrackRef(name=REAL_TRACK.name.removesuffix(".stem.mp4"), path=str(REAL_TRACK), kind="stem")
-    return sources.load_track(ref, sample_rate)
 
 
 def _cpu() -> str:
@@ -115,7 +103,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"# preset {args.preset} ({stft.sample_rate} Hz, N = {stft.n_bins}), {args.seeds} seeds, "
           "default TrainConfig; vocals SDR gain over the mixture (BSS Eval v4), median over seeds "
           "[min, max] of the median over tracks", flush=True)
-    real = _real_track(stft.sample_rate)
+    real = common.real_track(stft.sample_rate)
     held = heldout_tracks(args.heldout, stft.sample_rate) if args.heldout else []
     tmp = None
     if args.out is None:

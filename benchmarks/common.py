@@ -204,3 +204,21 @@ def header(name: str) -> dict[str, Any]:
     print(f"# {name}: {info['cpu']} ({info['cores']} cores), {info['platform']} "
           f"{info['device']}, jax {info['jax']}, load {info['loadavg_1m']:.2f}", flush=True)
     return info
+
+
+REAL_TRACK = REPO.parent / "shared" / "data" / "musdb18-sample" / "train" / "Music Delta - 80s Rock.stem.mp4"
+
+
+def real_track(sample_rate: int):
+    """The real MUSDB18 sample track shared beside the repository, mono at `sample_rate` (a
+    `sources.Track`), or None when it or ffmpeg is missing."""
+    from ncajax import sources
+
+    if not REAL_TRACK.exists():
+        return None
+    try:
+        sources.require_ffmpeg()
+    except RuntimeError:
+        return None
+    ref = sources.TrackRef(name=REAL_TRACK.name.removesuffix(".stem.mp4"), path=str(REAL_TRACK), kind="stem")
+    return sources.load_track(ref, sample_rate)
