@@ -540,6 +540,9 @@ def from_dict(cls: type[T], data: dict) -> T:
     unknown = set(data) - set(fields)
     if unknown:
         raise ValueError(f"unknown fields for {cls.__name__}: {sorted(unknown)}")
+    if cls is CorpusConfig and "realism" not in data:
+        # a corpus config written before corpus format 4 has no `realism`: it was the "v3" corpus
+        data = {**data, "realism": "v3"}
     hints = typing.get_type_hints(cls)
     return cls(**{name: _rebuild(hints.get(name, Any), value) for name, value in data.items()})
 

@@ -526,3 +526,13 @@ def test_register_pad_sits_in_the_singers_register():
             break
     assert pad is not None and np.isfinite(pad).all()
     assert _band_power(pad, 8000, 0.9 * 440 * 2 ** ((lo - 69) / 12), 4000) > 0.8
+
+
+def test_a_corpus_config_from_before_format_4_reads_as_v3():
+    """A config dict without `realism` (corpus.json or a run config written before corpus format 4) was
+    the v3 corpus; `from_dict` must not turn it into today's v4 default."""
+    from ncajax.config import from_dict, to_dict
+
+    old = {k: v for k, v in to_dict(CorpusConfig(seed=3)).items() if k != "realism"}
+    assert from_dict(CorpusConfig, old) == CorpusConfig(seed=3, realism="v3")
+    assert from_dict(CorpusConfig, to_dict(CorpusConfig(seed=3))) == CorpusConfig(seed=3)
