@@ -325,13 +325,7 @@ def build_cache(
     Tracks are processed one at a time (memory: one track). Raises ValueError naming a track with
     NaN/Inf features.
     """
-    refs = list(refs)
-    if not refs:
-        raise ValueError(
-            "build_cache got no tracks; pass a non-empty list of TrackRef (dataset_splits)"
-        )
-    if not name or any(c in name for c in "/\\") or name.startswith("."):
-        raise ValueError(f"cache name must be a plain folder-name prefix, got {name!r}")
+    refs = _checked_refs(refs, name, "build_cache")
     cache_root = Path(cache_root)
     fp = cache_fingerprint(refs, cfg)
     final = cache_root / f"{name}-{fp}"
@@ -347,6 +341,16 @@ def build_cache(
         return {"track_names": [r.name for r in refs], "offsets": offsets}
 
     return _materialise(final, expected, write, _check_cache, open_cache, "feature cache")
+
+
+def _checked_refs(refs: Sequence[TrackRef], name: str, caller: str) -> list[TrackRef]:
+    """`refs` as a list, refused when empty; `name` refused unless it is a plain folder-name prefix."""
+    refs = list(refs)
+    if not refs:
+        raise ValueError(f"{caller} got no tracks; pass a non-empty list of TrackRef (dataset_splits)")
+    if not name or any(c in name for c in "/\\") or name.startswith("."):
+        raise ValueError(f"cache name must be a plain folder-name prefix, got {name!r}")
+    return refs
 
 
 def _materialise(final: Path, expected: dict, write, check, opener, what: str):
@@ -668,13 +672,7 @@ def build_stems_cache(
     complete matching cache is reused, a partial or mismatching one deleted and rebuilt, one track in
     memory at a time). Reads MUSDB18, MUSDB18-HQ and the embedded corpus alike (`sources.load_stems`).
     Raises ValueError naming a track with NaN/Inf stems or stems of unequal length."""
-    refs = list(refs)
-    if not refs:
-        raise ValueError(
-            "build_stems_cache got no tracks; pass a non-empty list of TrackRef (dataset_splits)"
-        )
-    if not name or any(c in name for c in "/\\") or name.startswith("."):
-        raise ValueError(f"cache name must be a plain folder-name prefix, got {name!r}")
+    refs = _checked_refs(refs, name, "build_stems_cache")
     fp = stems_fingerprint(refs, cfg)
     final = Path(cache_root) / f"{name}-stems-{fp}"
     expected = {

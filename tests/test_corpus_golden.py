@@ -2,8 +2,9 @@
 
 The study's numbers are only reproducible if the same `CorpusConfig` writes the same bytes on every
 machine and with every library version. This test generates a small corpus (2 train + 1 test songs of
-2 s at the "fast" preset's rate) and compares the sha256 of every wav file and of corpus.json with
-the values stored in tests/data/corpus_golden.json. A numpy/scipy upgrade that changes one random
+2 s at the "fast" preset's rate) of each realism (`v3`, the earlier mono corpus, and `v4`, the default
+stereo one) and compares the sha256 of every wav file and of corpus.json with the values stored in
+tests/data/corpus_golden.json (v3) and tests/data/corpus_golden_v4.json (v4). A numpy/scipy upgrade that changes one random
 draw, one filter or one float32 rounding fails here, loudly, with the list of changed files.
 
 numpy dispatches float32 sin/exp to SIMD kernels chosen by the CPU, so a machine with another
@@ -15,7 +16,7 @@ regenerated) or a library upgrade is accepted, regenerate the checksums with
 
     .venv/bin/python tests/test_corpus_golden.py --update
 
-and commit tests/data/corpus_golden.json together with the change.
+and commit both golden files together with the change.
 """
 
 from __future__ import annotations
@@ -25,8 +26,12 @@ import json
 import sys
 from pathlib import Path
 
-GOLDEN = Path(__file__).resolve().parent / "data" / "corpus_golden.json"
-CONFIG = {"seed": 0, "n_train": 2, "n_test": 1, "duration": 2.0, "sample_rate": 8000, "realism": "v3"}
+import pytest
+
+DATA = Path(__file__).resolve().parent / "data"
+# realism -> golden file; the same small config otherwise
+GOLDENS = {"v3": DATA / "corpus_golden.json", "v4": DATA / "corpus_golden_v4.json"}
+BASE_CONFIG = {"seed": 0, "n_train": 2, "n_test": 1, "duration": 2.0, "sample_rate": 8000}
 REGENERATE = ".venv/bin/python tests/test_corpus_golden.py --update"
 
 
@@ -37,17 +42,18 @@ def _versions() -> dict[str, str]:
     return {"python": sys.version.split()[0], "numpy": numpy.__version__, "scipy": scipy.__version__}
 
 
-def checksums(cache_root: Path) -> dict:
-    """Generate the golden corpus under `cache_root`; its format version, library versions and the
-    sha256 of every file (relative path -> hex digest)."""
+def checksums(cache_root: Path, realism: str) -> dict:
+    """Generate the golden corpus of `realism` under `cache_root`; its format version, library
+    versions and the sha256 of every file (relative path -> hex digest)."""
     from ncajax.config import CorpusConfig
     from ncajax.corpus import FORMAT_VERSION, generate_corpus
 
-    root = generate_corpus(cache_root, CorpusConfig(**CONFIG))
+    config = {**BASE_CONFIG, "realism": realism}
+    root = generate_corpus(cache_root, CorpusConfig(**config))
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in (".wav", ".json"))
     return {
         "format_version": FORMAT_VERSION,
-        "config": CONFIG,
+        "config": config,
         "versions": _versions(),
         "sha256": {
             str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files
@@ -55,10 +61,12 @@ def checksums(cache_root: Path) -> dict:
     }
 
 
-def test_corpus_matches_golden_checksums(tmp_path):
-    assert GOLDEN.is_file(), f"{GOLDEN} is missing; create it with `{REGENERATE}`"
-    want = json.loads(GOLDEN.read_text())
-    got = checksums(tmp_path)
+@pytest.mark.parametrize("realism", sorted(GOLDENS))
+def test_corpus_matches_golden_checksums(tmp_path, realism):
+    golden = GOLDENS[realism]
+    assert golden.is_file(), f"{golden} is missing; create it with `{REGENERATE}`"
+    want = json.loads(golden.read_text())
+    got = checksums(tmp_path, realism)
     if got["format_version"] != want["format_version"]:
         raise AssertionError(
             f"corpus FORMAT_VERSION is {got['format_version']}, the golden checksums are of format "
@@ -73,7 +81,7 @@ def test_corpus_matches_golden_checksums(tmp_path):
             for k, v in now.items()
         )
         raise AssertionError(
-            "the synthetic corpus is no longer byte-identical for the same seed: "
+            f"the synthetic corpus (realism {realism}) is no longer byte-identical for the same seed: "
             f"{len(changed)} of {len(want['sha256'])} files changed ({', '.join(changed)})"
             + (f", new files {extra}" if extra else "")
             + f". Library versions (golden -> now): {libs}. A library upgrade or a code change "
@@ -90,8 +98,10 @@ if __name__ == "__main__":
     if sys.argv[1:] != ["--update"]:
         sys.exit(f"usage: {REGENERATE}")
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    with tempfile.TemporaryDirectory() as tmp:
-        record = checksums(Path(tmp))
-    GOLDEN.parent.mkdir(parents=True, exist_ok=True)
-    GOLDEN.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
-    print(f"wrote {len(record['sha256'])} checksums (format {record['format_version']}) to {GOLDEN}")
+    DATA.mkdir(parents=True, exist_ok=True)
+    for realism, golden in GOLDENS.items():
+        with tempfile.TemporaryDirectory() as tmp:
+            record = checksums(Path(tmp), realism)
+        golden.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
+        print(f"wrote {len(record['sha256'])} checksums (format {record['format_version']}, realism "
+              f"{realism}) to {golden}")
