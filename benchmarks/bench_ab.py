@@ -2,7 +2,7 @@
 
 - train: `Trainer.step` for one seed (a size-1 `jax.vmap` of the single-seed step) against the candidate
   of 2026-12-07 (the seed axis dropped around the plain single-seed step, reshapes only; tried in
-  `ncajax.trainer` and reverted: no gain shown under load), same state and batch.
+  `ncajax.training` and reverted: no gain shown under load), same state and batch.
 - nca: one NCA Adam step (value_and_grad of `nca.nca_loss` + optax.adam, jitted, F = 512) with the
   matrix chain in "product" order (C formed every step, as before) against "chain" order (the default
   for F < N), same P.
@@ -24,9 +24,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ncajax import models, nca
-from ncajax import trainer as T
+from ncajax import models, training
 from ncajax.config import TrainConfig
+from ncajax.nca import _couplings as nca
 
 
 def race(fns: dict, reps: int, target: float = 0.3) -> dict:
@@ -57,10 +57,10 @@ def main(argv=None):
         for name, batch in (("dae", 64), ("dae", 256), ("dae_deep", 256)):
             model = models.build(name, n)
             cfg = TrainConfig(batch_size=batch, n_seeds=1, loss="mse", recipe="raw", augment_gain_db=0.0)
-            tr = T.Trainer(model, cfg)
+            tr = training.Trainer(model, cfg)
             x = rng.random((1, batch, n), np.float32)
             data = (jnp.asarray(x), jnp.asarray(0.5 * x))
-            single = T.make_train_step(model, tr.tx, cfg.loss, cfg.patience)
+            single = training.make_train_step(model, tr.tx, cfg.loss, cfg.patience)
 
             def dropped(*args, single=single):
                 new, metrics = single(*jax.tree.map(lambda v: v[0], args))

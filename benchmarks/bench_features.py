@@ -1,7 +1,7 @@
 """The feature pipeline: minibatches/s streamed from the on-disk cache, compared with the rate the
 training step consumes them, and the memory (RSS delta) while streaming caches of growing size.
 
-Writes synthetic caches (random magnitudes in the `ncajax.features` on-disk layout, opened with
+Writes synthetic caches (random magnitudes in the `ncajax.data` on-disk layout, opened with
 `open_cache`) into a temporary folder, then per cache size:
 - `batch()` alone and `batches()` (background prefetch) in batches/s, no training;
 - the dae training step (the fastest consumer) on a fixed batch, and the same steps fed from
@@ -25,8 +25,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ncajax import features, models, train
+from ncajax import models, training
 from ncajax.config import STFTConfig, TrainConfig, to_dict
+from ncajax.data import _features as features
 
 TARGET_RATIO = 5.0  # batches delivered >= 5 x faster than the training step consumes them
 
@@ -114,7 +115,7 @@ def bench_cache(path: Path, batch: int, n_steps: int, repeats: int, seeds: int) 
         for _ in cache.batches(batch, 0, start_step=0, n_steps=n_steps):
             pass
 
-    trainer = train.Trainer(models.build("dae", n_bins), TrainConfig(batch_size=batch, n_seeds=seeds))
+    trainer = training.Trainer(models.build("dae", n_bins), TrainConfig(batch_size=batch, n_seeds=seeds))
     holder = [trainer.init()]
     x0 = jnp.asarray(np.stack([cache.batch(0, batch, s)[0] for s in range(seeds)]))
 

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ncajax import models, nca
-from ncajax.fit_common import HIGHEST
+from ncajax.nca._common import HIGHEST
 
 
 def timed(fn, reps):
@@ -95,7 +95,7 @@ def main(argv=None):
                 theta = jnp.asarray(rng.normal(size=(k, n, n)).astype(np.float32) * 0.1)
 
                 def loss(th, xi, ti):
-                    return jnp.sum(jnp.abs(ti - nca.predict(th, xi))) / xi.shape[-2]
+                    return jnp.sum(jnp.abs(ti - nca.apply_matrix(th, xi))) / xi.shape[-2]
 
                 in_axes = (0, 0, 0)
                 args_ = (theta, xj, target)

@@ -122,7 +122,7 @@ def xla_step_flops(method, model, params, x) -> float | None:
             fl = flops.xla_flops(f, ps)
         else:
             f = jax.jit(jax.value_and_grad(
-                lambda c: jnp.sum(jnp.abs(target - nca.predict(c, xj))) / xj.shape[0]))
+                lambda c: jnp.sum(jnp.abs(target - nca.apply_matrix(c, xj))) / xj.shape[0]))
             fl = flops.xla_flops(f, jnp.eye(n))
     return None if fl is None else fl / 1e9
 

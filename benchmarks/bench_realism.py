@@ -1,11 +1,11 @@
 """Realism of the embedded corpus: does a separator trained on it separate a real song?
 
-Generates the embedded synthetic corpus (`ncajax.corpus`, default `CorpusConfig` at the preset's sample
+Generates the embedded synthetic corpus (`ncajax.data`, default `CorpusConfig` at the preset's sample
 rate, `--preset fast` by default: 8 kHz, N = 129 bins), compares its statistics with the real track's,
 trains the separators on it only (`pipeline.prepare_data` + `pipeline.train_all`,
 default `TrainConfig`, `--seeds` seeds vmapped), then separates the real 7-second MUSDB18 track
-("Music Delta - 80s Rock", ../shared/data/musdb18-sample beside the repository; read with `ncajax.sources`, needs ffmpeg),
-resampled to the preset's rate and downmixed to mono, and scores it with `ncajax.evaluate.evaluate_tracks` exactly as
+("Music Delta - 80s Rock", ../shared/data/musdb18-sample beside the repository; read with `ncajax.data`, needs ffmpeg),
+resampled to the preset's rate and downmixed to mono, and scores it with `ncajax.separation.evaluate_tracks` exactly as
 the project's evaluation does (museval BSS Eval v4, 1-second windows, median over windows; vocals target).
 
     NCAJAX_CACHE=/tmp/realism_cache python benchmarks/bench_realism.py [--seeds 3]
@@ -54,8 +54,11 @@ if str(REPO) not in sys.path:  # run as `python benchmarks/bench_realism.py` fro
 
 import numpy as np  # noqa: E402
 
-from ncajax import corpus, evaluate, pipeline, sources  # noqa: E402
 from ncajax.config import CorpusConfig, TrainConfig, preset  # noqa: E402
+from ncajax.data import _corpus as corpus  # noqa: E402
+from ncajax.data import _sources as sources  # noqa: E402
+from ncajax.separation import _evaluate as evaluate  # noqa: E402
+from ncajax.study import _pipeline as pipeline  # noqa: E402
 
 TARGET_DB = 2.0
 REAL_TRACK = (
@@ -144,7 +147,7 @@ def main(argv: list[str] | None = None) -> dict:
     train_s = time.perf_counter() - t0
 
     from ncajax.models import predict
-    from ncajax.train import load_trained
+    from ncajax.training import load_trained
 
     predictors, synth_gain = {}, {}
     for name in args.models:

@@ -1,14 +1,14 @@
 """Training-recipe sweep (issue 17, 2026-12-07): what keeps each separator's output units alive.
 
-Trains one model at a time (3 seeds vmapped, `ncajax.train.train_model`, the default TrainConfig unless a
+Trains one model at a time (3 seeds vmapped, `ncajax.training.train_model`, the default TrainConfig unless a
 variant changes it) on the embedded corpus at a preset and corpus seed, then measures on the held-out test
-songs, per seed: the dead share of output units (for dae_sf its mask units; `ncajax.liveness`), the
+songs, per seed: the dead share of output units (for dae_sf its mask units; `ncajax.separation`), the
 homogeneity error at alpha = 1/4 and 4, the test magnitude-SDR gain over the mixture, the epochs run.
 
 Variants (VARIANTS): the mask's / DAE's output-layer bias start (`out_bias_*`, built as small subclasses of
 the built-in modules), PyTorch's default uniform bias init (`torch_bias`), learning rate (`lr*`), a longer
 patience and epoch budget (`long*`), the loss (`mse`, `mse_ob1`), and optimiser schedules patched into
-`ncajax.trainer.optimizer` for the sweep only (`warmup`: linear warm-up over 1,000 steps; `clip`: global
+`ncajax.training.optimizer` for the sweep only (`warmup`: linear warm-up over 1,000 steps; `clip`: global
 norm 1). The `base` variant is the recipe "study_zero_bias" (L1, every bias at zero).
 
     python benchmarks/bench_recipe_sweep.py PRESET MODELS VARIANTS [CORPUS_SEED]
@@ -30,10 +30,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ncajax import analysis, liveness, models, pipeline
-from ncajax import trainer as _trainer
+from ncajax import models, nca, separation, study, training
 from ncajax.config import CorpusConfig, ModelConfig, TrainConfig, preset
-from ncajax.train import load_trained, train_model
+from ncajax.training import load_trained, train_model
 
 
 def torch_uniform_bias(key, shape, dtype=jnp.float32):
@@ -62,7 +61,7 @@ def build(name, n, bias, out_bias):
         return SFOut(n_bins=n, hidden=n, n_encoder=1, bias_init=bi, out_bias=out_bias)
     return DAEOut(n_bins=n, hidden=n, n_encoder={"dae": 1, "dae_deep": 3}[name], bias_init=bi, out_bias=out_bias)
 
-_orig_opt = _trainer.optimizer
+_orig_opt = training.optimizer
 OPT = {"mode": None}
 def _opt(cfg):
     m = OPT["mode"]
@@ -75,7 +74,7 @@ def _opt(cfg):
         sched = optax.linear_schedule(cfg.learning_rate * 0.01, cfg.learning_rate, 1000)
         return optax.chain(optax.clip_by_global_norm(1.0), optax.adam(sched))
     return _orig_opt(cfg)
-_trainer.optimizer = _opt
+training.optimizer = _opt
 
 VARIANTS = {
     "mse": dict(loss="mse"),
@@ -99,10 +98,10 @@ VARIANTS = {
 def main():
     preset_name, model_names, variants = sys.argv[1], sys.argv[2].split(","), sys.argv[3].split(",")
     stft = preset(preset_name)
-    data = pipeline.prepare_data(preset_name=preset_name, progress=False,
+    data = study.prepare_data(preset_name=preset_name, progress=False,
                                  corpus_cfg=CorpusConfig(seed=int(sys.argv[4]) if len(sys.argv) > 4 else 0, sample_rate=stft.sample_rate))
     x_test = np.asarray(data.test.mixture, np.float32)
-    freqs = analysis.bin_frequencies(stft.n_bins, sample_rate=stft.sample_rate, n_fft=stft.n_fft)
+    freqs = nca.bin_frequencies(stft.n_bins, sample_rate=stft.sample_rate, n_fft=stft.n_fft)
     root = Path(tempfile.mkdtemp(prefix="sweep-"))
     for v in variants:
         o = VARIANTS[v]
@@ -117,7 +116,7 @@ def main():
                               data=data.description)
             dt = time.perf_counter() - t0
             tr = load_trained(root / v / name, model=model)
-            facts = [liveness.unit_facts(model, tr.seed_params(s), x_test, freqs) for s in range(3)]
+            facts = [separation.unit_facts(model, tr.seed_params(s), x_test, freqs) for s in range(3)]
             rec = dict(corpus=sys.argv[4] if len(sys.argv) > 4 else 0, preset=preset_name, variant=v, model=name, dead=[round(f["dead_share"], 3) for f in facts],
                        hom=[(round(f["homogeneity"]["0.25"], 3), round(f["homogeneity"]["4"], 3)) for f in facts],
                        gain=np.round(res.result["test_improvement_db"], 2).tolist(),

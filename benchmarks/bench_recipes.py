@@ -1,8 +1,8 @@
-"""What keeps the separators' output units alive: training recipes side by side, in the real pipeline.
+"""What keeps the separators' output units alive: training recipes side by side, in the real study.
 
 Trains dae / dae_deep / dae_sf (`--seeds` seeds vmapped, default `TrainConfig` otherwise) on the embedded
 corpus (default `CorpusConfig` at the `fast` preset) once per recipe, then measures on the corpus's
-held-out test songs, per model and seed (`ncajax.liveness.unit_facts`):
+held-out test songs, per model and seed (`ncajax.separation.unit_facts`):
 - the dead share of output units (zero on every held-out frame; for `dae_sf` the mask units);
 - the homogeneity error ||f(a x) - a f(x)|| / ||a f(x)|| at a = 1/4 and 4;
 - the magnitude-SDR gain over the mixture on the test songs (from the run's result.json), and the vocals
@@ -33,9 +33,9 @@ from pathlib import Path
 import common  # noqa: F401  (puts the repository on sys.path)
 import numpy as np
 
-from ncajax import analysis, evaluate, liveness, pipeline
+from ncajax import nca, separation, study
 from ncajax.config import CorpusConfig, TrainConfig, preset
-from ncajax.train import load_trained
+from ncajax.training import load_trained
 
 RECIPES = {
     "raw_mse": {"recipe": "raw", "loss": "mse"},
@@ -65,10 +65,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# bench_recipes  {machine['date']}  cpu: {machine['cpu']} ({machine['cores']} cores)")
     print(f"# command: python benchmarks/bench_recipes.py {' '.join(argv if argv is not None else sys.argv[1:])}")
     stft = preset(args.preset)
-    data = pipeline.prepare_data(preset_name=args.preset, progress=False,
+    data = study.prepare_data(preset_name=args.preset, progress=False,
                                  corpus_cfg=CorpusConfig(seed=args.corpus_seed, sample_rate=stft.sample_rate))
     x_test = np.asarray(data.test.mixture, np.float32)
-    freqs = analysis.bin_frequencies(stft.n_bins, sample_rate=stft.sample_rate, n_fft=stft.n_fft)
+    freqs = nca.bin_frequencies(stft.n_bins, sample_rate=stft.sample_rate, n_fft=stft.n_fft)
     real = common.real_track(stft.sample_rate)
     tmp = None
     if args.out is None:
@@ -83,13 +83,13 @@ def main(argv: list[str] | None = None) -> int:
             continue
         cfg = TrainConfig(n_seeds=args.seeds, max_epochs=args.epochs, **opts)
         t0 = time.perf_counter()
-        results = pipeline.train_all(data, root / name, train_cfg=cfg, progress=False)
+        results = study.train_all(data, root / name, train_cfg=cfg, progress=False)
         train_s = time.perf_counter() - t0
         trained = {m: load_trained(root / name / m) for m in results}
         predictors = {}
         for model, tr in trained.items():
             seeds = [tr.seed_params(s) for s in range(args.seeds)]
-            facts = [liveness.unit_facts(tr.model, p, x_test, freqs) for p in seeds]
+            facts = [separation.unit_facts(tr.model, p, x_test, freqs) for p in seeds]
             real_gain = None
             if real is not None:
                 for s, p in enumerate(seeds):
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
             }
             rows.append(rec)
         if real is not None:
-            res = evaluate.evaluate_tracks(predictors, [real], stft, with_bss=True, progress=False)
+            res = separation.evaluate_tracks(predictors, [real], stft, with_bss=True, progress=False)
             mix = res["summary"]["mixture"]["vocals"]["SDR"]
             for rec in rows[-len(trained):]:
                 per = [res["summary"][f"{rec['model']}/{s}"]["vocals"]["SDR"] for s in range(args.seeds)]

@@ -2,7 +2,7 @@
 
 Cases (each at every N of --n):
 - `train`: one training step of dae / dae_deep / dae_sf (MSE, Adam lr 1e-3) at every batch of --batch.
-  ncajax: `ncajax.train.Trainer(...).step` (jitted, donated, one seed vmapped: what `train_model` runs).
+  ncajax: `ncajax.training.Trainer(...).step` (jitted, donated, one seed vmapped: what `train_model` runs).
   torch: the same network as `torch.nn.Linear` + ReLU layers (dae_sf: x * mask(x)), `loss.backward()`,
   `opt.step()`.
 - `nca`: the NCA fit of each model on --frames frames (`fit_mapping(method="nca")`, the authors'
@@ -99,7 +99,7 @@ def fit_inits(method: str, n: int, n_layers: int) -> list[np.ndarray]:
     package's init function so both libraries start from the same numbers."""
     import jax
 
-    from ncajax import nca
+    from ncajax.nca import _couplings as nca
 
     key = jax.random.key(SEED)
     if method == "student":
@@ -173,8 +173,9 @@ def worker_ncajax(spec: dict) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from ncajax import models, nca, train
+    from ncajax import models, training
     from ncajax.config import TrainConfig
+    from ncajax.nca import _couplings as nca
 
     data = np.load(spec["data"])
     layers = load_layers(data)
@@ -196,7 +197,7 @@ def worker_ncajax(spec: dict) -> dict:
             cfg["recipe"] = "raw"  # raw magnitudes in and out, as the torch reference (no scaling)
         if "augment_gain_db" in fields:
             cfg["augment_gain_db"] = 0.0
-        trainer = train.Trainer(model, TrainConfig(**cfg))  # scaling=None: the raw-magnitude step
+        trainer = training.Trainer(model, TrainConfig(**cfg))  # scaling=None: the raw-magnitude step
         seeded = jax.tree.map(lambda a: jnp.asarray(a)[None], params)
         state = trainer.init()
         state = state.replace(params=seeded, best_params=jax.tree.map(jnp.copy, seeded),

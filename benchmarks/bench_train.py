@@ -1,6 +1,6 @@
 """Training-step throughput of the separators: frames/s, GFLOP/s and % of the measured matmul rate.
 
-Times `Trainer(...).step` from `ncajax.train` (jitted once, state donated, seeds vmapped: exactly what
+Times `Trainer(...).step` from `ncajax.training` (jitted once, state donated, seeds vmapped: exactly what
 `train_model` runs) on random frames, interleaved with jnp.dot at the step's own matmul shapes
 ("shape" yardstick) and at a large square ("square" yardstick). FLOPs: `flops.train_step_matmuls`,
 cross-checked with XLA's cost analysis.
@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ncajax import models, train
+from ncajax import models, training
 from ncajax.config import MODEL_NAMES, TrainConfig
 
 TARGET_PCT = 80.0  # N = 1025, batch 256: >= 80 % of the measured matmul rate
@@ -24,7 +24,7 @@ TARGET_PCT = 80.0  # N = 1025, batch 256: >= 80 % of the measured matmul rate
 
 def bench_one(name: str, n_bins: int, batch: int, seeds: int, repeats: int, platform: str) -> dict:
     model = models.build(name, n_bins)
-    trainer = train.Trainer(model, TrainConfig(batch_size=batch, n_seeds=seeds))
+    trainer = training.Trainer(model, TrainConfig(batch_size=batch, n_seeds=seeds))
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.random((seeds, batch, n_bins), np.float32))
     y = jnp.asarray(0.5 * np.asarray(x))

@@ -3,7 +3,7 @@
 For each corpus realism (`CorpusConfig.realism`, default both "v3" and "v4", `--preset fast`: 8 kHz,
 N = 129, the default 60 + 30 songs), generates the corpus, trains the three models on it
 (`pipeline.prepare_data(corpus_cfg=...)` + `pipeline.train_all`, default `TrainConfig` with
-`--seeds` seeds vmapped) and scores every seed with BSS Eval (`ncajax.evaluate.evaluate_tracks`,
+`--seeds` seeds vmapped) and scores every seed with BSS Eval (`ncajax.separation.evaluate_tracks`,
 museval v4, 1-second windows, vocals target, as benchmarks/bench_recipes.py does) on
 
 - "real": the real MUSDB18 track shared beside the repository ("Music Delta - 80s Rock", mono, at the
@@ -43,8 +43,9 @@ import common  # noqa: E402
 import numpy as np  # noqa: E402
 from heldout_style import heldout_tracks  # noqa: E402
 
-from ncajax import evaluate, pipeline  # noqa: E402
 from ncajax.config import CorpusConfig, TrainConfig, preset  # noqa: E402
+from ncajax.separation import _evaluate as evaluate  # noqa: E402
+from ncajax.study import _pipeline as pipeline  # noqa: E402
 
 
 def _cpu() -> str:
@@ -122,7 +123,7 @@ def main(argv: list[str] | None = None) -> dict:
                                      train_cfg=TrainConfig(n_seeds=args.seeds), progress=False)
         t_train = time.perf_counter() - t0
         from ncajax.models import predict
-        from ncajax.train import load_trained
+        from ncajax.training import load_trained
 
         predictors, own = {}, {}
         for name in args.models:

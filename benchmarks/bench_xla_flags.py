@@ -34,8 +34,7 @@ def worker(spec: dict) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from ncajax import models, nca
-    from ncajax import trainer as T
+    from ncajax import models, nca, training
     from ncajax.config import TrainConfig
 
     n, rng = spec["n"], np.random.default_rng(0)
@@ -61,7 +60,7 @@ def worker(spec: dict) -> dict:
     for name, batch in (("dae", 256), ("dae", 64)):
         model = models.build(name, n)
         cfg = TrainConfig(batch_size=batch, n_seeds=1, loss="mse", recipe="raw", augment_gain_db=0.0)
-        tr = T.Trainer(model, cfg)
+        tr = training.Trainer(model, cfg)
         x = rng.random((1, batch, n), np.float32)
         data = (jnp.asarray(x), jnp.asarray(0.5 * x))
         st = [tr.init()]

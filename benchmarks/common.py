@@ -211,14 +211,14 @@ REAL_TRACK = REPO.parent / "shared" / "data" / "musdb18-sample" / "train" / "Mus
 
 def real_track(sample_rate: int):
     """The real MUSDB18 sample track shared beside the repository, mono at `sample_rate` (a
-    `sources.Track`), or None when it or ffmpeg is missing."""
-    from ncajax import sources
+    `data.Track`), or None when it or ffmpeg is missing."""
+    from ncajax import data
 
     if not REAL_TRACK.exists():
         return None
     try:
-        sources.require_ffmpeg()
+        data.require_ffmpeg()
     except RuntimeError:
         return None
-    ref = sources.TrackRef(name=REAL_TRACK.name.removesuffix(".stem.mp4"), path=str(REAL_TRACK), kind="stem")
-    return sources.load_track(ref, sample_rate)
+    ref = data.TrackRef(name=REAL_TRACK.name.removesuffix(".stem.mp4"), path=str(REAL_TRACK), kind="stem")
+    return data.load_track(ref, sample_rate)

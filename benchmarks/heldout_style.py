@@ -1,4 +1,4 @@
-"""A held-out "style" of songs that `ncajax.corpus` did not make, for judging transfer.
+"""A held-out "style" of songs that `ncajax.data` did not make, for judging transfer.
 
 Every sound here is synthesised by a different method from the corpus generator's, so a separator
 that only learnt the corpus' own synthesis artefacts gets no help from them:
@@ -14,8 +14,8 @@ that only learnt the corpus' own synthesis artefacts gets no help from them:
 - mix: a Schroeder reverb (four combs and two all-passes, not a noise impulse response) on the voice
   and the instruments, vocal level -6..+3 dB, mixture RMS -26..-10 dBFS.
 
-`heldout_tracks(n, sample_rate, seed)` returns mono `sources.TrackAudio` tracks for
-`ncajax.evaluate.evaluate_tracks`. The style is deterministic per (seed, index).
+`heldout_tracks(n, sample_rate, seed)` returns mono `data.TrackAudio` tracks for
+`ncajax.separation.evaluate_tracks`. The style is deterministic per (seed, index).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import signal
 
-from ncajax import sources
+from ncajax import data
 
 # Peterson & Barney (1952) women's/children's F1-F3 (Hz).
 _VOWELS = {
@@ -189,7 +189,7 @@ def _rms(x):
 
 
 def heldout_track(index: int, sample_rate: int = 8000, duration: float = 6.0, seed: int = 1234):
-    """One held-out-style song as a mono `sources.TrackAudio`."""
+    """One held-out-style song as a mono `data.TrackAudio`."""
     rng = np.random.default_rng([seed, 7, index])
     n, sr = int(duration * sample_rate), sample_rate
     key, lo = int(rng.integers(12)), int(rng.choice([48, 53, 57, 60]))
@@ -206,7 +206,7 @@ def heldout_track(index: int, sample_rate: int = 8000, duration: float = 6.0, se
     peak = max(np.abs(g * (voc + acc)).max(), 1e-12)
     g *= min(1.0, 0.9 / peak)
     voc, acc = (g * voc).astype(np.float32), (g * acc).astype(np.float32)
-    return sources.TrackAudio(f"heldout-{index:02d}", sr, voc + acc, voc, acc)
+    return data.TrackAudio(f"heldout-{index:02d}", sr, voc + acc, voc, acc)
 
 
 def heldout_tracks(n: int = 8, sample_rate: int = 8000, seed: int = 1234) -> list:

@@ -16,11 +16,11 @@ does. Yields --out/result.json and --out/spectrograms.npz.
 
 from __future__ import annotations
 
-from ncajax import commands
+from ncajax import cli
 
 
 def main(argv=None):
-    return commands.run("evaluate", argv)
+    return cli.run("evaluate", argv)
 
 
 if __name__ == "__main__":

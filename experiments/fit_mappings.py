@@ -21,13 +21,13 @@ Jacobian spread).
 
 from __future__ import annotations
 
-from ncajax import commands
+from ncajax import cli
 
 LEGACY = {"--steps": "--fit-steps", "--lr": "--fit-lr", "--frames": "--fit-frames"}  # the old spellings
 
 
 def main(argv=None):
-    return commands.run("fit", commands.legacy_flags(argv, LEGACY))
+    return cli.run("fit", cli.legacy_flags(argv, LEGACY))
 
 
 if __name__ == "__main__":

@@ -16,11 +16,11 @@ saved (evaluation/spectrograms.npz).
 
 from __future__ import annotations
 
-from ncajax import commands
+from ncajax import cli
 
 
 def main(argv=None) -> int:
-    return commands.run("figures", argv)
+    return cli.run("figures", argv)
 
 
 if __name__ == "__main__":

@@ -7,11 +7,11 @@ Run (from the repository root; about 10 minutes on 2 CPU cores, most of it train
         --real-root ../shared/data/musdb18-sample
 
 What it does:
-1. the data of the study's default: `pipeline.prepare_data()` (the embedded synthetic corpus, seed 0,
+1. the data of the study's default: `study.prepare_data()` (the embedded synthetic corpus, seed 0,
    60 + 30 songs of 5 s, the `fast` preset: 8 kHz, n_fft 256, N = 129 bins);
 2. trains seed 0 of `dae`, `dae_deep` and `dae_sf` with the default `TrainConfig()` (the study's recipe:
    standardised, +-12 dB gain augmentation, MSE for the DAEs and L1 for dae_sf, mask bias 1; n_seeds=1)
-   through `pipeline.train_all`, into `--work/<model>/` (reused when finished with the same config);
+   through `study.train_all`, into `--work/<model>/` (reused when finished with the same config);
 3. copies each run directory to `--dest/<model>/` as it is, except that `checkpoints/` keeps only the
    latest step: `train.load_trained` restores the latest step's `best_params` (training-space params,
    folded with `scaling.json` on load), so the best-by-validation step the CheckpointManager also keeps
@@ -20,7 +20,7 @@ What it does:
    shipped model is therefore an ordinary
    training run directory and loads through the same code path as any run (`load_trained`);
 4. loads every shipped copy back (`ncajax.pretrained.load`) and scores it on the real MUSDB18 track(s)
-   under `--real-root` (`evaluate.evaluate_tracks`: mono at the model's rate, museval BSS Eval v4,
+   under `--real-root` (`separation.evaluate_tracks`: mono at the model's rate, museval BSS Eval v4,
    median over 1 s windows; the numbers `ncajax evaluate --real-test` reports), next to the mixture;
 5. writes `--dest/PROVENANCE.json`: this command, the commit (and the tracked files that differed from
    it), the date, the package versions, the
@@ -45,8 +45,14 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from ncajax import evaluate, pipeline, pretrained, runs, sources  # noqa: E402
+from ncajax import (  # noqa: E402
+    pretrained,
+    runs,
+    separation,  # noqa: E402
+    study,  # noqa: E402
+)
 from ncajax.config import MODEL_NAMES, TrainConfig, to_dict  # noqa: E402
+from ncajax.data import all_tracks, load_track  # noqa: E402
 from ncajax.models import predict  # noqa: E402
 
 RUN_FILES = ("config.json", "meta.json", "metrics.jsonl", "result.json", "scaling.json")
@@ -110,8 +116,8 @@ def real_scores(dest: Path, real_root: Path, stft) -> dict:
     """Every shipped model (loaded from `dest`) on the real tracks: museval and magnitude SDR."""
     trained = {name: pretrained.load(name, root=dest, verify=False) for name in MODEL_NAMES}
     predictors = {name: (lambda x, t=t: predict(t.model, t.seed_params(0), x)) for name, t in trained.items()}
-    tracks = [sources.load_track(ref, stft.sample_rate) for ref in sources.all_tracks(real_root)]
-    result = evaluate.evaluate_tracks(predictors, tracks, stft, with_bss=True)
+    tracks = [load_track(ref, stft.sample_rate) for ref in all_tracks(real_root)]
+    result = separation.evaluate_tracks(predictors, tracks, stft, with_bss=True)
     out = {"tracks": [t.name for t in tracks]}
     for name, s in result["summary"].items():
         out[name] = {"vocals_sdr_db": s["vocals"]["SDR"], "vocals_sir_db": s["vocals"]["SIR"],
@@ -123,10 +129,10 @@ def real_scores(dest: Path, real_root: Path, stft) -> dict:
 def main(argv=None) -> dict:
     args = parse(argv)
     t0 = time.perf_counter()
-    data = pipeline.prepare_data(progress=not args.no_progress)
+    data = study.prepare_data(progress=not args.no_progress)
     train_cfg = TrainConfig()
     t1 = time.perf_counter()
-    results = pipeline.train_all(data, args.work, train_cfg=train_cfg, progress=not args.no_progress)
+    results = study.train_all(data, args.work, train_cfg=train_cfg, progress=not args.no_progress)
     train_s = time.perf_counter() - t1
     args.dest.mkdir(parents=True, exist_ok=True)
     for name in MODEL_NAMES:

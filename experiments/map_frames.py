@@ -12,14 +12,14 @@ wrapper of `ncajax map`, the same flags and defaults, `ncajax map --help`; the o
     python experiments/map_frames.py --model-dir runs/default/train/dae_sf --mixture mix.npy \
         --methods lstsq jacobian --out runs/dae_sf_frames     # an ncajax model computes the estimate
 
-File conventions (`ncajax.frames.load_frames`): a .npy holds one song `(nb_frames, nb_bins)` or a stack
+File conventions (`ncajax.nca.load_frames`): a .npy holds one song `(nb_frames, nb_bins)` or a stack
 `(songs, nb_frames, nb_bins)`; an .npz holds one such array, one 2-D array per song (the same names in
 both files), or both parts in one file (`np.savez(path, mixture=X, estimate=Y)`, or per-song
 `mixture_<song>` / `estimate_<song>`). Several songs: whole songs are held out (`--heldout-songs`, or a
 `--heldout-fraction` of them drawn with `--seed`); one song: the last `--heldout-fraction` of its frames.
 
 Fits C (y ≈ C x) by least squares and/or the linear student ("nca" and "jacobian" need the model
-itself: use `ncajax.frames.map_callable` or `ncajax.nca.fit_mapping`), and judges every matrix on the
+itself: use `ncajax.nca.map_callable` or `ncajax.nca.fit_mapping`), and judges every matrix on the
 held-out frames against the zero predictor and the best per-bin gain. Yields under --out:
     mapping.json                   every number: fit and held-out errors (clipped at 0, raw beside),
                                    baselines, functional diagonality (keep shares), the split
@@ -31,19 +31,19 @@ Bad input (a missing file, an estimate without its mixture, mismatched or negati
 
 from __future__ import annotations
 
-from ncajax import commands
+from ncajax import cli
 
 LEGACY = {"--student-steps": "--fit-steps", "--lr": "--fit-lr", "--seed": "--fit-seed"}  # the old spellings
 
 
 def parse(argv=None):
     """The options `ncajax map` parses from `argv` (old spellings accepted)."""
-    return commands.parse("map", commands.legacy_flags(argv, LEGACY))
+    return cli.parse("map", cli.legacy_flags(argv, LEGACY))
 
 
 def main(argv=None) -> dict:
     """Load, map, then write (nothing is written when any check fails); returns mapping.json's content."""
-    return commands.run("map", commands.legacy_flags(argv, LEGACY))
+    return cli.run("map", cli.legacy_flags(argv, LEGACY))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ Run:
 
 What it does:
 1. builds a small embedded corpus (4 training and 2 test songs of 3 s at 8 kHz, the "fast" STFT:
-   N = 129 bins of 31.25 Hz) with `ncajax.pipeline.prepare_data`;
+   N = 129 bins of 31.25 Hz) with `ncajax.study.prepare_data`;
 2. defines `WienerSeparator`, a plain NumPy separator that ncajax knows nothing about: a Wiener-style
    soft mask m = |V|² / (|V|² + |A|²) from the long-term average power spectra of the vocals V and the
    accompaniment A of the training songs, applied to the mixture smoothed across frequency (a Hann
@@ -16,8 +16,8 @@ What it does:
    floor/N 1 1^T is known, so the example can say how close the mapping comes to it;
 3. runs it on every song and saves the frames as a user would, `frames/mixture.npy` and
    `frames/estimate.npy` (stacks `(songs, nb_frames, nb_bins)`, songs in `frames/songs.json`);
-4. maps them through the same path as `experiments/map_frames.py`: `ncajax.frames.load_frames`, then
-   `ncajax.frames.map_frames` (fit on the training songs, judged on the two test songs held out), then
+4. maps them through the same path as `experiments/map_frames.py`: `ncajax.nca.load_frames`, then
+   `ncajax.nca.map_frames` (fit on the training songs, judged on the two test songs held out), then
    `FrameMapping.save` and `plot_frame_mapping`;
 5. if PyTorch is importable (it is not a dependency of ncajax), also a tiny untrained `torch.nn` mask
    network (Linear-ReLU-Linear-sigmoid, y = x ⊙ mask(x)), its frames exported with `.numpy()` and
@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 from scipy.ndimage import convolve1d
 
-from ncajax import frames, pipeline, runs
+from ncajax import nca, runs, study
 from ncajax.config import CorpusConfig
 
 
@@ -93,7 +93,7 @@ def torch_separator(n_bins: int, seed: int):
 def parse(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="runs/map_outside_separator", help="output directory")
-    ap.add_argument("--methods", nargs="+", default=list(frames.FRAME_METHODS), help="lstsq and/or student")
+    ap.add_argument("--methods", nargs="+", default=list(nca.FRAME_METHODS), help="lstsq and/or student")
     ap.add_argument("--student-steps", type=int, default=2000, help="Adam steps of the linear student")
     ap.add_argument("--smooth-bins", type=int, default=2, help="half-width of the separator's smoothing kernel")
     ap.add_argument("--floor", type=float, default=0.1, help="spectral-subtraction floor (0: a linear separator)")
@@ -103,7 +103,7 @@ def parse(argv=None) -> argparse.Namespace:
     args = ap.parse_args(argv)
     if args.smooth_bins < 0 or args.floor < 0:
         raise ValueError(f"--smooth-bins and --floor must be >= 0, got {args.smooth_bins} and {args.floor}")
-    frames.check_methods(args.methods)
+    nca.check_methods(args.methods)
     return args
 
 
@@ -122,13 +122,13 @@ def song_frames(data) -> tuple[list[np.ndarray], list[str], list[int]]:
 def map_saved(mixture_file: Path, estimate_file: Path, out: Path, args, stft, heldout: list[int],
               known: np.ndarray | None) -> dict:
     """Step 4: the user's path from files to the mapping, its files and figures; returns its summary."""
-    loaded = frames.load_frames(mixture_file, estimate_file, n_fft=stft.n_fft)
-    result = frames.map_frames(loaded.mixture, loaded.estimate, sample_rate=stft.sample_rate, n_fft=stft.n_fft,
+    loaded = nca.load_frames(mixture_file, estimate_file, n_fft=stft.n_fft)
+    result = nca.map_frames(loaded.mixture, loaded.estimate, sample_rate=stft.sample_rate, n_fft=stft.n_fft,
                                heldout=heldout, methods=args.methods, student_steps=args.student_steps,
                                seed=args.seed)
     result.save(out)
     if not args.no_figures:
-        frames.plot_frame_mapping(result, out, zoom_hz=1000.0)
+        nca.plot_frame_mapping(result, out, zoom_hz=1000.0)
     print(f"\n{out.name}:\n{result.table()}")
     summary = {m: {"heldout_error": r.heldout_error, "fit_error": r.fit_error,
                    "keep_diag": r.functional["keep_diag"], "keep_band": r.functional["keep_band"]}
@@ -151,7 +151,7 @@ def map_saved(mixture_file: Path, estimate_file: Path, out: Path, args, stft, he
 def main(argv=None) -> dict:
     args = parse(argv)
     out = Path(args.out)
-    data = pipeline.prepare_data(preset_name="fast", corpus_cfg=CorpusConfig(n_train=4, n_test=2, duration=3.0,
+    data = study.prepare_data(preset_name="fast", corpus_cfg=CorpusConfig(n_train=4, n_test=2, duration=3.0,
                                                                              sample_rate=8000),
                                  progress=not args.no_progress)
     stft = data.stft

@@ -8,8 +8,8 @@ Run:
 What it does:
 1. defines `GeluMaskNet`, a mask network the paper does not study (Dense N->H, GELU, Dense H->N, sigmoid
    mask, output x * mask), and trains it (2 seeds in one vmapped program) on the embedded synthetic corpus
-   with the library's own training code (`ncajax.train.train_model(..., model=GeluMaskNet(...))`);
-2. maps it with every method through the main job's mapping stage (`ncajax.mappings.run_stage`): the
+   with the library's own training code (`ncajax.training.train_model(..., model=GeluMaskNet(...))`);
+2. maps it with every method through the main job's mapping stage (`ncajax.nca.run_stage`): the
    authors' NCA, a converged NCA with Xavier and with uniform init, the student, least squares and the
    mean Jacobian. NCA runs because the module's params are a stack of flax Dense layers
    (`ncajax.models.dense_layers`), but its gates relu((W + b 1^T) P^T) model ReLU units: for GELU and a
@@ -41,8 +41,16 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from ncajax import mappings, nca, pipeline, runs, train
-from ncajax.config import CorpusConfig, ModelConfig, TrainConfig, check_fit_frames, preset
+from ncajax import nca, runs, study, training
+from ncajax.config import (
+    CorpusConfig,
+    MappingConfig,
+    ModelConfig,
+    TrainConfig,
+    check_fit_frames,
+    default_settings,
+    preset,
+)
 
 MODEL_NAME = "gelu_mask"
 CALLABLE_NAME = "spectral_subtraction"
@@ -99,16 +107,16 @@ def parse(argv=None) -> argparse.Namespace:
     return args
 
 
-def mapping_configs(args) -> tuple[mappings.MappingConfig, mappings.MappingConfig]:
+def mapping_configs(args) -> tuple[MappingConfig, MappingConfig]:
     """The main job's settings for the module; the same without NCA for the bare callable."""
     frames = dict(n_fit_frames=args.fit_frames, heldout_frames_per_song=min(256, args.fit_frames),
                   jacobian_frames=min(256, args.fit_frames), linearity_frames=min(256, args.fit_frames))
-    settings = mappings.default_settings(args.fit_steps, args.fit_lr)
+    settings = default_settings(args.fit_steps, args.fit_lr)
     if args.settings == "one-per-method":
         keep = ("nca_converged", "student_converged", "lstsq", "jacobian")
         settings = tuple(s for s in settings if s.name in keep)
-    module_cfg = mappings.MappingConfig(settings=settings, **frames)
-    callable_cfg = mappings.MappingConfig(settings=tuple(s for s in settings if s.method != "nca"), **frames)
+    module_cfg = MappingConfig(settings=settings, **frames)
+    callable_cfg = MappingConfig(settings=tuple(s for s in settings if s.method != "nca"), **frames)
     return module_cfg, callable_cfg
 
 
@@ -156,13 +164,13 @@ def main(argv=None) -> dict:
         kw.update(n_train=args.corpus_tracks[0], n_test=args.corpus_tracks[1])
     if args.corpus_seconds:
         kw["duration"] = args.corpus_seconds
-    data = pipeline.prepare_data(corpus_cfg=CorpusConfig(**kw), progress=progress)
+    data = study.prepare_data(corpus_cfg=CorpusConfig(**kw), progress=progress)
     n_bins = data.stft.n_bins
     hidden = args.hidden or n_bins
 
     # 1. Train the custom module with the library's training loop (checkpoints, early stopping, resume).
     model = GeluMaskNet(n_bins=n_bins, hidden=hidden)
-    trained = train.train_model(
+    trained = training.train_model(
         ModelConfig(name=MODEL_NAME, n_bins=n_bins, hidden=hidden),
         TrainConfig(max_epochs=args.epochs, n_seeds=args.seeds),
         data.stft, data.train, data.valid, data.test, out / "train" / MODEL_NAME,
@@ -173,16 +181,16 @@ def main(argv=None) -> dict:
     # 2. Map it with every method, through the main job's mapping stage.
     module_cfg, callable_cfg = mapping_configs(args)
     provenance = {MODEL_NAME: runs.read_json(out / "train" / MODEL_NAME / "config.json")}
-    module_stage = mappings.run_stage(
-        {MODEL_NAME: mappings.Separator(model, trained.params, args.seeds, relu_stack=False)},
+    module_stage = nca.run_stage(
+        {MODEL_NAME: nca.Separator(model, trained.params, args.seeds, relu_stack=False)},
         data.train, data.test, data.stft, out / "mappings", module_cfg, provenance=provenance, progress=progress,
     )
 
     # 3. A bare callable: every method but NCA, which needs layer weights.
-    refusal = nca_refusal(mappings.select_frames(data.train, data.test, callable_cfg)["fit"])
+    refusal = nca_refusal(nca.select_frames(data.train, data.test, callable_cfg)["fit"])
     print(f"nca on the bare callable {CALLABLE_NAME!r} is not applicable:\n  {refusal}")
-    callable_stage = mappings.run_stage(
-        {CALLABLE_NAME: mappings.Separator(spectral_subtraction, None, 1)},
+    callable_stage = nca.run_stage(
+        {CALLABLE_NAME: nca.Separator(spectral_subtraction, None, 1)},
         data.train, data.test, data.stft, out / "callable" / "mappings", callable_cfg,
         provenance={CALLABLE_NAME: {"callable": f"experiments/map_your_model.py:{CALLABLE_NAME}"}}, progress=progress,
     )

@@ -17,28 +17,26 @@ errors per seed and song, structure metrics), evaluation/ (museval and magnitude
 MUSDB18 track of --real-test), figures/ (PNG + PDF), REPORT.md, conclusion.json and timings.json.
 With --corpora K: one such study per corpus seed in --out/corpus-<seed>/, plus across_corpora.json and
 --out/REPORT.md (the first corpus's report with the verdict across all K). --out/study.json records the
-options (`ncajax.options.StudyConfig`; `--config` reads it back). A stage whose outputs exist
+options (`ncajax.study.StudyConfig`; `--config` reads it back). A stage whose outputs exist
 for the same config is skipped, so re-running after an interruption continues where it stopped.
 """
 
 from __future__ import annotations
 
-import sys
-
-from ncajax import commands
-from ncajax.options import REAL_TEST  # noqa: F401  (the real MUSDB18 folder scored by default)
+from ncajax import cli
+from ncajax.study._options import REAL_TEST  # noqa: F401  (the real MUSDB18 folder scored by default)
 
 
 def parse(argv=None):
     """The options `ncajax reproduce` parses from `argv`, as one flat namespace (`parse(argv).preset`)."""
-    return commands.flat(commands.parse("reproduce", argv))
+    return cli.flat(cli.parse("reproduce", argv))
 
 
 def main(argv=None):
-    return commands.run("reproduce", argv)
+    return cli.run("reproduce", argv)
 
 
 if __name__ == "__main__":
     from ncajax import cli
 
-    sys.exit(cli.run(main))
+    cli.exit(main)

@@ -7,7 +7,7 @@ A thin wrapper of `ncajax report --rung ...` (the same flags; `ncajax report --h
         --corpora runs/corpora/across_corpora.json --figures-dir figures
 
 Yields: `<first rung>/REPORT.md` rewritten with the Resolution section (and the across-corpora section
-when --corpora is given), `<first rung>/resolution.json` (the numbers behind it, `ncajax.resolution`), and
+when --corpora is given), `<first rung>/resolution.json` (the numbers behind it, `ncajax.report`), and
 with --figures-dir the report, its figures, resolution.json, conclusion.json and timings.json (with
 --corpora: across_corpora.json and the timings of every corpus) copied there. Nothing is
 trained or fitted: it reads the finished runs.
@@ -15,18 +15,16 @@ trained or fitted: it reads the finished runs.
 
 from __future__ import annotations
 
-import sys
-
-from ncajax import commands
+from ncajax import cli
 
 LEGACY = {"--corpora": "--across-corpora"}  # this script's old spelling
 
 
 def main(argv=None) -> int:
-    return commands.run("report", commands.legacy_flags(argv, LEGACY))
+    return cli.run("report", cli.legacy_flags(argv, LEGACY))
 
 
 if __name__ == "__main__":
     from ncajax import cli
 
-    sys.exit(cli.run(main))
+    cli.exit(main)

@@ -19,13 +19,13 @@ result.json (test-set magnitude SDR per seed next to the mixture's). Re-running 
 
 from __future__ import annotations
 
-from ncajax import commands
+from ncajax import cli
 
 LEGACY = {"--lr": "--train-lr"}  # this script's old spelling
 
 
 def main(argv=None):
-    return commands.run("train", commands.legacy_flags(argv, LEGACY))
+    return cli.run("train", cli.legacy_flags(argv, LEGACY))
 
 
 if __name__ == "__main__":

@@ -1,32 +1,57 @@
 """ncajax: what do neural singing-voice separators learn? Mapping functions of DAE separators in JAX.
 
-The small public API:
-    ncajax.models.build(name, n_bins)          the separators "dae", "dae_deep", "dae_sf"
-    ncajax.nca.fit_mapping(model, params, x)   a separator's mapping matrix ("nca", "student", "lstsq",
-                                               "jacobian"); K fits vmapped
-    ncajax.analysis.structure_metrics(C)       how diagonal / inter-frequency a mapping is
-    ncajax.frames.map_frames(X, Y, ...)        any separator's mapping from its frames alone (lstsq,
-                                               student), judged on held-out frames; map_callable for
-                                               a JAX callable, load_frames for .npy/.npz files
-    ncajax.train.train_model(...)              train S seeds of a separator in one program
-    ncajax.pipeline.prepare_data(...)          corpus or MUSDB18 -> feature caches
+One package per stage, so the file tree draws the data flow; every public name has one import path, its
+package (each package's `__init__` lists them; modules with a leading underscore are private):
+
+    ncajax.data         corpus or MUSDB18 -> checked tracks -> (nb_frames, nb_bins) magnitude caches
+    ncajax.training     S seeds of a separator trained in one jitted program (`train_model`)
+    ncajax.nca          a separator's mapping matrix: `fit_mapping(model, params, x, ...)` (NCA, student,
+                        least squares, mean Jacobian), `apply_matrix`, `structure_metrics`, `map_frames`
+    ncajax.separation   separating audio (`separate_file`) and its quality (`evaluate_tracks`, SiSEC)
+    ncajax.study        the one study config, the stages chained, typed results (`load_study`), the
+                        one summary step and the verdict
+    ncajax.report       REPORT.md rendered from a run's summary
+    ncajax.plots        the figures, from saved results only
+    ncajax.cli          the `ncajax` command and its subcommands, `ncajax-separate`
+    ncajax.pretrained   the shipped trained models
+
+and the modules every stage shares: `config` (frozen stage configs, STFT presets), `models` (the
+separators "dae", "dae_deep", "dae_sf": `build`, `predict`), `runs` (run directories), `checkpoints`
+(Orbax) and `stats` (seed x song intervals).
 """
 
-from . import analysis, config, models, nca
-from .analysis import structure_metrics
-from .models import build, dense_layers
-from .nca import MappingFit, fit_mapping
+from . import (
+    checkpoints,
+    cli,
+    config,
+    data,
+    models,
+    nca,
+    plots,
+    pretrained,
+    report,
+    runs,
+    separation,
+    stats,
+    study,
+    training,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "MappingFit",
-    "analysis",
-    "build",
+    "checkpoints",
+    "cli",
     "config",
-    "dense_layers",
-    "fit_mapping",
+    "data",
     "models",
     "nca",
-    "structure_metrics",
+    "plots",
+    "pretrained",
+    "report",
+    "runs",
+    "separation",
+    "stats",
+    "study",
+    "training",
 ]

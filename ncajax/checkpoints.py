@@ -18,6 +18,14 @@ from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
 from .config import mismatch
 
+__all__ = [
+    "check_config",
+    "manager",
+    "restore",
+    "restore_config",
+    "save",
+]
+
 
 def manager(directory: Path, *, best_metric: str | None = "val_loss") -> ocp.CheckpointManager:
     """A CheckpointManager at `directory` keeping the newest step and the best by `best_metric`

@@ -17,6 +17,57 @@ import types
 import typing
 from typing import Any, TypeVar
 
+__all__ = [
+    "CONTROL_SEEDS",
+    "CONTROL_SETTINGS",
+    "CONTROL_STEPS",
+    "CORPUS_REALISM",
+    "CorpusConfig",
+    "DEFAULT_REALISM",
+    "DIAGONAL_BAND_HZ",
+    "FIT_FRAMES_MIN",
+    "FIT_FRAMES_MULTIPLE",
+    "FIT_FRAMES_PER_BIN",
+    "FIT_LEARNING_RATE",
+    "FIT_STEPS",
+    "FitSetting",
+    "HELDOUT_FRAMES",
+    "JACOBIAN_BLOCK_BYTES",
+    "JACOBIAN_CPU_BLOCK_BYTES",
+    "JACOBIAN_LIVE_BLOCKS",
+    "KEEP_SUFFICES",
+    "LOSSES",
+    "MASK_BIAS",
+    "METHODS",
+    "MODEL_LOSSES",
+    "MODEL_NAMES",
+    "MappingConfig",
+    "ModelConfig",
+    "NEAR_DIAGONAL_BAND_HZ",
+    "PER_MODEL_LOSS",
+    "PRESETS",
+    "PRIMARY_ESTIMATOR",
+    "PRIMARY_METRIC",
+    "SETTING_NAMES",
+    "STFTConfig",
+    "STUDY_SEEDS",
+    "TRAIN_RECIPES",
+    "TrainConfig",
+    "VOICE_BAND_HZ",
+    "band_bins",
+    "check_fit_frames",
+    "default_settings",
+    "fingerprint",
+    "fit_frames_for",
+    "from_dict",
+    "jacobian_chunk_for",
+    "memory_bytes",
+    "mismatch",
+    "preset",
+    "to_dict",
+    "train_recipe",
+]
+
 T = TypeVar("T")
 
 MODEL_NAMES = ("dae", "dae_deep", "dae_sf")
@@ -90,14 +141,14 @@ def preset(name: str) -> STFTConfig:
 
 # CorpusConfig.realism: "v3" is the corpus of format 3 (the study's before 2026-12-07, byte for byte);
 # "v4" adds stereo stems with panning, wider vocal processing and timbres, and more sustained instruments
-# in the singer's register (`ncajax.corpus`, "Realism v4"). Corpus format 4 records the field.
+# in the singer's register (`ncajax.data`, "Realism v4"). Corpus format 4 records the field.
 CORPUS_REALISM = ("v3", "v4")
 DEFAULT_REALISM = "v4"
 
 
 @dataclasses.dataclass(frozen=True)
 class CorpusConfig:
-    """The embedded synthetic multitrack corpus (see `ncajax.corpus`). `n_train` songs form the
+    """The embedded synthetic multitrack corpus (see `ncajax.data`). `n_train` songs form the
     training split (the validation songs are carved out of it); `sample_rate` is the "fast" preset's
     (the pipeline and the study generate the corpus at their preset's rate). `realism` picks the
     generator (CORPUS_REALISM): "v4" (default) the stereo, more varied one, "v3" the earlier corpus."""
@@ -175,7 +226,7 @@ class TrainConfig:
     # example's four stems (vocals, drums, bass, other) come from independent random frames of the whole
     # training split (other songs) instead of one frame; every stem gets its own random gain, uniform in dB
     # on [-augment_stem_gain_db, +augment_stem_gain_db]; the mixture is the complex sum of the scaled
-    # stems' STFTs, the target the scaled vocals (`ncajax.features.StemsCache.remix_batch`, a pure
+    # stems' STFTs, the target the scaled vocals (`ncajax.data.StemsCache.remix_batch`, a pure
     # function of (seed, step)). Either > 0 (`remixes`) draws training batches from the stems cache;
     # validation and test stay on the real mixtures. 0 and 0 turn it off.
     augment_remix: float = 0.0

@@ -23,6 +23,19 @@ from jaxtyping import Array, Float
 
 from .config import MODEL_NAMES, ModelConfig
 
+__all__ = [
+    "DAE",
+    "SkipFilterDAE",
+    "build",
+    "builtin_name",
+    "dense_layers",
+    "fold_scaling",
+    "from_config",
+    "init_params",
+    "predict",
+    "with_mask_bias",
+]
+
 
 class DAE(nn.Module):
     """Dense ReLU stack: `n_encoder` encoder layers of width `hidden` and one decoder layer back to N."""
@@ -127,7 +140,7 @@ def fold_scaling(model: nn.Module, params, s, t):
       t > 0, so `t * relu(h @ W + b) = relu(h @ (W diag(t)) + t * b)`: `W <- W * t`, `b <- b * t`.
     - `SkipFilterDAE` (`dae_sf`): `fold(x) = x * m(x / s)`. Only the mask network's first layer takes the
       input scaling; its output is a mask (dimensionless), so `t` is not folded anywhere: during training
-      `t` only weights the loss, which compares `(x / t) * m(x / s)` with `y / t` (see `ncajax.trainer`).
+      `t` only weights the loss, which compares `(x / t) * m(x / s)` with `y / t` (see `ncajax.training`).
 
     `s`, `t`: positive `(nb_bins,)` arrays. Leading axes of the params (a seed axis) are kept. The result
     has exactly the structure of `params`, so it is again the paper's architecture on raw magnitudes.

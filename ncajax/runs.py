@@ -26,10 +26,27 @@ from typing import Any
 
 from .config import mismatch
 
+__all__ = [
+    "PACKAGES",
+    "RECIPE_CONTROL_DIR",
+    "SPECTROGRAMS_FILE",
+    "append_metrics",
+    "finish",
+    "finished_result",
+    "git_commit",
+    "is_finished",
+    "open_run",
+    "package_versions",
+    "read_json",
+    "read_metrics",
+    "truncate_metrics",
+    "write_json",
+]
+
 SPECTROGRAMS_FILE = "spectrograms.npz"
 RECIPE_CONTROL_DIR = "control"  # the study's recipe control: <run>/control/{train,mappings}
 """In the evaluation stage's directory: the test excerpt the spectrogram figure draws (written by
-`ncajax.pipeline.evaluate_all`, read by `ncajax.plots.spectrograms`)."""
+`ncajax.study.evaluate_all`, read by `ncajax.plots`)."""
 
 PACKAGES = (
     "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy", "librosa", "musdb", "museval",

@@ -38,6 +38,18 @@ import numpy as np
 import scipy.stats
 from jaxtyping import ArrayLike, Float
 
+__all__ = [
+    "CONFIDENCE",
+    "DEFAULT_METHOD",
+    "METHODS",
+    "N_BOOT",
+    "VARIANCE_MIXES",
+    "interval_coverage",
+    "seed_song_bootstrap",
+    "sign",
+    "synthetic_tables",
+]
+
 N_BOOT = 4000
 CONFIDENCE = 0.95
 METHODS = ("t", "percentile", "bootstrap-t")

@@ -29,7 +29,7 @@ def fail_or_skip(reason: str) -> None:
 
 
 def _ffmpeg_missing_reason() -> str | None:
-    from ncajax.sources import find_ffmpeg
+    from ncajax.data._sources import find_ffmpeg
 
     if find_ffmpeg() is None:
         return (

@@ -1,5 +1,5 @@
 """Test fakes shared across test files: hand-built mapping-stage run directories (the records and files
-`ncajax.mappings.run_stage` writes, with numbers the tests choose) for the report and figure tests, and
+`ncajax.nca.run_stage` writes, with numbers the tests choose) for the report and figure tests, and
 in-memory feature caches for the training tests."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ncajax.config import MappingConfig, STFTConfig, to_dict
-from ncajax.features import FeatureCache
+from ncajax.data._features import FeatureCache
 
 
 def grid(level: float, key: str, shape: tuple[int, int], jitter: float = 0.02) -> list[list[float]]:

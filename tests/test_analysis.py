@@ -11,8 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ncajax import analysis as an
 from ncajax import models
+from ncajax.nca import _structure as an
 
 N = 7
 

@@ -1,7 +1,7 @@
 """ncajax.cli: every command line turns a bad input into one `error:` line and exit code 2, no traceback.
 
 The rows of README's "What can go wrong" table that a command line can trigger cheaply run through
-real subprocesses (`sys.executable experiments/<script>.py ...`, `-m ncajax.separate`), all started at
+real subprocesses (`sys.executable experiments/<script>.py ...`, `ncajax.cli.separate_main`), all started at
 once and awaited together (jax start-up costs a few seconds each); the rows that need a long run
 (diverged training, NaN features, a checkpoint of another config) go through the handler in-process
 with the library's own messages. `--debug` / NCAJAX_DEBUG=1 show the traceback instead.
@@ -19,7 +19,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from ncajax import cli, config, train
+from ncajax import config
+from ncajax.cli import _errors as cli
+from ncajax.training import _train as train
 
 REPO = Path(__file__).resolve().parents[1]
 STEMS = ("mixture", "vocals", "drums", "bass", "other")
@@ -48,16 +50,16 @@ def separate_cmd(*args) -> tuple[str, list[str]]:
 
 
 def command(target: str, args: list[str]) -> list[str]:
-    """The real command line: `python experiments/<target>.py ...` or `python -m ncajax.separate ...`."""
+    """The real command line: `python experiments/<target>.py ...` or `ncajax-separate ...` (its entry point `ncajax.cli.separate_main`)."""
     if target == "separate":
-        return [sys.executable, "-m", "ncajax.separate", *args]
+        return [sys.executable, "-c", "import sys; from ncajax.cli import separate_main; sys.exit(separate_main())", *args]
     return [sys.executable, str(REPO / "experiments" / f"{target}.py"), *args]
 
 
 def entry_point(target: str):
     """The `main` that the command line of `target` runs (loaded from its file, for in-process runs)."""
     if target == "separate":
-        from ncajax import separate
+        from ncajax.separation import _separate as separate
 
         return separate.main
     spec = importlib.util.spec_from_file_location(
@@ -243,7 +245,7 @@ def test_every_entry_point_uses_the_handler(path):
     """Every script's `__main__` block runs its main through ncajax.cli (exit code from cli.run)."""
     tail = path.read_text().split('if __name__ == "__main__":')[-1]
     assert "from ncajax import cli" in tail and ("cli.exit(main)" in tail
-                                                 or "sys.exit(cli.run(main))" in tail), tail
+                                                 or "sys.exit(cli.run_guarded(main))" in tail), tail
 
 
 @pytest.mark.parametrize("case", INPROCESS_CASES)
@@ -256,7 +258,7 @@ def test_bad_input_in_process(tmp_path, monkeypatch, capsys, case):
         monkeypatch.setenv(key, value)
     main = entry_point(target)
     capsys.readouterr()
-    assert cli.run(main, args) == 2
+    assert cli.run_guarded(main, args) == 2
     check_error_line(capsys.readouterr().err, want)
 
 
@@ -292,7 +294,7 @@ def raising(err: BaseException):
 ])
 def test_handler_user_errors(capsys, monkeypatch, err, text):
     monkeypatch.delenv(cli.DEBUG_ENV, raising=False)
-    assert cli.run(raising(err), []) == 2
+    assert cli.run_guarded(raising(err), []) == 2
     captured = capsys.readouterr()
     lines = captured.err.splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and text in lines[0], captured.err
@@ -303,19 +305,19 @@ def test_handler_passes_bugs_exit_codes_and_argv(capsys, monkeypatch):
     monkeypatch.delenv(cli.DEBUG_ENV, raising=False)
     for bug in (KeyError("x"), TypeError("bad"), RuntimeError("XLA: internal error")):
         with pytest.raises(type(bug)):  # not a user error: the traceback stays
-            cli.run(raising(bug), [])
+            cli.run_guarded(raising(bug), [])
     seen = []
-    assert cli.run(lambda argv: seen.append(argv), ["--a", "--debug", "1"]) == 0  # None -> 0
+    assert cli.run_guarded(lambda argv: seen.append(argv), ["--a", "--debug", "1"]) == 0  # None -> 0
     assert seen == [["--a", "1"]]  # --debug never reaches the script's parser
-    assert cli.run(lambda argv: 1, []) == 1
-    assert cli.run(lambda argv: {"summary": 1}, []) == 0
+    assert cli.run_guarded(lambda argv: 1, []) == 1
+    assert cli.run_guarded(lambda argv: {"summary": 1}, []) == 0
     assert cli.strip_debug(["--debug", "--", "--debug"]) == ["--", "--debug"]
     with pytest.raises(SystemExit) as exc:  # argparse's usage errors pass through
-        cli.run(lambda argv: sys.exit(2), [])
+        cli.run_guarded(lambda argv: sys.exit(2), [])
     assert exc.value.code == 2
-    assert cli.run(raising(KeyboardInterrupt()), []) == 130
+    assert cli.run_guarded(raising(KeyboardInterrupt()), []) == 130
     assert capsys.readouterr().err.strip() == "error: interrupted"
-    assert cli.run(raising(ValueError("bad")), [], prog="tool") == 2
+    assert cli.run_guarded(raising(ValueError("bad")), [], prog="tool") == 2
     assert capsys.readouterr().err.strip() == "tool: error: bad"
 
 
@@ -327,4 +329,4 @@ def test_handler_debug_reraises(monkeypatch, how):
     else:
         monkeypatch.delenv(cli.DEBUG_ENV, raising=False)
     with pytest.raises(FloatingPointError):
-        cli.run(raising(FloatingPointError("diverged")), argv)
+        cli.run_guarded(raising(FloatingPointError("diverged")), argv)

@@ -1,4 +1,4 @@
-"""The `ncajax` command (ncajax.commands) and the one study config (ncajax.options): every subcommand,
+"""The `ncajax` command (ncajax.cli) and the one study config (ncajax.study): every subcommand,
 flags with one name and one default everywhere, the config's JSON round trip, --config and the data
 options a training run recorded, and the experiments/ wrappers' old spellings."""
 
@@ -15,8 +15,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ncajax import cli, commands, config, frames, options, pipeline, separate, study
-from ncajax.options import DataOptions, FitOptions, StudyConfig, TrainOptions
+from ncajax import config
+from ncajax.cli import _commands as commands
+from ncajax.cli import _errors as cli
+from ncajax.nca import _frames as frames
+from ncajax.separation import _separate as separate
+from ncajax.study import _options as options
+from ncajax.study import _pipeline as pipeline
+from ncajax.study import _study as study
+from ncajax.study._options import DataOptions, FitOptions, StudyConfig, TrainOptions
 
 REPO = Path(__file__).resolve().parents[1]
 SUBCOMMANDS = ("reproduce", "train", "fit", "evaluate", "figures", "report", "separate", "map")
@@ -82,7 +89,7 @@ def test_help_lists_every_subcommand(capsys):
 def test_installed_console_script_help():
     """The installed `ncajax` script (pip install -e .) lists the subcommands; `python -m` as a fallback."""
     exe = shutil.which("ncajax", path=str(Path(sys.executable).parent))
-    cmd = [exe] if exe else [sys.executable, "-m", "ncajax.commands"]
+    cmd = [exe] if exe else [sys.executable, "-m", "ncajax.cli"]
     out = subprocess.run([*cmd, "--help"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert all(name in out.stdout for name in SUBCOMMANDS)
@@ -288,7 +295,7 @@ def test_map_a_trained_model(tmp_path):
     out = commands.run("map", ["--model-dir", str(run), "--mixture", str(tmp_path / "mix.npy"), "--methods",
                                "lstsq", "jacobian", "--no-figures", "--out", str(tmp_path / "m")])
     assert set(out["methods"]) == {"lstsq", "jacobian"}
-    from ncajax import train
+    from ncajax.training import _train as train
 
     trained = train.load_trained(run)
     y = np.asarray(trained.model.apply(trained.seed_params(0), x))

@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 
 from ncajax.config import CorpusConfig, fingerprint, to_dict
-from ncajax.corpus import (
+from ncajax.data._corpus import (
     FORMAT_VERSION,
     LOUDNESS_DBFS,
     MARKER,
@@ -25,8 +25,8 @@ from ncajax.corpus import (
     synthesize_track,
     track_names,
 )
-from ncajax.corpus.mix import limiter_gain, room
-from ncajax.corpus.plan import song_plan
+from ncajax.data._corpus.mix import limiter_gain, room
+from ncajax.data._corpus.plan import song_plan
 
 TINY = CorpusConfig(seed=3, n_train=2, n_test=1, duration=2.0, sample_rate=16000)  # default realism
 FILES = ("mixture", *STEMS)
@@ -58,7 +58,7 @@ def _read(folder):
 
 
 def _mono(x):
-    """What the pipeline reads (`ncajax.sources`): mono as is, stereo `(n, 2)` as (L + R) / 2."""
+    """What the pipeline reads (`ncajax.data`): mono as is, stereo `(n, 2)` as (L + R) / 2."""
     x = np.asarray(x, dtype=np.float64)
     return x if x.ndim == 1 else x.mean(axis=1)
 
@@ -347,7 +347,7 @@ def test_room_reverb_leaves_a_decaying_tail_and_a_dry_bass():
 
 
 def test_vocal_styles_doubles_backing_and_lead_instruments_vary(fast_tracks, fast_cfg):
-    from ncajax.corpus.voice import VOCAL_STYLES, VOCAL_STYLES_V4
+    from ncajax.data._corpus.voice import VOCAL_STYLES, VOCAL_STYLES_V4
 
     styles = {"v4": VOCAL_STYLES_V4, "v3": VOCAL_STYLES}[fast_cfg.realism]
     eq_keys = {
@@ -367,7 +367,7 @@ def test_vocal_styles_doubles_backing_and_lead_instruments_vary(fast_tracks, fas
 
 
 def test_backing_plans_stay_in_key_and_doubles_lag():
-    from ncajax.corpus.plan import backing_plan, double_plan, scale_midis
+    from ncajax.data._corpus.plan import backing_plan, double_plan, scale_midis
 
     plan = song_plan(np.random.default_rng(7), 8.0)
     scale = set(scale_midis(plan))
@@ -463,7 +463,7 @@ def tiny_v4(tmp_path_factory):
 
 
 def test_v4_stems_are_stereo_exact_sums_and_read_as_the_documented_downmix(tiny_v4):
-    from ncajax import sources
+    from ncajax.data import _sources as sources
 
     meta = {t["name"]: t for t in json.loads((tiny_v4 / "corpus.json").read_text())["tracks"]}
     assert json.loads((tiny_v4 / "corpus.json").read_text())["config"]["realism"] == "v4"
@@ -493,7 +493,7 @@ def test_v4_stems_are_stereo_exact_sums_and_read_as_the_documented_downmix(tiny_
 
 
 def test_v4_adds_register_instruments_vocal_processing_and_new_timbres():
-    from ncajax.corpus.voice import VOCAL_STYLES_V4
+    from ncajax.data._corpus.voice import VOCAL_STYLES_V4
 
     cfg = CorpusConfig(seed=0, n_train=24, n_test=1, duration=3.0, realism="v4")
     params = [synthesize_track(cfg, "train", i)[1] for i in range(cfg.n_train)]

@@ -11,7 +11,7 @@ numpy dispatches float32 sin/exp to SIMD kernels chosen by the CPU, so a machine
 instruction set can also change the bytes; the failure names the library versions to tell the cases
 apart.
 
-If the change is intended (a new corpus format: bump `ncajax.corpus.FORMAT_VERSION` so old caches are
+If the change is intended (a new corpus format: bump `ncajax.data._corpus.FORMAT_VERSION` so old caches are
 regenerated) or a library upgrade is accepted, regenerate the checksums with
 
     .venv/bin/python tests/test_corpus_golden.py --update
@@ -46,7 +46,7 @@ def checksums(cache_root: Path, realism: str) -> dict:
     """Generate the golden corpus of `realism` under `cache_root`; its format version, library
     versions and the sha256 of every file (relative path -> hex digest)."""
     from ncajax.config import CorpusConfig
-    from ncajax.corpus import FORMAT_VERSION, generate_corpus
+    from ncajax.data._corpus import FORMAT_VERSION, generate_corpus
 
     config = {**BASE_CONFIG, "realism": realism}
     root = generate_corpus(cache_root, CorpusConfig(**config))
@@ -86,7 +86,7 @@ def test_corpus_matches_golden_checksums(tmp_path, realism):
             + (f", new files {extra}" if extra else "")
             + f". Library versions (golden -> now): {libs}. A library upgrade or a code change "
             "altered the generated audio, so corpora and every cached result built on them differ "
-            "from the committed study. If the change is intended, bump ncajax.corpus.FORMAT_VERSION "
+            "from the committed study. If the change is intended, bump ncajax.data._corpus.FORMAT_VERSION "
             f"(for a code change) and regenerate the checksums with `{REGENERATE}`; otherwise pin "
             "the previous library versions."
         )

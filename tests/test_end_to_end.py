@@ -21,7 +21,11 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
 import reproduce  # noqa: E402
 
-from ncajax import mappings, pipeline, sources, study, verdict  # noqa: E402
+from ncajax.data import _sources as sources
+from ncajax.nca import _stage as mappings
+from ncajax.study import _pipeline as pipeline
+from ncajax.study import _study as study
+from ncajax.study import _verdict as verdict  # noqa: E402
 
 # 160 fit frames: at least the fast preset's N = 129 bins (fewer would be an underdetermined fit, refused)
 TINY = ["--seeds", "2", "--epochs", "1", "--fit-steps", "20", "--fit-frames", "160", "--heldout-frames", "32",
@@ -195,7 +199,7 @@ def test_resolution_section_from_finished_runs(tiny_run, tmp_path):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
     import resolution_report
 
-    from ncajax import resolution
+    from ncajax.report import _resolution as resolution
 
     run = tmp_path / "copy"
     shutil.copytree(tiny_run, run)

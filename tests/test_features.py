@@ -1,4 +1,4 @@
-"""ncajax.features: STFT vs a NumPy reference, iSTFT round trip, the feature cache, batches."""
+"""ncajax.data: STFT vs a NumPy reference, iSTFT round trip, the feature cache, batches."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ import pytest
 import scipy.signal
 import soundfile as sf
 
-import ncajax.features as features
 from ncajax.config import PRESETS, STFTConfig
-from ncajax.features import FeatureCache, build_cache, istft, open_cache, stft
-from ncajax.sources import TrackAudio, TrackRef, load_track
+from ncajax.data import _features as features
+from ncajax.data._features import FeatureCache, build_cache, istft, open_cache, stft
+from ncajax.data._sources import TrackAudio, TrackRef, load_track
 
 FAST = PRESETS["fast"]
 
@@ -149,7 +149,7 @@ def test_partial_cache_is_rebuilt(refs, tmp_path, damage, caplog):
         (path / "meta.json").write_text("{")
     with pytest.raises(ValueError, match="unusable"):
         open_cache(path)
-    with caplog.at_level(logging.WARNING, logger="ncajax.features"):
+    with caplog.at_level(logging.WARNING, logger="ncajax.data"):
         rebuilt = build_cache(refs, FAST, tmp_path / "cache", name="c")
     assert "rebuilding" in caplog.text
     assert rebuilt.path == path and (path / features.MARKER).exists()

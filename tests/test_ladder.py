@@ -14,9 +14,14 @@ import jax
 import numpy as np
 import pytest
 
-from ncajax import closed_forms, config, mappings, models, nca, pipeline, study
+from ncajax import config, models
 from ncajax.config import STFTConfig
-from ncajax.report_sections import near_band_text
+from ncajax.nca import _closed_forms as closed_forms
+from ncajax.nca import _couplings as nca
+from ncajax.nca import _stage as mappings
+from ncajax.report._sections import near_band_text
+from ncajax.study import _pipeline as pipeline
+from ncajax.study import _study as study
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
 import fit_mappings  # noqa: E402

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from ncajax import liveness
+from ncajax.separation import _liveness as liveness
 
 
 def _loop_live(outputs):

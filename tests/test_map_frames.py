@@ -1,4 +1,4 @@
-"""`ncajax.frames`: mapping matrices of any separator from its frames alone (and of a JAX callable),
+"""`ncajax.nca`: mapping matrices of any separator from its frames alone (and of a JAX callable),
 the fit / held-out split, the input checks, the files and the script experiments/map_frames.py."""
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ncajax import cli, frames
+from ncajax.cli import _errors as cli
+from ncajax.nca import _frames as frames
 
 SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "map_frames.py"
 N_FFT, SR = 32, 8000
@@ -373,7 +374,7 @@ def test_script_bad_input_one_line_nothing_written(tmp_path, script, capsys, arg
     if "--mixture" not in tail and "--estimate" not in tail:
         tail += ["--mixture", str(tmp_path / "est.npy"), "--estimate", str(tmp_path / "est.npy")]
     out = tmp_path / "out"
-    code = cli.run(script.main, ["--sample-rate", str(SR), "--n-fft", str(N_FFT), "--out", str(out), *tail])
+    code = cli.run_guarded(script.main, ["--sample-rate", str(SR), "--n-fft", str(N_FFT), "--out", str(out), *tail])
     err = capsys.readouterr().err.strip()
     assert code == cli.EXIT_USER_ERROR
     assert err.startswith("error: ") and "\n" not in err and expected in err

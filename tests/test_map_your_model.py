@@ -13,8 +13,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ncajax import mappings, models, nca, pipeline
+from ncajax import models
 from ncajax.config import CorpusConfig
+from ncajax.nca import _couplings as nca
+from ncajax.nca import _stage as mappings
+from ncajax.study import _pipeline as pipeline
 
 SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "map_your_model.py"
 

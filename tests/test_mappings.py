@@ -12,8 +12,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ncajax import analysis, config, mappings, models, nca, runs
+from ncajax import config, models, runs
 from ncajax.config import STFTConfig
+from ncajax.nca import _couplings as nca
+from ncajax.nca import _stage as mappings
+from ncajax.nca import _structure as analysis
 
 N = 16
 STFT = STFTConfig(sample_rate=8000, n_fft=30, win_length=30, hop_length=15)  # N = 16

@@ -119,7 +119,7 @@ def test_trainer_starts_the_mask_bias_and_nothing_else(name):
     import optax
 
     from ncajax.config import TrainConfig
-    from ncajax.trainer import Trainer, init_states
+    from ncajax.training._trainer import Trainer, init_states
 
     n = 11
     model = models.build(name, n)
@@ -155,7 +155,7 @@ def test_builtin_names_and_the_per_model_loss():
     import flax.linen as nn
 
     from ncajax.config import MODEL_LOSSES, TrainConfig
-    from ncajax.trainer import Trainer
+    from ncajax.training._trainer import Trainer
 
     for name in ("dae", "dae_deep", "dae_sf"):
         model = models.build(name, 7)

@@ -1,4 +1,4 @@
-"""ncajax.sources: musdb's official validation split for MUSDB18 (stems) and MUSDB18-HQ (wav) roots, the
+"""ncajax.data: musdb's official validation split for MUSDB18 (stems) and MUSDB18-HQ (wav) roots, the
 embedded corpus's seeded split kept as it was, and the real shared MUSDB18 sample track."""
 
 from __future__ import annotations
@@ -10,8 +10,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from ncajax import config, corpus, features, sources
-from ncajax.sources import dataset_splits, official_validation_tracks
+from ncajax import config
+from ncajax.data import _corpus as corpus
+from ncajax.data import _features as features
+from ncajax.data import _sources as sources
+from ncajax.data._sources import dataset_splits, official_validation_tracks
 
 SAMPLE_TRACK = "Music Delta - 80s Rock"  # the shared sample's track: a training track in musdb's list
 # two of musdb 0.4's 14 official validation tracks (musdb/configs/mus.yaml, `validation_tracks`)
@@ -62,7 +65,7 @@ def test_root_without_listed_tracks_warns_and_shuffles(tmp_path, caplog):
     for i in range(5):
         write_hq_track(root / "train" / f"Song {i}", seed=i)
     write_hq_track(root / "test" / "Test Song", seed=9)
-    with caplog.at_level(logging.WARNING, logger="ncajax.sources"):
+    with caplog.at_level(logging.WARNING, logger="ncajax.data"):
         splits = dataset_splits(root, seed=0)
     assert "not the official MUSDB18 split" in caplog.text
     assert len(splits["valid"]) == 1 and len(splits["train"]) == 4
@@ -75,7 +78,7 @@ def test_embedded_corpus_keeps_its_seeded_split(tmp_path, caplog):
     cfg = config.CorpusConfig(seed=1, n_train=6, n_test=1, duration=1.0)
     root = corpus.generate_corpus(tmp_path / "corpus", cfg)
     assert sources.is_embedded_corpus(root) and not sources.is_embedded_corpus(tmp_path)
-    with caplog.at_level(logging.WARNING, logger="ncajax.sources"):
+    with caplog.at_level(logging.WARNING, logger="ncajax.data"):
         splits = dataset_splits(root, is_wav=True)
     assert "official" not in caplog.text
     # the rule as it was: a permutation by default_rng(0) of the sorted pool, round(0.2 * n) to valid

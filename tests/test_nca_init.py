@@ -7,7 +7,8 @@ import jax
 import numpy as np
 import pytest
 
-from ncajax import models, nca
+from ncajax import models
+from ncajax.nca import _couplings as nca
 
 
 class OneLayer(nn.Module):

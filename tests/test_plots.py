@@ -1,7 +1,7 @@
 """Figures from a small hand-written run directory in the format of the pipeline's stages: every
 figure whose inputs exist is written as PNG and PDF, missing inputs skip their figures, a running
 mapping stage is read from metrics.jsonl, the verdict and held-out figures show the numbers of
-`ncajax.verdict` / `ncajax.stats`, and the dB helpers and shared colour scales are exact."""
+`ncajax.study` / `ncajax.stats`, and the dB helpers and shared colour scales are exact."""
 
 from __future__ import annotations
 
@@ -16,10 +16,12 @@ from fakes import baseline_records, control_record, write_mapping_stage
 from fakes import grid as _grid
 from matplotlib.colors import to_hex
 
-from ncajax import plots, verdict
-from ncajax.analysis import bin_frequencies
+from ncajax import plots
 from ncajax.config import PRIMARY_ESTIMATOR, FitSetting, MappingConfig, STFTConfig, to_dict
-from ncajax.summary import summarise_run
+from ncajax.nca._structure import bin_frequencies
+from ncajax.plots import _base as plots_base
+from ncajax.study import _verdict as verdict
+from ncajax.study._summary import summarise_run
 
 N_FFT, SR = 16, 8000
 N = N_FFT // 2 + 1  # 9 bins
@@ -227,7 +229,7 @@ def capture(monkeypatch):
         figs[name] = fig
         return [out_dir / f"{name}.png", out_dir / f"{name}.pdf"]
 
-    monkeypatch.setattr(plots.base, "save_figure", fake_save)
+    monkeypatch.setattr(plots_base, "save_figure", fake_save)
     return figs
 
 

@@ -11,9 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ncajax import commands, evaluate, pretrained, sources
+from ncajax import pretrained
+from ncajax.cli import _commands as commands
 from ncajax.config import TrainConfig, preset, to_dict
+from ncajax.data import _sources as sources
 from ncajax.models import predict
+from ncajax.separation import _evaluate as evaluate
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 # The museval vocals SDR (dB, median over 1 s windows, mono at 8 kHz) of each shipped model on the real

@@ -29,19 +29,14 @@ import pytest
 import soundfile as sf
 from fakes import array_cache
 
-from ncajax import (
-    analysis,
-    checkpoints,
-    config,
-    corpus,
-    features,
-    models,
-    nca,
-    runs,
-    sources,
-    train,
-)
-from ncajax.features import FeatureCache
+from ncajax import checkpoints, config, models, runs
+from ncajax.data import _corpus as corpus
+from ncajax.data import _features as features
+from ncajax.data import _sources as sources
+from ncajax.data._features import FeatureCache
+from ncajax.nca import _couplings as nca
+from ncajax.nca import _structure as analysis
+from ncajax.training import _train as train
 
 N = 16
 FAST = config.PRESETS["fast"]
@@ -85,7 +80,8 @@ elif mode == "kill-mid-save":
 
     atomicity.AtomicRenameTemporaryPath.finalize = finalize
 
-from ncajax import config, train
+from ncajax import config
+from ncajax import training as train
 
 caches = (ArrayCache(512, 0, 16, kill_at_step), ArrayCache(128, 1, 16), ArrayCache(128, 2, 16))
 train.train_model(
@@ -288,7 +284,7 @@ def test_cache_of_other_format_version_or_preset_is_rebuilt(tmp_path, stale, cap
     if stale == "format_version":
         with pytest.raises(ValueError, match="format version"):
             features.open_cache(path)
-    with caplog.at_level(logging.WARNING, logger="ncajax.features"):
+    with caplog.at_level(logging.WARNING, logger="ncajax.data"):
         rebuilt = features.build_cache(refs, FAST, tmp_path / "cache", name="c")
     assert "rebuilding" in caplog.text and reason in caplog.text
     assert rebuilt.path == path and rebuilt.n_bins == FAST.n_bins

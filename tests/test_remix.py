@@ -12,10 +12,13 @@ import jax
 import numpy as np
 import pytest
 
-from ncajax import config, features, pipeline, runs, train
+from ncajax import config, runs
 from ncajax.config import CorpusConfig, TrainConfig
-from ncajax.features import STEMS, FeatureCache, build_stems_cache, open_stems_cache
-from ncajax.sources import TrackRef, load_stems, load_track
+from ncajax.data import _features as features
+from ncajax.data._features import STEMS, FeatureCache, build_stems_cache, open_stems_cache
+from ncajax.data._sources import TrackRef, load_stems, load_track
+from ncajax.study import _pipeline as pipeline
+from ncajax.training import _train as train
 
 # 5 train songs of 1 s at 8 kHz: one goes to validation, 4 x 126 = 504 training frames of 129 bins
 TINY = CorpusConfig(seed=1, n_train=5, n_test=1, duration=1.0, sample_rate=8000)
@@ -75,7 +78,7 @@ def test_damaged_stems_cache_is_rebuilt(data, tmp_path, caplog):
     (path / "drums.npy").write_bytes(data_bytes[: len(data_bytes) // 2])
     with pytest.raises(ValueError, match="unusable"):
         open_stems_cache(path)
-    with caplog.at_level("WARNING", logger="ncajax.features"):
+    with caplog.at_level("WARNING", logger="ncajax.data"):
         rebuilt = build_stems_cache(refs, data.stft, tmp_path, name="train")
     assert "stems cache" in caplog.text and "rebuilding" in caplog.text
     np.testing.assert_array_equal(rebuilt.stems["drums"], expected)
@@ -204,7 +207,7 @@ def test_train_script_checks_options_before_the_data(monkeypatch, capsys):
     before any data are prepared."""
     import importlib.util
 
-    from ncajax import cli
+    from ncajax.cli import _errors as cli
 
     path = Path(__file__).resolve().parents[1] / "experiments" / "train_separators.py"
     spec = importlib.util.spec_from_file_location("train_separators_under_test", path)
@@ -218,7 +221,7 @@ def test_train_script_checks_options_before_the_data(monkeypatch, capsys):
     monkeypatch.delenv(cli.DEBUG_ENV, raising=False)
     for argv, want in [(["--augment-remix", "2"], "augment_remix must be a probability"),
                        (["--augment-stem-gain-db", "30"], "augment_stem_gain_db must be between 0 and 24")]:
-        assert cli.run(module.main, argv) == 2
+        assert cli.run_guarded(module.main, argv) == 2
         errors = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
         assert len(errors) == 1 and errors[0].startswith("error: ") and want in errors[0], errors
         assert "e.g. augment_" in errors[0]

@@ -1,6 +1,6 @@
 """Tests of ncajax.report (and the verdict it prints) on hand-built run directories.
 
-The run directories hold the records a mapping stage writes (`ncajax.mappings.run_stage`): per
+The run directories hold the records a mapping stage writes (`ncajax.nca.run_stage`): per
 (model, setting, kind) tables `(n_seeds, n_songs)` of held-out errors and structure metrics, the zero
 and per-bin-gain baselines, the per-model facts (dead units, per-frame Jacobians), plus training and
 evaluation results. No training and no fits: JSON files only, so every number is known exactly.
@@ -21,7 +21,6 @@ import pytest
 from fakes import baseline_records, control_record, write_mapping_stage
 from fakes import grid as _grid
 
-from ncajax import report, verdict
 from ncajax.config import (
     PRIMARY_ESTIMATOR,
     PRIMARY_METRIC,
@@ -30,7 +29,9 @@ from ncajax.config import (
     default_settings,
     to_dict,
 )
+from ncajax.report import _report as report
 from ncajax.stats import seed_song_bootstrap
+from ncajax.study import _verdict as verdict
 
 MODELS = ("dae", "dae_deep", "dae_sf")
 S, T = 3, 4  # seeds per model, held-out test songs

@@ -1,4 +1,4 @@
-"""The typed stage results (`ncajax.results.load_study`) and the one summary step (`ncajax.summary`)."""
+"""The typed stage results (`ncajax.study.load_study`) and the one summary step (`ncajax.study`)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from ncajax.results import load_study, per_model
 from ncajax.stats import seed_song_bootstrap
-from ncajax.summary import SUMMARY_FILE, summarise, summarise_table, write_summary
+from ncajax.study._results import load_study, per_model
+from ncajax.study._summary import SUMMARY_FILE, summarise, summarise_table, write_summary
 
 
 def _stage(run, records, *, finished=True):

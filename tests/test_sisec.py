@@ -1,4 +1,4 @@
-"""ncajax.sisec: nSDR against closed forms, bad input refused before anything is written, museval reads
+"""ncajax.separation: nSDR against closed forms, bad input refused before anything is written, museval reads
 the JSON back, the real MUSDB18 track in stereo at 44.1 kHz, and the trained-model path is
 ncajax-separate's."""
 
@@ -11,7 +11,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from ncajax import config, separate, sisec, train
+from ncajax import config
+from ncajax.separation import _separate as separate
+from ncajax.separation import _sisec as sisec
+from ncajax.training import _train as train
 
 RATE = 8000
 
@@ -272,11 +275,11 @@ def test_command_line_mixture_on_hq_folder_and_foreign_folder(tmp_path, capsys):
 def test_report_labels_the_study_numbers_and_names_the_sisec_path(tmp_path):
     from test_report import make_run, section
 
-    from ncajax import report
+    from ncajax.report import _report as report
 
     md = section(report.build_report(make_run(tmp_path)), "## Separation quality")
     assert "vocals SDR (dB, mono, 8 kHz)" in md
     assert ("mono (channels averaged), at the model's rate (8 kHz, the band up to 4 kHz), on the embedded "
             "synthetic corpus's test songs") in md
     assert "not comparable with published MUSDB18" in md
-    assert "ncajax.sisec.evaluate_sisec(" in md and "python -m ncajax.sisec evaluate" in md
+    assert "ncajax.separation.evaluate_sisec(" in md and "ncajax-sisec evaluate" in md

@@ -1,4 +1,4 @@
-"""ncajax.sources: layouts, splits, loading (downmix, resampling, accompaniment), bad input."""
+"""ncajax.data: layouts, splits, loading (downmix, resampling, accompaniment), bad input."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from ncajax.sources import (
+from ncajax.data._sources import (
     STEMS,
     TrackRef,
     dataset_splits,
@@ -86,7 +86,7 @@ def test_hq_splits_seeded_deterministic_disjoint(tmp_path):
 
 def test_time_split_without_test_folder(tmp_path, caplog):
     root = hq_root(tmp_path, 2, 0, n=1000)
-    with caplog.at_level(logging.WARNING, logger="ncajax.sources"):
+    with caplog.at_level(logging.WARNING, logger="ncajax.data"):
         splits = dataset_splits(root, is_wav=True)
     assert "split in time" in caplog.text
     for k, piece in (("train", "[0-60%]"), ("valid", "[60-70%]"), ("test", "[70-100%]")):

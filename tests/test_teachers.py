@@ -13,8 +13,10 @@ Margins, not exact values; the frames are random magnitudes with a per-frame lev
 import numpy as np
 import pytest
 
-from ncajax import analysis, mappings, verdict
 from ncajax.config import STFTConfig
+from ncajax.nca import _stage as mappings
+from ncajax.nca import _structure as analysis
+from ncajax.study import _verdict as verdict
 
 N = 32
 STFT = STFTConfig(sample_rate=4000, n_fft=62, win_length=62, hop_length=31)  # 32 bins, 64.5 Hz apart

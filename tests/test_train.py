@@ -14,7 +14,9 @@ import optax
 import pytest
 from fakes import array_cache
 
-from ncajax import checkpoints, config, models, runs, train, trainer
+from ncajax import checkpoints, config, models, runs
+from ncajax.training import _train as train
+from ncajax.training import _trainer as trainer
 
 N = 16  # fakes.array_cache's default number of bins
 
@@ -139,7 +141,7 @@ def test_data_parallel_matches_single_device(tmp_path):
         sys.path.insert(0, {str(Path(__file__).parent)!r})
         import jax
         from test_train import array_cache, tcfg
-        from ncajax import config, runs, train
+        from ncajax import config, runs, training as train
         caches = array_cache(1024, 0), array_cache(256, 1), array_cache(256, 2)
         assert jax.device_count() == int(sys.argv[2]), jax.devices()
         train.train_model(config.ModelConfig("dae_deep", {N}), tcfg(max_epochs=3), config.PRESETS["fast"],
@@ -173,7 +175,7 @@ def test_seeds_stop_early_exactly_as_alone(tmp_path):
 
 
 def test_later_stages_refuse_unfinished_training(tmp_path, caches):
-    from ncajax import pipeline
+    from ncajax.study import _pipeline as pipeline
 
     train.train_model(config.ModelConfig("dae", N), tcfg(max_epochs=3), config.PRESETS["fast"], *caches,
                       tmp_path / "dae", progress=False, stop_after_epochs=1)
@@ -182,7 +184,7 @@ def test_later_stages_refuse_unfinished_training(tmp_path, caches):
 
 
 def test_standardised_recipe_stores_scaling_and_hands_out_folded_params(tmp_path, caches):
-    from ncajax.features import per_bin_rms
+    from ncajax.data._features import per_bin_rms
 
     res = _train(tmp_path / "run", caches, model="dae_sf", max_epochs=2)
     cfg = runs.read_json(tmp_path / "run" / "config.json")

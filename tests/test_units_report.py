@@ -9,10 +9,12 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from ncajax import analysis, liveness, models, plots
+from ncajax import models, plots
 from ncajax.config import ModelConfig
-from ncajax.report_results import live_units_section
-from ncajax.results import EvaluationResult, StudyRun, TrainResult
+from ncajax.nca import _structure as analysis
+from ncajax.report._results import live_units_section
+from ncajax.separation import _liveness as liveness
+from ncajax.study._results import EvaluationResult, StudyRun, TrainResult
 
 
 def _model(name, n=17, seed=0):
@@ -97,7 +99,7 @@ def test_live_units_section_without_unit_facts():
 def test_separation_section_names_each_models_recorded_recipe():
     """The report states each model's loss and mask-bias start as its run recorded them, and explains the
     difference only when the losses differ."""
-    from ncajax.report_results import separation_section
+    from ncajax.report._results import separation_section
 
     def run_of(losses):
         train = {m: TrainResult(m, {"train": {"recipe": "standardised", "loss": loss, "augment_gain_db": 12.0,

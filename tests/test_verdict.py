@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from ncajax import verdict
 from ncajax.config import PRIMARY_ESTIMATOR, PRIMARY_METRIC
+from ncajax.study import _verdict as verdict
 
 S, T = 10, 6
 MODELS = ("dae", "dae_deep", "dae_sf")

@@ -2,8 +2,8 @@
 
 Nothing here trains, fits or runs a model, and nothing computes an interval: the figures of the
 mapping stage (structure metrics, verdict intervals, held-out error, keep shares, linearity, the
-under-convergence control) render the run's `ncajax.summary.RunSummary` (give them the summary or
-a run directory, which is then read by `ncajax.results.load_study` and summarised); the others read
+under-convergence control) render the run's `ncajax.study.RunSummary` (give them the summary or
+a run directory, which is then read by `ncajax.study.load_study` and summarised); the others read
 the saved arrays of `<run>/train/<model>/`, `<run>/mappings/` and `<run>/evaluation/` (see
 `experiments/reproduce.py`), the spectrogram figure the excerpt the evaluation stage saved
 (`evaluation/spectrograms.npz`).
@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import (
+from ._base import (
     MODEL_COLOURS,
     SETTING_LABELS,
     SETTING_ORDER,
@@ -37,9 +37,9 @@ from .base import (
     shared_db_limits,
     summary_of,
 )
-from .curves import loss_curves, separation_quality
-from .matrices import MatrixView, draw_matrix_grid, estimator_matrices, mapping_matrices
-from .results import (
+from ._curves import loss_curves, separation_quality
+from ._matrices import MatrixView, draw_matrix_grid, estimator_matrices, mapping_matrices
+from ._results import (
     convergence_control,
     direction_intervals,
     heldout_error,
@@ -47,8 +47,8 @@ from .results import (
     linearity,
     structure_metrics,
 )
-from .spectrograms import draw_spectrograms, spectrogram_panels, spectrograms
-from .units import live_units, sdr_vs_loudness
+from ._spectrograms import draw_spectrograms, spectrogram_panels, spectrograms
+from ._units import live_units, sdr_vs_loudness
 
 __all__ = [
     "MODEL_COLOURS",
@@ -83,7 +83,7 @@ __all__ = [
 
 def make_all(run_dir: str | Path, out_dir: str | Path) -> list[Path]:
     """Every figure whose inputs exist under `run_dir`, written to `out_dir` (PNG and PDF each);
-    returns the written paths. The run is read and summarised once (`ncajax.summary.summarise_run`);
+    returns the written paths. The run is read and summarised once (`ncajax.study.summarise_run`);
     the figures of the mapping stage render that summary."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():

@@ -4,14 +4,14 @@ embedded corpus, so that separation and the mapping analysis work without traini
 
 Each model is an ordinary training run directory, `ncajax/pretrained/<model>/` (config.json,
 scaling.json, result.json, metrics.jsonl, meta.json and `checkpoints/` with its latest step, which holds
-the best params), loaded through the same code path as any run (`ncajax.train.load_trained`).
+the best params), loaded through the same code path as any run (`ncajax.training.load_trained`).
 `PROVENANCE.json` next to them records the command that regenerates them
 (`python experiments/make_pretrained.py`), the commit, the measured numbers and a SHA-256 of every
 file, which `check` verifies before a shipped model is used: a missing, truncated or replaced file
 (a Git LFS pointer, a run of another model or size) is refused with an error naming it.
 
     from ncajax import pretrained
-    trained = pretrained.load("dae_sf")          # an ncajax.train.Trained
+    trained = pretrained.load("dae_sf")          # an ncajax.training.Trained
     pretrained.run_dir("dae_sf")                 # its directory, for `ncajax map --model-dir`
 
 On the command line a model name stands for its shipped run wherever a run directory is asked for:
@@ -81,7 +81,7 @@ def check(name: str, *, root: str | os.PathLike | None = None, folder: str | os.
 
 
 def load(name: str, *, root: str | os.PathLike | None = None, verify: bool = True):
-    """The shipped model `name` as an `ncajax.train.Trained` (one seed: seed 0), loaded with
+    """The shipped model `name` as an `ncajax.training.Trained` (one seed: seed 0), loaded with
     `train.load_trained` and checked to be that model (name and N = 129 bins of its config); `verify`
     also checks every file against PROVENANCE.json first (`check`)."""
     folder = check(name, root=root) if verify else run_dir(name, root=root)
@@ -91,7 +91,7 @@ def load(name: str, *, root: str | os.PathLike | None = None, verify: bool = Tru
 def load_run(folder: str | os.PathLike, name: str):
     """`train.load_trained(folder)`, refusing a run that is not model `name` at the shipped size."""
     from ..config import preset
-    from ..train import load_trained
+    from ..training._train import load_trained
 
     return load_trained(Path(folder), expect={"name": name, "n_bins": preset("fast").n_bins})
 

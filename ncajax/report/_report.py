@@ -1,0 +1,120 @@
+"""REPORT.md of a study run, rendered from its typed results and their one summary.
+
+The run is read by `ncajax.study.load_study` (train, mapping, evaluation and recipe-control stages,
+typed) and summarised once by `ncajax.study._summary.summarise` (the verdict of `ncajax.study` and every
+seed x song interval, `ncajax.stats`); this module holds the public entry points. The Markdown sections
+render that summary: `ncajax.report` (the run, the verdict, the mapping errors and structure,
+the figures) and `ncajax.report` (separation, linearity, dead units), with the shared formats
+in `ncajax.report`. No section computes an interval.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+from ..study._summary import RunSummary, summarise_run, write_summary
+from ._resolution import section as resolution_section
+from ._results import (
+    dead_units_section,
+    linearity_section,
+    live_units_section,
+    real_music_section,
+    recipe_control_section,
+    separation_section,
+)
+from ._sections import (
+    conclusion_section,
+    convergence_control_section,
+    corpora_section,
+    errors_section,
+    figures_section,
+    functional_section,
+    header_section,
+    structure_section,
+    verdict_sentence,
+)
+
+__all__ = ["build_report", "write_report", "conclusion", "copy_outputs", "corpora_section", "verdict_sentence"]
+
+
+def conclusion(run_dir: str | Path) -> dict:
+    """The verdict of the run in `run_dir` as a dict (see `ncajax.study.conclusion`)."""
+    return summarise_run(run_dir).conclusion
+
+
+# --------------------------------------------------------------------------------------------------
+# public entry points
+
+
+def build_report(run_dir: str | Path, *, timings: dict | None = None, figures_link: str = "figures",
+                 corpora: dict | None = None, resolution: dict | None = None) -> str:
+    """The markdown report of the run in `run_dir`.
+
+    `timings`: {stage: seconds} for the timings table. `figures_link`: the path from the report's
+    folder to `<run>/figures` (the default suits `<run>/REPORT.md`). `corpora`: a
+    `verdict.across_corpora` summary to include. Missing stages leave a note in the report instead of
+    failing; a missing `run_dir` raises FileNotFoundError. `resolution`: a `resolution.summarise`
+    summary of the ladder's rungs to include.
+    """
+    return render(summarise_run(run_dir), timings=timings, figures_link=figures_link, corpora=corpora,
+                  resolution=resolution)
+
+
+def render(summary: RunSummary, *, timings: dict | None = None, figures_link: str = "figures",
+           corpora: dict | None = None, resolution: dict | None = None) -> str:
+    """The markdown report of a summarised run (`build_report` without the loading)."""
+    run = summary.study
+    sections = [header_section(run, summary, timings), conclusion_section(summary)]
+    if corpora:
+        sections.append(corpora_section(corpora))
+    if resolution:
+        sections.append(resolution_section(resolution))
+    sections += [errors_section(summary), functional_section(summary), convergence_control_section(summary),
+                 structure_section(summary),
+                 separation_section(run) + [""] + real_music_section(run), linearity_section(run),
+                 live_units_section(run), recipe_control_section(run), dead_units_section(run),
+                 figures_section(run, figures_link)]
+    text = "\n".join("\n".join(s).rstrip() + "\n" for s in sections).rstrip() + "\n"
+    return re.sub(r"\n{3,}", "\n\n", text)
+
+
+def write_report(run_dir: str | Path, path: str | Path, *, timings: dict | None = None,
+                 corpora: dict | None = None, resolution: dict | None = None) -> Path:
+    """Write `build_report(run_dir)` to `path`, the verdict to `<run>/conclusion.json` and the summary
+    behind the report to `<run>/summary.json` (`ncajax.study`)."""
+    run_dir, path = Path(run_dir), Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    link = Path(os.path.relpath(run_dir.resolve() / "figures", path.parent.resolve())).as_posix()
+    summary = summarise_run(run_dir)
+    path.write_text(render(summary, timings=timings, figures_link=link, corpora=corpora, resolution=resolution))
+    write_summary(summary, run_dir)
+    return path
+
+
+def copy_outputs(run_dir: str | Path, dest: str | Path) -> list[Path]:
+    """Copy `<run>/REPORT.md` and the figures `<run>/figures/*.png|pdf` into `dest` (flat).
+
+    The copied report's figure links are rewritten to point at the copies next to it. Returns the
+    paths written. Raises FileNotFoundError when REPORT.md has not been written yet.
+    """
+    run_dir, dest = Path(run_dir), Path(dest)
+    report = run_dir / "REPORT.md"
+    if not report.exists():
+        raise FileNotFoundError(
+            f"{report} does not exist: call write_report(run_dir, run_dir / "
+            "'REPORT.md') before copy_outputs"
+        )
+    dest.mkdir(parents=True, exist_ok=True)
+    written = []
+    text = report.read_text()
+    fig_dir = run_dir / "figures"
+    figs = sorted([*fig_dir.glob("*.png"), *fig_dir.glob("*.pdf")]) if fig_dir.is_dir() else []
+    for f in figs:
+        written.append(Path(shutil.copy2(f, dest / f.name)))
+        text = text.replace(f"](figures/{f.name})", f"]({f.name})")
+    (dest / "REPORT.md").write_text(text)
+    written.append(dest / "REPORT.md")
+    return written
