@@ -63,8 +63,9 @@ def main(argv=None):
         for method in ("nca", "student"):
             if method == "student" and name != args.models[0]:
                 continue
-            kw = dict(method=method, steps=steps, learning_rate=1e-3, seed=list(range(k)), params_axis=0)
-            fit_t = timed(lambda: nca.fit_mapping(model, params, x, **kw).matrix, args.reps)
+            est = (nca.NCA if method == "nca" else nca.Student)(steps=steps, learning_rate=1e-3)
+            kw = dict(seed=list(range(k)), params_axis=0)
+            fit_t = timed(lambda: nca.fit_mapping(model, params, x, est, **kw).matrix, args.reps)
             shapes = (flops.nca_step_matmuls(name, f, n) if method == "nca" else flops.student_step_matmuls(f, n))
             gflop = sum(2 * a * b * c for a, b, c in shapes) * k / 1e9
             mats = [(jnp.asarray(rng.random((k, a, b), np.float32)), jnp.asarray(rng.random((k, b, c), np.float32)))

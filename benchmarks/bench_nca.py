@@ -58,13 +58,17 @@ def lstsq_flops(n_frames: int, n_bins: int) -> int:
     return int(2 * 2 * f * n * n + n**3 / 3 + 2 * 2 * n**3 + 2 * n**3 + 2 * f * n * n)
 
 
+def estimator(method: str, steps: int, learning_rate: float):
+    """The iterative estimator of `method` ("nca" or "student")."""
+    return (nca.NCA if method == "nca" else nca.Student)(steps=steps, learning_rate=learning_rate)
+
+
 def bench_fit(name, method, n_bins, n_frames, repeats, platform, quick) -> dict:
     model, params = model_and_params(name, n_bins)
     x = frames(None, n_frames, n_bins)
     steps = steps_for(method, n_bins, platform, quick)
-    kwargs = {"method": method}
+    est = nca.LeastSquares() if method == "lstsq" else estimator(method, steps, 1e-4)
     if method != "lstsq":
-        kwargs.update(steps=steps, learning_rate=1e-4)
         shapes = (flops.nca_step_matmuls(name, n_frames, n_bins) if method == "nca"
                   else flops.student_step_matmuls(n_frames, n_bins))
         fl = common.matmul_flops(shapes) * steps
@@ -73,7 +77,7 @@ def bench_fit(name, method, n_bins, n_frames, repeats, platform, quick) -> dict:
         fl = lstsq_flops(n_frames, n_bins)
 
     def fit():
-        return nca.fit_mapping(model, params, x, **kwargs).matrix
+        return nca.fit_mapping(model, params, x, est).matrix
 
     shape_ref = common.DotRef(shapes, precision=HIGHEST, tag="shape")
     square_ref = common.DotRef([common.square_ref(platform)], precision=HIGHEST, tag="square")
@@ -131,13 +135,13 @@ def bench_vmap(name, method, n_bins, n_frames, k, repeats, platform, quick) -> d
     model, params = model_and_params(name, n_bins)
     xs = frames(k, n_frames, n_bins)
     steps = steps_for(method, n_bins, platform, quick)
-    kw = {"method": method, "steps": steps, "learning_rate": 1e-4}
+    est = nca.LeastSquares() if method == "lstsq" else estimator(method, steps, 1e-4)
 
     def vmapped():
-        return nca.fit_mapping(model, params, xs, **kw).matrix
+        return nca.fit_mapping(model, params, xs, est).matrix
 
     def sequential():
-        return [nca.fit_mapping(model, params, xs[i], **kw).matrix for i in range(k)]
+        return [nca.fit_mapping(model, params, xs[i], est).matrix for i in range(k)]
 
     times = common.interleaved({"vmapped": vmapped, "sequential": sequential},
                                repeats=repeats, warmup=1)

@@ -175,6 +175,7 @@ def worker_ncajax(spec: dict) -> dict:
 
     from ncajax import models, training
     from ncajax.config import TrainConfig
+    from ncajax.nca import NCA, Student
     from ncajax.nca import _couplings as nca
 
     data = np.load(spec["data"])
@@ -217,12 +218,11 @@ def worker_ncajax(spec: dict) -> dict:
         return out
     x = data["x"]
     method = spec["case"]
-    kwargs = dict(method=method, steps=spec["steps"], learning_rate=FIT_LR,
-                  init="xavier_normal", seed=SEED)
-    fit = nca.fit_mapping(model, params, x, **kwargs)  # warm-up (compilation)
+    est = (NCA if method == "nca" else Student)(steps=spec["steps"], learning_rate=FIT_LR, init="xavier_normal")
+    fit = nca.fit_mapping(model, params, x, est, seed=SEED)  # warm-up (compilation)
     first, later = float(fit.losses[0]), float(fit.losses[-1])
     t0 = time.perf_counter()
-    fit = nca.fit_mapping(model, params, x, **kwargs)
+    fit = nca.fit_mapping(model, params, x, est, seed=SEED)
     call = time.perf_counter() - t0
     out.update(call_s=call, step_s=call / spec["steps"], first_loss=first, later_loss=later,
                rel_l1_error=float(fit.rel_l1_error))

@@ -123,7 +123,7 @@ def mapping_configs(args) -> tuple[MappingConfig, MappingConfig]:
 def nca_refusal(x: np.ndarray) -> str:
     """Try NCA on the bare callable; return the error it raises (it cannot list layer weights)."""
     try:
-        nca.fit_mapping(spectral_subtraction, None, x, method="nca", steps=1)
+        nca.fit_mapping(spectral_subtraction, None, x, nca.NCA(steps=1))
     except ValueError as err:
         return str(err)
     raise RuntimeError("nca.fit_mapping ran NCA on a bare callable; it should have refused")

@@ -20,22 +20,7 @@ separators "dae", "dae_deep", "dae_sf": `build`, `predict`), `runs` (run directo
 (Orbax) and `stats` (seed x song intervals).
 """
 
-from . import (
-    checkpoints,
-    cli,
-    config,
-    data,
-    models,
-    nca,
-    plots,
-    pretrained,
-    report,
-    runs,
-    separation,
-    stats,
-    study,
-    training,
-)
+import importlib
 
 __version__ = "0.1.0"
 
@@ -55,3 +40,14 @@ __all__ = [
     "study",
     "training",
 ]
+
+
+def __getattr__(name: str):
+    """Import a stage package on first use (`ncajax.nca`), so `import ncajax.cli` stays light."""
+    if name in __all__:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted([*globals(), *__all__])

@@ -7,6 +7,7 @@ and what `mismatch` compares when a checkpoint or cache is reused.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -16,6 +17,16 @@ import os
 import types
 import typing
 from typing import Any, TypeVar
+
+from ._estimators import (
+    METHODS,
+    NCA,
+    Estimator,
+    LeastSquares,
+    MeanJacobian,
+    Student,
+    from_setting_dict,
+)
 
 __all__ = [
     "CONTROL_SEEDS",
@@ -30,7 +41,6 @@ __all__ = [
     "FIT_FRAMES_PER_BIN",
     "FIT_LEARNING_RATE",
     "FIT_STEPS",
-    "FitSetting",
     "HELDOUT_FRAMES",
     "JACOBIAN_BLOCK_BYTES",
     "JACOBIAN_CPU_BLOCK_BYTES",
@@ -318,7 +328,7 @@ def train_recipe(name: str, **overrides) -> TrainConfig:
     return TrainConfig(**{**TRAIN_RECIPES[name], **overrides})
 
 
-METHODS = ("nca", "student", "lstsq", "jacobian")
+# METHODS ("nca", "student", "lstsq", "jacobian"): the methods of `ncajax.nca.fit_mapping`'s estimators.
 # The names of the fit settings of `default_settings`, in the order tables and figures list them.
 SETTING_NAMES = ("nca_authors", "nca_converged", "nca_output_bias", "nca_uniform", "student_authors",
                  "student_converged", "lstsq", "jacobian")
@@ -444,46 +454,25 @@ def band_bins(band_hz: float, stft: STFTConfig) -> int:
     return max(1, math.floor(band_hz / width + 0.5))
 
 
-@dataclasses.dataclass(frozen=True)
-class FitSetting:
-    """One estimator configuration, e.g. the authors' NCA (600 steps at lr 1e-4, Xavier-normal P, the
-    bias broadcast over input columns as in their PyTorch `W + b`)."""
-
-    name: str
-    method: str
-    steps: int = 0
-    learning_rate: float = 0.0
-    init: str = "xavier_normal"
-    bias_axis: str = "input"
-
-    def kwargs(self) -> dict:
-        """The `nca.fit_mapping` options of this setting."""
-        if self.method in ("nca", "student"):
-            out = {"steps": self.steps, "learning_rate": self.learning_rate, "init": self.init}
-            if self.method == "nca":
-                out["bias_axis"] = self.bias_axis
-            return out
-        return {}
-
-
 def default_settings(
     steps: int = FIT_STEPS, learning_rate: float = FIT_LEARNING_RATE, *, extra: bool = False
-) -> tuple[FitSetting, ...]:
-    """The authors' NCA at their defaults and converged (the primary estimator), the converged linear
-    student, least squares and the mean Jacobian. `extra` adds the NCA variants (output-unit bias,
-    uniform start) and the student at the authors' defaults."""
+) -> tuple[Estimator, ...]:
+    """The study's fit settings, estimators of `ncajax.nca` named by SETTING_NAMES: the authors' NCA at
+    their defaults and converged (the primary estimator), the converged linear student, least squares
+    and the mean Jacobian. `extra` adds the NCA variants (output-unit bias, uniform start) and the
+    student at the authors' defaults."""
     out = (
-        FitSetting(NCA_AUTHORS, "nca", 600, 1e-4, "xavier_normal", "input"),
-        FitSetting(NCA_CONVERGED, "nca", steps, learning_rate, "xavier_normal", "input"),
-        FitSetting(STUDENT_CONVERGED, "student", steps, learning_rate, "xavier_normal"),
-        FitSetting(LSTSQ, "lstsq"),
-        FitSetting(JACOBIAN, "jacobian"),
+        NCA(600, 1e-4, "xavier_normal", "input", name=NCA_AUTHORS),
+        NCA(steps, learning_rate, "xavier_normal", "input", name=NCA_CONVERGED),
+        Student(steps, learning_rate, "xavier_normal", name=STUDENT_CONVERGED),
+        LeastSquares(name=LSTSQ),
+        MeanJacobian(name=JACOBIAN),
     )
     if extra:
         out += (
-            FitSetting(NCA_OUTPUT_BIAS, "nca", steps, learning_rate, "xavier_normal", "output"),
-            FitSetting(NCA_UNIFORM, "nca", steps, learning_rate, "uniform", "input"),
-            FitSetting(STUDENT_AUTHORS, "student", 600, 1e-4, "xavier_normal"),
+            NCA(steps, learning_rate, "xavier_normal", "output", name=NCA_OUTPUT_BIAS),
+            NCA(steps, learning_rate, "uniform", "input", name=NCA_UNIFORM),
+            Student(600, 1e-4, "xavier_normal", name=STUDENT_AUTHORS),
         )
     return out
 
@@ -502,7 +491,7 @@ class MappingConfig:
     run directories written before band_hz stored it (when set it wins).
     """
 
-    settings: tuple[FitSetting, ...] = default_settings()
+    settings: tuple[Estimator, ...] = default_settings()
     n_fit_frames: int | None = None
     heldout_frames_per_song: int = HELDOUT_FRAMES
     jacobian_frames: int = 512
@@ -520,14 +509,13 @@ class MappingConfig:
     control_seeds: int | None = None
 
     def __post_init__(self):
+        for i, s in enumerate(self.settings):  # each estimator checked its own options when made
+            if not isinstance(s, Estimator):
+                raise ValueError(f"settings[{i}] must be an estimator of ncajax.nca (NCA, Student, LeastSquares, "
+                                 f"MeanJacobian), got {type(s).__name__}; e.g. settings=(NCA(name=\"nca\"),)")
         names = [s.name for s in self.settings]
         if len(set(names)) != len(names):
-            raise ValueError(f"fit setting names must be unique, got {names}")
-        for s in self.settings:
-            if s.method not in METHODS:
-                raise ValueError(f"setting {s.name!r}: unknown method {s.method!r}; choose from {METHODS}")
-            if s.method in ("nca", "student") and (s.steps < 1 or s.learning_rate <= 0):
-                raise ValueError(f"setting {s.name!r}: iterative fits need steps >= 1 and learning_rate > 0")
+            raise ValueError(f"fit setting names must be unique, got {names}; give each estimator its own name=")
         for field in ("n_fit_frames", "heldout_frames_per_song", "jacobian_frames", "linearity_frames"):
             value = getattr(self, field)
             if value is not None and value < 2:
@@ -575,8 +563,25 @@ class MappingConfig:
 
 
 def to_dict(cfg: Any) -> dict:
-    """A JSON-ready dict of a (possibly nested) config dataclass."""
-    return dataclasses.asdict(cfg)
+    """A JSON-ready dict of a (possibly nested) config dataclass: `dataclasses.asdict`, except that an
+    estimator (a `MappingConfig.settings` entry) becomes its `setting_dict()`, the shape study configs
+    have always stored."""
+    return _plain(cfg)
+
+
+def _plain(value: Any) -> Any:
+    """`dataclasses.asdict`'s recursion with estimators as their `setting_dict()`."""
+    if isinstance(value, Estimator):
+        return value.setting_dict()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, tuple) and hasattr(value, "_fields"):  # a namedtuple
+        return type(value)(*[_plain(v) for v in value])
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return type(value)((_plain(k), _plain(v)) for k, v in value.items())
+    return copy.deepcopy(value)
 
 
 def from_dict(cls: type[T], data: dict) -> T:
@@ -584,7 +589,8 @@ def from_dict(cls: type[T], data: dict) -> T:
 
     Works for any config dataclass, nested ones included: a field typed as a dataclass (or `X | None`)
     is rebuilt from its dict, a `tuple[X, ...]` / `tuple[X, Y]` from a JSON list (e.g.
-    `MappingConfig.settings`, a tuple of `FitSetting`), recursively; other values pass as they are."""
+    `MappingConfig.settings`, a tuple of estimators, each read by `from_setting_dict`, FitSetting-shaped
+    dicts of older run directories included), recursively; other values pass as they are."""
     if not isinstance(data, dict):
         raise ValueError(f"{cls.__name__} must be given as a JSON object (a dict), got {type(data).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -602,6 +608,8 @@ def _rebuild(ftype: Any, value: Any) -> Any:
     """`value` (from JSON) as the field type `ftype`: dataclasses from dicts, tuples from lists."""
     if value is None:
         return None
+    if ftype is Estimator:
+        return from_setting_dict(value) if isinstance(value, dict) else value
     if dataclasses.is_dataclass(ftype) and isinstance(ftype, type):
         return from_dict(ftype, value) if isinstance(value, dict) else value
     origin, args = typing.get_origin(ftype), typing.get_args(ftype)

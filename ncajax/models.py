@@ -215,20 +215,18 @@ def _forward_order(keys: list[str]) -> list[str]:
     return keys
 
 
-@functools.lru_cache(maxsize=32)
-def _jitted_apply(model: nn.Module):
-    def apply(params, x):
-        # full float32 matmuls whatever the caller's context (GPUs would otherwise use TF32), so a
-        # model's output is the same number in every stage and test that asks for it
-        with jax.default_matmul_precision("highest"):
-            return model.apply(params, x)
-
-    return jax.jit(apply)
+@functools.partial(jax.jit, static_argnames="model")
+def _apply(params, x, *, model: nn.Module):
+    # full float32 matmuls whatever the caller's context (GPUs would otherwise use TF32), so a
+    # model's output is the same number in every stage and test that asks for it
+    with jax.default_matmul_precision("highest"):
+        return model.apply(params, x)
 
 
 def predict(model: nn.Module, params, x: Float[Array, "nb_frames nb_bins"], *, chunk: int = 8192):
-    """Model output on many frames, in chunks (params of ONE seed). Returns NumPy (nb_frames, nb_bins)."""
-    apply = _jitted_apply(model)
+    """Model output on many frames, in chunks (params of ONE seed). Returns NumPy (nb_frames, nb_bins).
+
+    One compiled program per (model, chunk shape): the model is a static argument of `jax.jit`."""
     x = np.asarray(x, np.float32)
-    out = [np.asarray(apply(params, x[i : i + chunk])) for i in range(0, len(x), chunk)]
+    out = [np.asarray(_apply(params, x[i : i + chunk], model=model)) for i in range(0, len(x), chunk)]
     return np.concatenate(out) if out else np.zeros_like(x)

@@ -59,7 +59,7 @@ def command(target: str, args: list[str]) -> list[str]:
 def entry_point(target: str):
     """The `main` that the command line of `target` runs (loaded from its file, for in-process runs)."""
     if target == "separate":
-        from ncajax.separation import _separate as separate
+        from ncajax.cli import _separate as separate
 
         return separate.main
     spec = importlib.util.spec_from_file_location(

@@ -18,8 +18,8 @@ import pytest
 from ncajax import config
 from ncajax.cli import _commands as commands
 from ncajax.cli import _errors as cli
+from ncajax.cli import _separate as separate
 from ncajax.nca import _frames as frames
-from ncajax.separation import _separate as separate
 from ncajax.study import _options as options
 from ncajax.study import _pipeline as pipeline
 from ncajax.study import _study as study

@@ -16,6 +16,7 @@ import pytest
 
 from ncajax import config, models
 from ncajax.config import STFTConfig
+from ncajax.nca import MeanJacobian
 from ncajax.nca import _closed_forms as closed_forms
 from ncajax.nca import _couplings as nca
 from ncajax.nca import _stage as mappings
@@ -155,7 +156,7 @@ def test_seed_by_seed_mean_jacobian_equals_the_vmapped_one(name, p_axis):
     if p_axis is None:
         params = jax.tree.map(lambda a: a[0], params)
     x = np.abs(np.random.default_rng(2).normal(size=(k, frames, n))).astype(np.float32)
-    fit = nca.fit_mapping(model, params, x, method="jacobian", chunk_size=chunk, params_axis=p_axis)
+    fit = nca.fit_mapping(model, params, x, MeanJacobian(chunk_size=chunk), params_axis=p_axis)
     if p_axis is None:
         target = jax.vmap(lambda v: model.apply(params, v))(x)
     else:
@@ -171,7 +172,7 @@ def test_seed_by_seed_mean_jacobian_equals_the_vmapped_one(name, p_axis):
     # and fit k is the single fit on seed k's params
     for i in range(k):
         p = params if p_axis is None else jax.tree.map(lambda a, i=i: a[i], params)
-        one = nca.fit_mapping(model, p, x[i], method="jacobian", chunk_size=chunk)
+        one = nca.fit_mapping(model, p, x[i], MeanJacobian(chunk_size=chunk))
         np.testing.assert_allclose(fit.matrix[i], one.matrix, rtol=1e-6, atol=1e-7)
 
 

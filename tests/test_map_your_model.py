@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from ncajax import models
-from ncajax.config import CorpusConfig
+from ncajax.config import METHODS, CorpusConfig
+from ncajax.nca import LeastSquares, MeanJacobian
 from ncajax.nca import _couplings as nca
 from ncajax.nca import _stage as mappings
 from ncajax.study import _pipeline as pipeline
@@ -54,17 +55,17 @@ def test_gelu_mask_net_forward_and_layers(example):
     assert [k.shape for k, _ in layers] == [(n, h), (h, n)]
 
 
-@pytest.mark.parametrize("method", ["lstsq", "jacobian"])
-def test_callable_api_equals_module_api(example, method):
+@pytest.mark.parametrize("estimator", [LeastSquares(), MeanJacobian()])
+def test_callable_api_equals_module_api(example, estimator):
     n = 8
     model = example.GeluMaskNet(n_bins=n, hidden=n)
     params = models.init_params(model, jax.random.key(2))
     x = _frames(jax.random.key(3), 40, n)
-    via_module = nca.fit_mapping(model, params, x, method=method)
-    via_callable = nca.fit_mapping(lambda v: model.apply(params, v), None, x, method=method)
+    via_module = nca.fit_mapping(model, params, x, estimator)
+    via_callable = nca.fit_mapping(lambda v: model.apply(params, v), None, x, estimator)
     np.testing.assert_allclose(via_callable.matrix, via_module.matrix, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(via_callable.rel_l1_error, via_module.rel_l1_error, rtol=1e-5)
-    if method == "jacobian":
+    if isinstance(estimator, MeanJacobian):
         np.testing.assert_allclose(via_callable.local_spread, via_module.local_spread, rtol=1e-5)
 
 
@@ -72,14 +73,14 @@ def test_spectral_subtraction_jacobian_closed_form(example):
     # On every frame all outputs are active (x_i > 0.5 mean x), so y = x (I - 0.5/N 1 1^T)^T exactly.
     n = 5
     x = 1.0 + 0.1 * _frames(jax.random.key(4), 30, n)
-    fit = nca.fit_mapping(example.spectral_subtraction, None, x, method="jacobian")
+    fit = nca.fit_mapping(example.spectral_subtraction, None, x, MeanJacobian())
     np.testing.assert_allclose(fit.matrix, np.eye(n) - 0.5 / n, atol=1e-6)
     assert fit.local_spread == pytest.approx(0.0, abs=1e-6)
 
 
 def test_nca_refuses_the_bare_callable(example):
     message = example.nca_refusal(np.ones((4, 3), np.float32))
-    assert "bare callable" in message and "lstsq" in message
+    assert "bare callable" in message and "LeastSquares()" in message
 
 
 def test_main_tiny_corpus(example, tmp_path, monkeypatch):
@@ -98,7 +99,7 @@ def test_main_tiny_corpus(example, tmp_path, monkeypatch):
     called = json.loads((out / "callable" / "mappings" / "result.json").read_text())
     pooled = {(r["model"], r["method"]) for r in module["records"] + called["records"]
               if r["kind"] == "pooled"}
-    for method in nca.METHODS:
+    for method in METHODS:
         assert ("gelu_mask", method) in pooled
     for method in ("student", "lstsq", "jacobian"):
         assert ("spectral_subtraction", method) in pooled
@@ -117,7 +118,7 @@ def test_main_tiny_corpus(example, tmp_path, monkeypatch):
     module_cfg, cfg = example.mapping_configs(
         example.parse(["--fit-frames", "160", "--settings", "one-per-method"]))
     assert {s.method for s in cfg.settings} == {"student", "lstsq", "jacobian"}
-    assert {s.method for s in module_cfg.settings} == set(nca.METHODS)
+    assert {s.method for s in module_cfg.settings} == set(METHODS)
     assert cfg.n_fit_frames == module_cfg.n_fit_frames == 160 and cfg.heldout_frames_per_song == 160
     data = pipeline.prepare_data(
         corpus_cfg=CorpusConfig(sample_rate=8000, n_train=3, n_test=2, duration=2.0), progress=False)

@@ -14,6 +14,7 @@ import pytest
 
 from ncajax import config, models, runs
 from ncajax.config import STFTConfig
+from ncajax.nca import NCA, LeastSquares, MeanJacobian, Student
 from ncajax.nca import _couplings as nca
 from ncajax.nca import _stage as mappings
 from ncajax.nca import _structure as analysis
@@ -41,10 +42,10 @@ def _test():
 
 
 SETTINGS = (
-    mappings.FitSetting("nca_fast", "nca", 30, 1e-2, "xavier_normal", "input"),
-    mappings.FitSetting("student_fast", "student", 30, 1e-2, "xavier_normal"),
-    mappings.FitSetting("lstsq", "lstsq"),
-    mappings.FitSetting("jacobian", "jacobian"),
+    NCA(30, 1e-2, "xavier_normal", "input", name="nca_fast"),
+    Student(30, 1e-2, "xavier_normal", name="student_fast"),
+    LeastSquares(name="lstsq"),
+    MeanJacobian(name="jacobian"),
 )
 # seed 3: the init keys of seed s are 3 + s, distinguishable from a fit that ignores cfg.seed
 CFG = mappings.MappingConfig(settings=SETTINGS, n_fit_frames=64, heldout_frames_per_song=20,
@@ -206,13 +207,11 @@ def test_stage_matrix_equals_a_direct_fit_with_seed_cfg_seed_plus_s(stage, model
     iterative = setting.method in ("nca", "student")
     assert rec["fit_seeds"] == ([CFG.seed + s for s in range(S)] if iterative else None)
     for s in range(S):
-        direct = nca.fit_mapping(sep.model, sep.seed_params(s), x, method=setting.method,
-                                 seed=CFG.seed + s, **setting.kwargs())
+        direct = nca.fit_mapping(sep.model, sep.seed_params(s), x, setting, seed=CFG.seed + s)
         np.testing.assert_allclose(stored[s], direct.matrix, rtol=1e-4, atol=1e-5)
         assert rec["rel_l1_fit"][s] == pytest.approx(float(direct.rel_l1_error), rel=1e-4, abs=1e-6)
         if iterative:  # the seed matters: the default seed 0 is another fit
-            other = nca.fit_mapping(sep.model, sep.seed_params(s), x, method=setting.method, seed=0,
-                                    **setting.kwargs())
+            other = nca.fit_mapping(sep.model, sep.seed_params(s), x, setting, seed=0)
             assert not np.allclose(stored[s], other.matrix, rtol=1e-4, atol=1e-5)
             assert rec["converged"][s] == bool(direct.converged)
         if setting.method == "jacobian":
@@ -414,9 +413,7 @@ def test_separator_checks_its_seed_axis():
 
 @pytest.mark.parametrize("kwargs, match", [
     (dict(settings=(SETTINGS[2], SETTINGS[2])), "unique"),
-    (dict(settings=(mappings.FitSetting("x", "svd"),)), "unknown method"),
-    (dict(settings=(mappings.FitSetting("x", "nca", 0, 1e-3),)), "steps >= 1"),
-    (dict(settings=(mappings.FitSetting("x", "student", 10, 0.0),)), "learning_rate > 0"),
+    (dict(settings=({"name": "x", "method": "nca"},)), r"settings\[0\] must be an estimator"),
     (dict(n_fit_frames=1), "n_fit_frames must be >= 2"),
     (dict(heldout_frames_per_song=1), "heldout_frames_per_song must be >= 2"),
     (dict(jacobian_frames=0), "jacobian_frames must be >= 2"),
@@ -431,13 +428,55 @@ def test_config_validation(kwargs, match):
         mappings.MappingConfig(**{"settings": SETTINGS, **kwargs})
 
 
-def test_default_settings_and_reexports():
-    names = [s.name for s in mappings.default_settings(100, 1e-3)]
+def test_default_settings():
+    names = [s.name for s in config.default_settings(100, 1e-3)]
     assert names == ["nca_authors", "nca_converged", "student_converged", "lstsq", "jacobian"]
-    extra = mappings.default_settings(100, 1e-3, extra=True)
+    extra = config.default_settings(100, 1e-3, extra=True)
     assert {"nca_output_bias", "nca_uniform", "student_authors"} <= {s.name for s in extra}
     assert all(s.bias_axis == "input" for s in extra if s.method == "nca" and s.name != "nca_output_bias")
     assert mappings.MappingConfig(settings=extra).settings == extra
+
+
+# the settings as every study config has stored them (FitSetting's fields), byte for byte
+LEGACY_SETTINGS = [
+    {"name": "nca_authors", "method": "nca", "steps": 600, "learning_rate": 0.0001, "init": "xavier_normal",
+     "bias_axis": "input"},
+    {"name": "nca_converged", "method": "nca", "steps": 3000, "learning_rate": 0.001, "init": "xavier_normal",
+     "bias_axis": "input"},
+    {"name": "student_converged", "method": "student", "steps": 3000, "learning_rate": 0.001,
+     "init": "xavier_normal", "bias_axis": "input"},
+    {"name": "lstsq", "method": "lstsq", "steps": 0, "learning_rate": 0.0, "init": "xavier_normal",
+     "bias_axis": "input"},
+    {"name": "jacobian", "method": "jacobian", "steps": 0, "learning_rate": 0.0, "init": "xavier_normal",
+     "bias_axis": "input"},
+]
+
+
+def test_settings_serialise_as_every_study_config_stored_them():
+    cfg = mappings.MappingConfig()
+    assert json.dumps(config.to_dict(cfg)["settings"]) == json.dumps(LEGACY_SETTINGS)
+    assert cfg.settings == (NCA(name="nca_authors"), NCA(3000, 1e-3, name="nca_converged"),
+                            Student(3000, 1e-3, name="student_converged"), LeastSquares(name="lstsq"),
+                            MeanJacobian(name="jacobian"))
+    # a run directory's config.json (FitSetting-shaped settings) loads, and writes back byte for byte
+    stored = json.loads(json.dumps(cfg.to_json()))
+    loaded = config.from_dict(mappings.MappingConfig, stored)
+    assert loaded == cfg and json.dumps(loaded.to_json()) == json.dumps(cfg.to_json())
+    assert config.fingerprint(loaded.to_json()) == config.fingerprint(cfg.to_json())
+    # options outside that shape are written only when they differ from their defaults, and read back
+    odd = (NCA(20, 1e-2, snapshots=(0, 20), name="a"), LeastSquares(ridge=0.0, name="b"),
+           MeanJacobian(chunk_size=8, name="c"), Student(init="zeros", name="d"))
+    odd_cfg = mappings.MappingConfig(settings=odd)
+    rows = config.to_dict(odd_cfg)["settings"]
+    assert rows[0]["snapshots"] == [0, 20] and rows[1]["ridge"] == 0.0 and rows[2]["chunk_size"] == 8
+    assert "snapshots" not in rows[3]
+    assert config.from_dict(mappings.MappingConfig, json.loads(json.dumps(odd_cfg.to_json()))) == odd_cfg
+    with pytest.raises(ValueError, match="unknown method 'svd'"):
+        config.from_dict(mappings.MappingConfig, {"settings": [{"name": "x", "method": "svd"}]})
+    with pytest.raises(ValueError, match=r"unknown fields \['ridge'\]"):
+        config.from_dict(mappings.MappingConfig, {"settings": [{"name": "x", "method": "nca", "ridge": 1}]})
+    with pytest.raises(ValueError, match="NCA: steps must be a positive integer"):
+        config.from_dict(mappings.MappingConfig, {"settings": [{**LEGACY_SETTINGS[0], "steps": 0}]})
 
 
 # ------------------------------------------------------------------------------------------------
@@ -481,9 +520,9 @@ def test_best_gain_picks_the_better_of_least_squares_and_l1_on_the_fit_frames():
 
 
 CONTROL_SETTINGS = (
-    mappings.FitSetting("nca_authors", "nca", 6, 1e-2, "xavier_normal", "input"),
-    mappings.FitSetting("nca_converged", "nca", 12, 3e-2, "xavier_normal", "input"),
-    mappings.FitSetting("lstsq", "lstsq"),
+    NCA(6, 1e-2, "xavier_normal", "input", name="nca_authors"),
+    NCA(12, 3e-2, "xavier_normal", "input", name="nca_converged"),
+    LeastSquares(name="lstsq"),
 )
 CONTROL_STEPS = (0, 6, 12, 20)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -10,9 +11,18 @@ import numpy as np
 import pytest
 
 from ncajax import models
+from ncajax.nca import NCA, LeastSquares, MeanJacobian, Student
 from ncajax.nca import _closed_forms as closed_forms
+from ncajax.nca import _common as fit_common
 from ncajax.nca import _couplings as nca
-from ncajax.nca import _programs as programs
+
+ESTIMATORS = {"nca": NCA, "student": Student, "lstsq": LeastSquares, "jacobian": MeanJacobian}
+
+
+def estimator(method: str, **options):
+    """The estimator of `method` with those of `options` it has (the tests loop over methods)."""
+    cls = ESTIMATORS[method]
+    return cls(**{k: v for k, v in options.items() if k in {f.name for f in dataclasses.fields(cls)}})
 
 
 def _frames(seed: int, n_frames: int, n_bins: int) -> np.ndarray:
@@ -78,10 +88,11 @@ def diag_teacher():
 def test_diagonal_teacher_closed_forms(diag_teacher):
     model, params, x, truth = diag_teacher
     for ridge in (0.0, 1e-6):
-        fit = nca.fit_mapping(model, params, x, method="lstsq", ridge=ridge)
+        fit = nca.fit_mapping(model, params, x, LeastSquares(ridge=ridge))
         assert _rel_fro(fit.matrix, truth) <= 1e-3, ridge
-        assert fit.losses is None and fit.converged is None and fit.rel_l1_error < 1e-3
-    jac = nca.fit_mapping(model, params, x, method="jacobian")
+        assert isinstance(fit, nca.LeastSquaresFit) and fit.rel_l1_error < 1e-3
+        assert not hasattr(fit, "losses") and not hasattr(fit, "converged")  # only its own fields
+    jac = nca.fit_mapping(model, params, x, MeanJacobian())
     assert _rel_fro(jac.matrix, truth) <= 1e-3
     assert jac.local_spread < 1e-5  # exactly linear on x >= 0
 
@@ -89,9 +100,7 @@ def test_diagonal_teacher_closed_forms(diag_teacher):
 def test_diagonal_teacher_iterative(diag_teacher):
     model, params, x, truth = diag_teacher
     for method in ("nca", "student"):
-        fit = nca.fit_mapping(
-            model, params, x, method=method, init="uniform", steps=1500, learning_rate=1e-2
-        )
+        fit = nca.fit_mapping(model, params, x, estimator(method, init='uniform', steps=1500, learning_rate=0.01))
         # Adam on an L1 loss hovers around the optimum at a distance ~ lr: a looser tolerance.
         assert _rel_fro(fit.matrix, truth) <= 0.05, method
         assert fit.losses.shape == (1500,) and fit.losses[-1] < 0.05 * fit.losses[0]
@@ -102,7 +111,7 @@ def test_lstsq_ridge_matches_float64_formula():
     x = _frames(1, 80, n)
     y = _frames(2, 80, n) + x @ _banded(n, 2).T
     ridge = 1e-2
-    fit = nca.fit_mapping(lambda v: v, None, x, target=y, method="lstsq", ridge=ridge)
+    fit = nca.fit_mapping(lambda v: v, None, x, LeastSquares(ridge=ridge), target=y)
     x64, y64 = x.astype(np.float64), y.astype(np.float64)
     g = x64.T @ x64
     ct = np.linalg.solve(g + ridge * np.trace(g) / n * np.eye(n), x64.T @ y64)
@@ -123,21 +132,21 @@ def test_banded_teacher_closed_forms_are_banded(banded_teacher):
     i, j = np.indices(truth.shape)
     outside = np.abs(i - j) > band
     for method in ("lstsq", "jacobian"):
-        c = nca.fit_mapping(model, params, x, method=method, ridge=1e-6).matrix
+        c = nca.fit_mapping(model, params, x, estimator(method, ridge=1e-06)).matrix
         assert _rel_fro(c, truth) <= 1e-3, method
         assert np.sum(c[outside] ** 2) / np.sum(c**2) < 1e-6, method
 
 
 def test_banded_teacher_nca_uniform_fits_xavier_runs(banded_teacher):
     model, params, x, _, _ = banded_teacher
-    fit = nca.fit_mapping(model, params, x, steps=3000, learning_rate=1e-3, init="uniform")
+    fit = nca.fit_mapping(model, params, x, NCA(steps=3000, learning_rate=0.001, init='uniform'))
     assert fit.rel_l1_error <= 0.01
     held_out = _frames(4, 128, x.shape[1])
     y_held = _numpy_stack(params, held_out)
     assert float(nca.relative_l1(y_held, nca.apply_matrix(fit.matrix, held_out))) <= 0.02
 
     runs = [
-        nca.fit_mapping(model, params, x, steps=300, learning_rate=1e-3, seed=s) for s in (5, 5, 6)
+        nca.fit_mapping(model, params, x, NCA(steps=300, learning_rate=0.001), seed=s) for s in (5, 5, 6)
     ]
     assert np.all(np.isfinite(runs[0].matrix)) and runs[0].init == "xavier_normal"
     np.testing.assert_array_equal(runs[0].matrix, runs[1].matrix)
@@ -197,7 +206,7 @@ def test_fit_starts_from_documented_uniform_init_and_loss(banded_teacher):
     model, params, x, _, _ = banded_teacher
     n = x.shape[1]
     for bias_axis in ("output", "input"):
-        fit = nca.fit_mapping(model, params, x, steps=2, init="uniform", bias_axis=bias_axis)
+        fit = nca.fit_mapping(model, params, x, NCA(steps=2, init='uniform', bias_axis=bias_axis))
         layers = [
             (np.asarray(k, np.float64), np.asarray(b, np.float64))
             for k, b in models.dense_layers(params)
@@ -216,10 +225,10 @@ def test_fit_starts_from_documented_uniform_init_and_loss(banded_teacher):
 def fit_grouping(request, monkeypatch):
     """Run a test with all K fits vmapped at once, and with CPU groups of one fit (lax.map)."""
     if request.param == "grouped":
-        monkeypatch.setattr(programs, "_CPU_GROUP_BYTES", 1)
-    programs._program_cache.cache_clear()
+        monkeypatch.setattr(fit_common, "_CPU_GROUP_BYTES", 1)
+    jax.clear_caches()  # the group size is read when a program is traced
     yield request.param
-    programs._program_cache.cache_clear()
+    jax.clear_caches()
 
 
 def test_vmapped_fits_equal_single_fits(fit_grouping):
@@ -231,21 +240,21 @@ def test_vmapped_fits_equal_single_fits(fit_grouping):
     xs = np.stack([_frames(10 + i, 64, n) for i in range(k)])
     seeds = (3, 1, 4)
     kw = dict(steps=60, learning_rate=1e-2)
-    for method in nca.METHODS:
-        batch = nca.fit_mapping(model, stacked, xs, method=method, params_axis=0, seed=seeds, **kw)
+    for method in ESTIMATORS:
+        batch = nca.fit_mapping(model, stacked, xs, estimator(method, **kw), params_axis=0, seed=seeds)
         assert batch.matrix.shape == (k, n, n) and np.shape(batch.rel_l1_error) == (k,)
         for i in range(k):
             params_i = jax.tree_util.tree_map(lambda a, i=i: a[i], stacked)
-            single = nca.fit_mapping(model, params_i, xs[i], method=method, seed=seeds[i], **kw)
+            single = nca.fit_mapping(model, params_i, xs[i], estimator(method, **kw), seed=seeds[i])
             np.testing.assert_allclose(batch.matrix[i], single.matrix, rtol=2e-4, atol=2e-5)
             np.testing.assert_allclose(batch.rel_l1_error[i], single.rel_l1_error, rtol=1e-4)
-            if single.losses is not None:
+            if method in ("nca", "student"):
                 np.testing.assert_allclose(batch.losses[i], single.losses, rtol=1e-4)
-            if single.local_spread is not None:
+            if method == "jacobian":
                 np.testing.assert_allclose(batch.local_spread[i], single.local_spread, rtol=1e-4)
     # params_axis=None with one seed: every fit starts alike; identical data gives identical fits.
     same = nca.fit_mapping(
-        model, jax.tree_util.tree_map(lambda a: a[0], stacked), np.stack([xs[0]] * 2), **kw
+        model, jax.tree_util.tree_map(lambda a: a[0], stacked), np.stack([xs[0]] * 2), NCA(**kw)
     )
     np.testing.assert_array_equal(same.matrix[0], same.matrix[1])
     assert same.seed == 0 and same.to_dict()["n_fits"] == 2
@@ -270,11 +279,11 @@ def test_compiles_once_per_shape(monkeypatch):
     n = 11  # a size no other test uses
     model, params = _model("dae", n)
     x = _frames(5, 37, n)
-    a = nca.fit_mapping(model, params, x, steps=20, learning_rate=1e-2)
-    b = nca.fit_mapping(model, params, x * 2, steps=20, learning_rate=3e-3, seed=4)
+    a = nca.fit_mapping(model, params, x, NCA(steps=20, learning_rate=0.01))
+    b = nca.fit_mapping(model, params, x * 2, NCA(steps=20, learning_rate=0.003), seed=4)
     for v in (x, x + 1):
-        nca.fit_mapping(model, params, v, method="jacobian")
-        nca.fit_mapping(model, params, v, method="lstsq")
+        nca.fit_mapping(model, params, v, MeanJacobian())
+        nca.fit_mapping(model, params, v, LeastSquares())
         nca.jacobian_stream(model, params, v, fn=jnp.trace)
     assert traces == {name: 1 for name in
                       ("_nca_single", "_lstsq_single", "_jacobian_single", "_stream_single")}
@@ -290,14 +299,14 @@ def test_jacobian_of_linear_and_two_regime_callables():
     a = rng.normal(size=(n, n)).astype(np.float32)
     b = rng.normal(size=(n, n)).astype(np.float32)
     x = np.concatenate([_frames(6, 20, n) * 0.1, _frames(7, 20, n) + 5.0])  # sums < 4 | > 40
-    lin = nca.fit_mapping(lambda v: v @ a.T, None, x, method="jacobian", chunk_size=7)
+    lin = nca.fit_mapping(lambda v: v @ a.T, None, x, MeanJacobian(chunk_size=7))
     np.testing.assert_allclose(lin.matrix, a, rtol=1e-5, atol=1e-6)
     assert lin.local_spread < 1e-5 and lin.rel_l1_error < 1e-5
 
     def two(v):
         return jnp.where(v.sum(-1, keepdims=True) > 20.0, v @ a.T, v @ b.T)
 
-    fit = nca.fit_mapping(two, None, x, method="jacobian", chunk_size=7)  # uneven chunks + padding
+    fit = nca.fit_mapping(two, None, x, MeanJacobian(chunk_size=7))  # uneven chunks + padding
     jbar = (a + b) / 2
     np.testing.assert_allclose(fit.matrix, jbar, rtol=1e-5, atol=1e-6)
     expected = np.linalg.norm(a - b) / 2 / np.linalg.norm(jbar)
@@ -313,7 +322,7 @@ def test_dae_sf_jacobian_parts_and_per_frame_reference():
     model, params = _model("dae_sf", n, seed=2)
     params = jax.tree_util.tree_map(lambda p: p + 0.05, params)  # non-zero biases
     x = _frames(8, 30, n)
-    fit = nca.fit_mapping(model, params, x, method="jacobian", chunk_size=8)
+    fit = nca.fit_mapping(model, params, x, MeanJacobian(chunk_size=8))
     assert set(fit.parts) == {"mask", "mask_jacobian"}
     np.testing.assert_allclose(
         fit.parts["mask"] + fit.parts["mask_jacobian"], fit.matrix, atol=1e-6
@@ -337,9 +346,9 @@ def test_callable_api_equals_module_api():
         model, params = _model(name, n, seed=3)
         x = _frames(9, 50, n)
         for method in ("jacobian", "lstsq", "student"):
-            kw = dict(method=method, steps=40, learning_rate=1e-2)
-            mod = nca.fit_mapping(model, params, x, **kw)
-            fun = nca.fit_mapping(lambda v, p=params, m=model: m.apply(p, v), None, x, **kw)
+            est = estimator(method, steps=40, learning_rate=1e-2)
+            mod = nca.fit_mapping(model, params, x, est)
+            fun = nca.fit_mapping(lambda v, p=params, m=model: m.apply(p, v), None, x, est)
             np.testing.assert_allclose(fun.matrix, mod.matrix, rtol=1e-5, atol=1e-6)
 
 
@@ -352,7 +361,7 @@ def test_dae_sf_nca_uses_only_mask_layers():
     layers = models.dense_layers(params)
     assert len(layers) == 2  # the masker's encoder_0 and decoder
     x = _frames(11, 40, n)
-    fit = nca.fit_mapping(model, params, x, steps=5, init="uniform", learning_rate=1e-3)
+    fit = nca.fit_mapping(model, params, x, NCA(steps=5, init='uniform', learning_rate=0.001))
     layers64 = [(np.asarray(k, np.float64), np.asarray(b, np.float64)) for k, b in layers]
     c0 = _numpy_nca([np.full((n, n), 1.0 / n)] * 2, layers64, "output")
     y = x * _numpy_stack(params, x)  # the target is the model output x * m(x)
@@ -363,9 +372,9 @@ def test_dae_sf_nca_uses_only_mask_layers():
     zero_model, zero_params = _model(
         "dae_sf", n, [(np.zeros((n, n)), np.ones(n)), (np.zeros((n, n)), b_dec)]
     )
-    zero = nca.fit_mapping(zero_model, zero_params, x, steps=20, learning_rate=1e-2)
+    zero = nca.fit_mapping(zero_model, zero_params, x, NCA(steps=20, learning_rate=0.01))
     np.testing.assert_array_equal(zero.matrix, 0.0)
-    jac = nca.fit_mapping(zero_model, zero_params, x, method="jacobian")
+    jac = nca.fit_mapping(zero_model, zero_params, x, MeanJacobian())
     np.testing.assert_allclose(jac.matrix, np.diag(b_dec), rtol=1e-6)
     np.testing.assert_allclose(jac.parts["mask_jacobian"], 0.0)
 
@@ -391,12 +400,7 @@ def test_input_validation():
         (dict(x=-x), "negative"),
         (dict(x=x[0]), "nb_frames, nb_bins"),
         (dict(x=_frames(1, 20, n + 1)), "n_bins=8"),
-        (dict(method="svd"), "unknown method"),
-        (dict(init="ones"), "unknown init"),
-        (dict(init="zeros"), "shuts every NCA gate"),
-        (dict(bias_axis="rows"), "unknown bias_axis"),
-        (dict(steps=0), "steps"),
-        (dict(learning_rate=0.0), "learning_rate"),
+        (dict(estimator="nca"), "estimator must be one of"),
         (dict(target=x[:10]), "target shape"),
         (dict(target=bad_nan), "NaN"),
         (dict(params_axis=0), "leading K axis"),
@@ -404,20 +408,36 @@ def test_input_validation():
         (dict(params=None), "needs its params"),
     ]
     for overrides, message in cases:
-        args = dict(model=model, params=params, x=x) | overrides
+        args = dict(model=model, params=params, x=x, estimator=NCA()) | overrides
         with pytest.raises(ValueError, match=message):
-            nca.fit_mapping(args.pop("model"), args.pop("params"), args.pop("x"), **args)
-    with pytest.raises(ValueError, match="student"):
-        nca.fit_mapping(lambda v: v, None, x, method="nca")
+            nca.fit_mapping(args.pop("model"), args.pop("params"), args.pop("x"), args.pop("estimator"), **args)
+    # every estimator checks its own options when made, naming the field
+    for make, message in [
+        (lambda: NCA(init="ones"), "NCA: unknown init"),
+        (lambda: NCA(init="zeros"), "shuts every NCA gate"),
+        (lambda: NCA(bias_axis="rows"), "NCA: unknown bias_axis"),
+        (lambda: NCA(steps=0), "NCA: steps must be a positive integer"),
+        (lambda: Student(steps=2.5), "Student: steps must be a positive integer"),
+        (lambda: NCA(learning_rate=0.0), "NCA: learning_rate must be a positive number"),
+        (lambda: Student(learning_rate=float("nan")), "Student: learning_rate"),
+        (lambda: LeastSquares(ridge=-1.0), "LeastSquares: ridge must be None"),
+        (lambda: MeanJacobian(chunk_size=0), "MeanJacobian: chunk_size must be a positive integer"),
+        (lambda: NCA(name=""), "NCA: name must be a non-empty string"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            make()
+    assert Student(init="zeros").init == "zeros"  # a zero student matrix still gets gradients
+    with pytest.raises(ValueError, match=r"Student\(\)"):
+        nca.fit_mapping(lambda v: v, None, x, NCA())
     wide = models.build("dae", n, hidden=6)
     with pytest.raises(ValueError, match="square layers"):
-        nca.fit_mapping(wide, models.init_params(wide, jax.random.key(0)), x, bias_axis="input")
+        nca.fit_mapping(wide, models.init_params(wide, jax.random.key(0)), x, NCA(bias_axis='input'))
     with pytest.raises(ValueError, match="params_axis=0"):
-        nca.fit_mapping(model, params, np.stack([x, x]), params_axis=0)
+        nca.fit_mapping(model, params, np.stack([x, x]), NCA(), params_axis=0)
     with pytest.raises(ValueError, match="square layers"):  # the authors' broadcast is the default
-        nca.fit_mapping(wide, models.init_params(wide, jax.random.key(0)), x, steps=3)
+        nca.fit_mapping(wide, models.init_params(wide, jax.random.key(0)), x, NCA(steps=3))
     # A non-square hidden layer is fine with the per-output-unit variant.
-    ok = nca.fit_mapping(wide, models.init_params(wide, jax.random.key(0)), x, steps=3, bias_axis="output")
+    ok = nca.fit_mapping(wide, models.init_params(wide, jax.random.key(0)), x, NCA(steps=3, bias_axis='output'))
     assert ok.matrix.shape == (n, n)
 
 
@@ -428,19 +448,20 @@ def test_single_fit_traced_once_chex(monkeypatch):
     chex.clear_trace_counter()
     monkeypatch.setattr(nca, "_nca_single", chex.assert_max_traces(nca._nca_single, n=1))
     monkeypatch.setattr(nca, "_student_single", chex.assert_max_traces(nca._student_single, n=1))
-    programs._program_cache.cache_clear()
+    jax.clear_caches()
     model, params = _model("dae", 13)
     for scale in (1.0, 2.0, 3.0):
-        nca.fit_mapping(model, params, _frames(6, 29, 13) * scale, steps=5, learning_rate=1e-2)
-        nca.fit_mapping(model, params, _frames(6, 29, 13) * scale, method="student", steps=5)
-    programs._program_cache.cache_clear()
+        # a new estimator object with equal options (and another name) is the same static setting
+        nca.fit_mapping(model, params, _frames(6, 29, 13) * scale, NCA(steps=5, learning_rate=0.01, name=f"a{scale}"))
+        nca.fit_mapping(model, params, _frames(6, 29, 13) * scale, Student(steps=5))
+    jax.clear_caches()
 
 
 def test_silent_targets_give_no_nan():
     x = _frames(1, 20, 6)
     zero = lambda v: 0.0 * v  # noqa: E731
     for method in ("lstsq", "jacobian", "student"):
-        fit = nca.fit_mapping(zero, None, x, method=method, steps=5, learning_rate=1e-2)
+        fit = nca.fit_mapping(zero, None, x, estimator(method, steps=5, learning_rate=0.01))
         assert not np.isnan(fit.rel_l1_error), method
         if method == "jacobian":
             assert float(fit.local_spread) == 0.0
@@ -463,14 +484,14 @@ def test_lstsq_default_ridge_recovers_exact_linear_teachers():
     n = 48
     c = _banded(n, 4)
     x = _frames(20, 512, n)
-    by_target = nca.fit_mapping(lambda v: v, None, x, target=x @ c.T, method="lstsq")
-    by_callable = nca.fit_mapping(lambda v: v @ c.T, None, x, method="lstsq")
+    by_target = nca.fit_mapping(lambda v: v, None, x, LeastSquares(), target=x @ c.T)
+    by_callable = nca.fit_mapping(lambda v: v @ c.T, None, x, LeastSquares())
     for fit in (by_target, by_callable):
         assert fit.rel_l1_error <= 1e-4
         assert _rel_fro(fit.matrix, c) <= 1e-3
         assert fit.ridge == pytest.approx(n * _EPS32)  # the automatic ridge actually used
         assert fit.to_dict()["ridge"] == fit.ridge
-    old = nca.fit_mapping(lambda v: v, None, x, target=x @ c.T, method="lstsq", ridge=1e-3)
+    old = nca.fit_mapping(lambda v: v, None, x, LeastSquares(ridge=0.001), target=x @ c.T)
     assert old.rel_l1_error > 10 * by_target.rel_l1_error  # an explicit ridge is still honoured
 
 
@@ -496,7 +517,7 @@ def test_lstsq_default_ridge_is_stable_on_ill_conditioned_inputs():
         targets = dict(linear=x @ c.T, nonlinear=np.sqrt(x @ c.T))
         for kind, y in targets.items():
             y = y.astype(np.float32)
-            fit = nca.fit_mapping(lambda v: v, None, x, target=y, method="lstsq")
+            fit = nca.fit_mapping(lambda v: v, None, x, LeastSquares(), target=y)
             assert np.all(np.isfinite(fit.matrix)) and np.isfinite(fit.rel_l1_error), (name, kind)
             assert fit.ridge >= n * _EPS32 * (1 - 1e-6), (name, kind)
             ref = np.linalg.lstsq(x.astype(np.float64), y.astype(np.float64), rcond=None)[0].T
@@ -529,10 +550,10 @@ def test_lstsq_vmapped_equals_loop_of_single_fits(fit_grouping, ridge):
     xs[1, :, 5:8] = 0.0  # silent bins in one fit
     xs[2] *= 1e3  # another scale
     ys = np.sqrt(xs @ c.T).astype(np.float32)
-    batch = nca.fit_mapping(lambda v: v, None, xs, target=ys, method="lstsq", ridge=ridge)
+    batch = nca.fit_mapping(lambda v: v, None, xs, LeastSquares(ridge=ridge), target=ys)
     assert batch.matrix.shape == (k, n, n) and np.shape(batch.rel_l1_error) == (k,)
     for i in range(k):
-        single = nca.fit_mapping(lambda v: v, None, xs[i], target=ys[i], method="lstsq", ridge=ridge)
+        single = nca.fit_mapping(lambda v: v, None, xs[i], LeastSquares(ridge=ridge), target=ys[i])
         np.testing.assert_allclose(batch.matrix[i], single.matrix, rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(batch.rel_l1_error[i], single.rel_l1_error, rtol=1e-4)
         assert batch.ridge == single.ridge
@@ -542,7 +563,7 @@ def test_lstsq_ridge_validation():
     x = _frames(27, 20, 6)
     for bad in (-1.0, float("nan"), float("inf"), "auto", True):
         with pytest.raises(ValueError, match="ridge must be None"):
-            nca.fit_mapping(lambda v: v, None, x, method="lstsq", ridge=bad)
+            nca.fit_mapping(lambda v: v, None, x, LeastSquares(ridge=bad))
 
 
 def _authors_forward_numpy(weights, biases, ps):
@@ -612,8 +633,7 @@ def test_nca_chain_order_matches_the_product_form(name, bias_axis):
     import optax
 
     steps, lr = 15, 1e-3
-    fit = nca.fit_mapping(model, params, np.asarray(x), target=np.asarray(target), method="nca",
-                          steps=steps, learning_rate=lr, bias_axis=bias_axis, seed=0)
+    fit = nca.fit_mapping(model, params, np.asarray(x), NCA(steps=steps, learning_rate=lr, bias_axis=bias_axis), target=np.asarray(target), seed=0)
     key = jax.random.key(0)
     qs = [nca._init_matrix(jax.random.fold_in(key, i), n, "xavier_normal", jnp.float32)
           for i in range(len(layers))]
@@ -639,8 +659,8 @@ def test_fit_mapping_defaults_to_the_authors_bias_broadcast():
     model = models.build("dae", n)
     params = jax.tree.map(lambda a: a + 0.05, models.init_params(model, jax.random.key(1)))
     x = np.abs(np.random.default_rng(2).normal(size=(32, n))).astype(np.float32)
-    default = nca.fit_mapping(model, params, x, method="nca", steps=5)
-    explicit = nca.fit_mapping(model, params, x, method="nca", steps=5, bias_axis="input")
+    default = nca.fit_mapping(model, params, x, NCA(steps=5))
+    explicit = nca.fit_mapping(model, params, x, NCA(steps=5, bias_axis='input'))
     assert default.bias_axis == "input"
     np.testing.assert_array_equal(default.matrix, explicit.matrix)
 
@@ -659,14 +679,14 @@ def test_snapshots_equal_ordinary_fits_of_that_many_steps(name, fit_grouping):
     stacked = jax.tree.map(lambda a: a + 0.05, stacked)
     xs = np.stack([_frames(20 + i, 48, n) for i in range(k)])
     seeds = (5, 6, 7)
-    kw = dict(learning_rate=1e-2, seed=seeds, params_axis=0)
-    snap = nca.fit_mapping(model, stacked, xs, steps=50, snapshots=(30, 0, 7, 50), **kw)
+    kw = dict(seed=seeds, params_axis=0)
+    snap = nca.fit_mapping(model, stacked, xs, NCA(steps=50, learning_rate=1e-2, snapshots=(30, 0, 7, 50)), **kw)
     assert snap.snapshot_steps == (0, 7, 30, 50)
     assert snap.snapshot_matrices.shape == (k, 4, n, n) and snap.snapshot_rel_l1.shape == (k, 4)
     assert snap.losses.shape == (k, 50) and snap.steps == 50
     np.testing.assert_array_equal(snap.snapshot_matrices[:, -1], snap.matrix)
     for i, steps in enumerate((7, 30, 50)):
-        ref = nca.fit_mapping(model, stacked, xs, steps=steps, **kw)
+        ref = nca.fit_mapping(model, stacked, xs, NCA(steps=steps, learning_rate=1e-2), **kw)
         assert ref.snapshot_steps is None and ref.snapshot_matrices is None
         # the same arithmetic in the same order: equal to float32 rounding (bitwise on this CPU)
         np.testing.assert_allclose(snap.snapshot_matrices[:, i + 1], ref.matrix, rtol=1e-6,
@@ -676,8 +696,8 @@ def test_snapshots_equal_ordinary_fits_of_that_many_steps(name, fit_grouping):
     d = snap.to_dict()
     assert d["snapshot_steps"] == [0, 7, 30, 50] and np.shape(d["snapshot_rel_l1"]) == (k, 4)
     assert "snapshot_steps" not in ref.to_dict()
-    student = nca.fit_mapping(model, stacked, xs, method="student", steps=20, snapshots=(0, 9), **kw)
-    ref = nca.fit_mapping(model, stacked, xs, method="student", steps=9, **kw)
+    student = nca.fit_mapping(model, stacked, xs, Student(steps=20, learning_rate=1e-2, snapshots=(0, 9)), **kw)
+    ref = nca.fit_mapping(model, stacked, xs, Student(steps=9, learning_rate=1e-2), **kw)
     np.testing.assert_allclose(student.snapshot_matrices[:, 1], ref.matrix, rtol=1e-6, atol=1e-8)
 
 
@@ -689,8 +709,7 @@ def test_step_zero_snapshot_is_the_matrix_at_the_initial_p(name, bias_axis):
     model, params = _model(name, n, seed=1)
     params = jax.tree.map(lambda a: a + 0.05, params)
     x = _frames(3, 40, n)
-    fit = nca.fit_mapping(model, params, x, steps=5, learning_rate=1e-2, seed=seed, bias_axis=bias_axis,
-                          snapshots=(0, 5))
+    fit = nca.fit_mapping(model, params, x, NCA(steps=5, learning_rate=0.01, bias_axis=bias_axis, snapshots=(0, 5)), seed=seed)
     layers = models.dense_layers(params)
     key = jax.random.key(seed)
     ps = [np.asarray(jax.random.normal(jax.random.fold_in(key, i), (kern.shape[0],) * 2, jnp.float32),
@@ -714,9 +733,10 @@ def test_step_zero_snapshot_is_the_matrix_at_the_initial_p(name, bias_axis):
     (dict(snapshots=()), "at least one"),
     (dict(snapshots=(-1, 2)), r"in \[0, steps=10\]"),
     (dict(snapshots=(0.5,)), "integers"),
-    (dict(snapshots=(0, 5), method="lstsq"), "iterative"),
 ])
 def test_snapshot_validation(kwargs, match):
-    model, params = _model("dae", 6)
-    with pytest.raises(ValueError, match=match):
-        nca.fit_mapping(model, params, _frames(0, 8, 6), steps=10, **kwargs)
+    for cls in (NCA, Student):
+        with pytest.raises(ValueError, match=f"{cls.__name__}: snapshots.*" + match):
+            cls(steps=10, **kwargs)
+    with pytest.raises(TypeError, match="snapshots"):  # the closed forms have no snapshots
+        LeastSquares(snapshots=(0, 5))

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from ncajax import models
+from ncajax.nca import NCA
 from ncajax.nca import _couplings as nca
 
 
@@ -63,11 +64,8 @@ def test_uniform_init_reaches_representable_teachers(kind, n):
     model, params, c = teacher(kind, n, rng)
     x = rng.uniform(0.0, 1.0, (256, n)).astype(np.float32)
     np.testing.assert_allclose(model.apply(params, x), x @ c.T, rtol=1e-4, atol=1e-5)  # exact teacher
-    fit = nca.fit_mapping(model, params, x, method="nca", init="uniform", steps=3000,
-                          learning_rate=1e-3)
+    fit = nca.fit_mapping(model, params, x, NCA(init='uniform', steps=3000, learning_rate=0.001))
     assert float(fit.rel_l1_error) <= 0.01, (kind, float(fit.rel_l1_error))
-    xavier = nca.fit_mapping(model, params, x, method="nca", init="xavier_normal", steps=300,
-                             learning_rate=1e-3, seed=3)
-    again = nca.fit_mapping(model, params, x, method="nca", init="xavier_normal", steps=300,
-                            learning_rate=1e-3, seed=3)
+    xavier = nca.fit_mapping(model, params, x, NCA(init='xavier_normal', steps=300, learning_rate=0.001), seed=3)
+    again = nca.fit_mapping(model, params, x, NCA(init='xavier_normal', steps=300, learning_rate=0.001), seed=3)
     np.testing.assert_array_equal(xavier.matrix, again.matrix)  # the authors' start runs unchanged

@@ -5,7 +5,6 @@ mapping stage is read from metrics.jsonl, the verdict and held-out figures show 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import shutil
@@ -17,7 +16,8 @@ from fakes import grid as _grid
 from matplotlib.colors import to_hex
 
 from ncajax import plots
-from ncajax.config import PRIMARY_ESTIMATOR, FitSetting, MappingConfig, STFTConfig, to_dict
+from ncajax.config import PRIMARY_ESTIMATOR, MappingConfig, STFTConfig, to_dict
+from ncajax.nca import NCA, LeastSquares, MeanJacobian, Student
 from ncajax.nca._structure import bin_frequencies
 from ncajax.plots import _base as plots_base
 from ncajax.study import _verdict as verdict
@@ -28,10 +28,10 @@ N = N_FFT // 2 + 1  # 9 bins
 S, T = 3, 3  # seeds, held-out songs
 MODELS = ("dae", "dae_deep", "dae_sf")
 SETTINGS = (
-    FitSetting(PRIMARY_ESTIMATOR, "nca", 20, 1e-2, "xavier_normal", "input"),
-    FitSetting("student_converged", "student", 20, 1e-2),
-    FitSetting("lstsq", "lstsq"),
-    FitSetting("jacobian", "jacobian"),
+    NCA(20, 1e-2, "xavier_normal", "input", name=PRIMARY_ESTIMATOR),
+    Student(20, 1e-2, name="student_converged"),
+    LeastSquares(name="lstsq"),
+    MeanJacobian(name="jacobian"),
 )
 ITERATIVE = {"nca", "student"}
 LEVELS = {"dae": 0.8, "dae_deep": 0.7, "dae_sf": 0.2}  # weighted diagonal ratio: the DAEs above
@@ -96,7 +96,7 @@ def mapping_records(rng, *, heldout: dict | None = None) -> list[dict]:
                 "setting": s.name,
                 "kind": "pooled",
                 "method": s.method,
-                "settings": dataclasses.asdict(s),
+                "settings": s.setting_dict(),
                 "fit_seeds": list(range(S)) if it else None,
                 "rel_l1_fit": [0.15] * S,
                 "rel_l1_heldout": heldout.get((m, s.name), grid(FIT_ERR, key + "/err")),
@@ -590,3 +590,22 @@ def test_convergence_control_files_and_make_all(tmp_path):
     assert (out / "convergence_control.pdf").read_bytes()[:5] == b"%PDF-"
     # without control records there is no such figure
     assert plots.convergence_control(make_run(tmp_path / "plain"), tmp_path / "g") == []
+
+
+def test_separation_quality_draws_the_summarys_student_t_interval_over_seeds(tmp_path, capture):
+    """Per model the error bar is the mean ± Student-t 95 % CI of the seeds' scores (5, 6, 7 dB here),
+    checked against SciPy; a reference (one value) is a point without spread."""
+    import scipy.stats
+
+    run = make_run(tmp_path)
+    plots.separation_quality(summarise_run(run), tmp_path / "f")
+    mag = capture["separation_quality"].axes[0]
+    bars = _errorbars(mag)
+    assert len(bars) == 2 + len(MODELS)  # mixture, the models, the oracle IRM
+    vals = 5.0 + np.arange(S)
+    half = scipy.stats.t.ppf(0.975, S - 1) * vals.std(ddof=1) / np.sqrt(S)
+    for _x, y, seg, _ in bars[1:-1]:
+        assert y == pytest.approx(vals.mean())
+        assert sorted(seg[:, 1]) == pytest.approx([vals.mean() - half, vals.mean() + half])
+    x, y, seg, _ = bars[0]
+    assert (x, y) == (0.0, -2.0) and list(seg[:, 1]) == [-2.0, -2.0]

@@ -34,6 +34,7 @@ from ncajax.data import _corpus as corpus
 from ncajax.data import _features as features
 from ncajax.data import _sources as sources
 from ncajax.data._features import FeatureCache
+from ncajax.nca import NCA, LeastSquares, Student
 from ncajax.nca import _couplings as nca
 from ncajax.nca import _structure as analysis
 from ncajax.training import _train as train
@@ -166,8 +167,8 @@ def test_same_seed_same_mapping_matrices_and_metrics():
     params = models.init_params(model, jax.random.key(3))
     x = np.random.default_rng(0).random((64, N)).astype(np.float32)
     fits = [
-        nca.fit_mapping(model, params, x, method=m, steps=30, learning_rate=1e-2, seed=5)
-        for m in ("nca", "student", "nca", "student")
+        nca.fit_mapping(model, params, x, cls(steps=30, learning_rate=0.01), seed=5)
+        for cls in (NCA, Student, NCA, Student)
     ]
     for first, second in ((fits[0], fits[2]), (fits[1], fits[3])):
         assert np.array_equal(np.asarray(first.matrix), np.asarray(second.matrix))
@@ -177,7 +178,7 @@ def test_same_seed_same_mapping_matrices_and_metrics():
         assert m1.keys() == m2.keys() and len(m1) > 0
         for key in m1:
             assert np.array_equal(np.asarray(m1[key]), np.asarray(m2[key]), equal_nan=True), key
-    other = nca.fit_mapping(model, params, x, method="student", steps=30, learning_rate=1e-2, seed=6)
+    other = nca.fit_mapping(model, params, x, Student(steps=30, learning_rate=0.01), seed=6)
     assert not np.array_equal(np.asarray(other.matrix), np.asarray(fits[1].matrix))
 
 
@@ -211,19 +212,20 @@ def test_unknown_model_leaves_no_run_directory(tmp_path):
 # ---------------------------------------------------------------------------------- bad options
 
 
-def _fit(**kw):
+def _fit(estimator=NCA(), x=None):
     model = models.build("dae", 8)
     params = models.init_params(model, jax.random.key(0))
-    x = np.ones((4, 8), np.float32)
-    return nca.fit_mapping(model, params, kw.pop("x", x), **kw)
+    return nca.fit_mapping(model, params, np.ones((4, 8), np.float32) if x is None else x, estimator)
 
 
 @pytest.mark.parametrize(
     "make, message",
     [
-        (lambda: _fit(steps=-5), "steps must be a positive integer"),
-        (lambda: _fit(method="student", steps=-1), "steps must be a positive integer"),
-        (lambda: _fit(method="pca"), "unknown method 'pca'"),
+        (lambda: NCA(steps=-5), "NCA: steps must be a positive integer"),
+        (lambda: Student(steps=-1), "Student: steps must be a positive integer"),
+        (lambda: _fit("pca"), "estimator must be one of"),
+        (lambda: config.from_dict(config.MappingConfig, {"settings": [{"name": "x", "method": "pca"}]}),
+         "unknown method 'pca'"),
         (lambda: config.STFTConfig(n_fft=256, win_length=512), "window longer than the FFT"),
         (lambda: config.STFTConfig(hop_length=0), "hop_length must be positive"),
         (lambda: config.STFTConfig(n_fft=255), "positive even number"),
@@ -232,7 +234,7 @@ def _fit(**kw):
         (lambda: config.preset("slow"), r"unknown STFT preset 'slow'.*\['fast', 'mid', 'paper'\]"),
         (lambda: config.ModelConfig("dae", n_bins=0), "n_bins must be positive"),
         (lambda: _fit(x=np.full((4, 8), np.inf, np.float32)), "NaN or Inf"),
-        (lambda: _fit(method="lstsq", x=np.full((4, 8), np.inf, np.float32)), "NaN or Inf"),
+        (lambda: _fit(LeastSquares(), x=np.full((4, 8), np.inf, np.float32)), "NaN or Inf"),
         (lambda: features.stft(np.array([0.0, np.inf, 1.0]), FAST), "NaN or Inf"),
     ],
 )
@@ -336,7 +338,7 @@ def test_nothing_reaches_the_network(tmp_path, monkeypatch):
     assert res.result["finished"]
     trained = train.load_trained(tmp_path / "run")
     x = np.asarray(caches[2].mixture[:64])
-    fit = nca.fit_mapping(trained.model, trained.seed_params(0), x, method="lstsq")
+    fit = nca.fit_mapping(trained.model, trained.seed_params(0), x, LeastSquares())
     assert fit.matrix.shape == (FAST.n_bins, FAST.n_bins) and np.all(np.isfinite(fit.matrix))
     assert attempts == []
 

@@ -11,7 +11,6 @@ states what the verdict object (`report.conclusion`, also written as conclusion.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 from pathlib import Path
@@ -37,7 +36,7 @@ MODELS = ("dae", "dae_deep", "dae_sf")
 S, T = 3, 4  # seeds per model, held-out test songs
 SEEDS = (0, 1, 2)
 HELDOUT_SONGS = [f"test{t}" for t in range(T)]
-SETTINGS = [dataclasses.asdict(s) for s in default_settings(steps=50, learning_rate=1e-2)]
+SETTINGS = [s.setting_dict() for s in default_settings(steps=50, learning_rate=1e-2)]
 ITERATIVE = {s["name"] for s in SETTINGS if s["method"] in ("nca", "student")}
 T_975_DF2 = 4.302652729911275  # Student t quantile 0.975 with 2 degrees of freedom
 
@@ -741,3 +740,35 @@ def test_under_convergence_control_section_and_the_frozen_p_sentence(tmp_path):
     assert sentence not in md and "does not reproduce a counting direction" in sec
     # a stage without the control: no section
     assert "Under-convergence control" not in report.build_report(make_run(tmp_path / "c"))
+
+
+def test_resolution_rung_is_read_through_the_run_summary(tmp_path):
+    """A rung's numbers are its run's (dead output share, vocals SDR and training improvement over seeds,
+    the primary estimator's intervals and the verdict), against NumPy on the files written here."""
+    from ncajax.report import _resolution as resolution
+
+    run = make_run(tmp_path / "run")
+    ev = json.loads((run / "evaluation" / "result.json").read_text())
+    dead = {"dae": [0.0, 0.1, 0.05], "dae_deep": [0.2, 0.3, 0.1], "dae_sf": [0.0, 0.0, 0.0]}
+    ev["units"] = {m: {"frames": 40, "dead_share": d, "homogeneity": {},
+                       "live_by_octave": [[{"lo_hz": 0.0, "hi_hz": 0.0, "n_units": 1, "live_share": 1.0}]] * 3}
+                   for m, d in dead.items()}
+    write_json(run / "evaluation" / "result.json", ev)
+    write_json(run / "timings.json", {"total": 90.0})
+    with pytest.raises(FileNotFoundError, match="conclusion.json"):
+        resolution.summarise({"fast": run})
+    report.write_report(run, run / "REPORT.md")
+    out = resolution.summarise({"fast": run})
+    rung = out["rungs"]["fast"]
+    concl = json.loads((run / "conclusion.json").read_text())
+    assert (rung["preset"], rung["sample_rate"], rung["n_bins"], rung["wall_s"]) == ("fast", 8000, 129, 90.0)
+    assert rung["verdict"] == concl["overall"]["verdict"]
+    assert rung["primary_intervals"] == concl["settings"][PRIMARY_ESTIMATOR]["intervals"]
+    deep = rung["models"]["dae_deep"]
+    assert deep["dead_share"] == pytest.approx(np.mean(dead["dae_deep"])) and deep["dead_share_max"] == 0.3
+    sdr = [ev["summary"][f"dae_deep/seed{s}"]["vocals"]["SDR"] for s in SEEDS]
+    assert deep["vocals_sdr"] == pytest.approx(np.mean(sdr)) and deep["test_improvement_db"] == pytest.approx(8.0)
+    assert deep["n_seeds"] == 3 and rung["mixture_vocals_sdr"] == ev["summary"]["mixture"]["vocals"]["SDR"]
+    text = "\n".join(resolution.section(out))
+    assert row(text, "`fast` (8 kHz, N = 129)", "`dae_deep`")[2:4] == ["3", f"{np.mean(dead['dae_deep']):.3f} (0.300)"]
+    assert row(text, "`fast`")[-1] == "1.5 min"

@@ -14,6 +14,7 @@ import pytest
 import soundfile as sf
 
 from ncajax import config, models
+from ncajax.cli import _separate as separate_cli
 from ncajax.data import _features as features
 from ncajax.separation import _separate as separate
 from ncajax.training import _train as train
@@ -63,10 +64,10 @@ def test_model_rate_matches_numpy_separation(run_dir, tmp_path):
     sf.write(tmp_path / "voice.flac", mono, 22050)
     mono_read = sf.read(tmp_path / "voice.flac", dtype="float32")[0]
 
-    assert separate.main([str(run_dir), str(tmp_path / "song.wav"), "--seed-index", "1",
+    assert separate_cli.main([str(run_dir), str(tmp_path / "song.wav"), "--seed-index", "1",
                           "--chunk", "7", "--model-rate"]) == 0
     out = tmp_path / "out"
-    assert separate.main([str(run_dir), str(tmp_path / "voice.flac"), "--out", str(out),
+    assert separate_cli.main([str(run_dir), str(tmp_path / "voice.flac"), "--out", str(out),
                           "--model-rate"]) == 0
 
     cases = [
@@ -96,14 +97,14 @@ def test_model_rate_matches_numpy_separation(run_dir, tmp_path):
 def test_mono_input_rate_sums_to_input(run_dir, tmp_path):
     x = tone(11025, 44100, 3)
     sf.write(tmp_path / "a.wav", x, 44100, subtype="FLOAT")
-    assert separate.main([str(run_dir), str(tmp_path / "a.wav")]) == 0  # the input's rate: default
+    assert separate_cli.main([str(run_dir), str(tmp_path / "a.wav")]) == 0  # the input's rate: default
     vocals, rate = sf.read(tmp_path / "a_vocals.wav", dtype="float32")
     acc, _ = sf.read(tmp_path / "a_accompaniment.wav", dtype="float32")
     assert rate == 44100 and vocals.ndim == 1 and len(vocals) == len(acc) == len(x)
     np.testing.assert_allclose(vocals + acc, x, atol=1e-6)
     assert np.max(np.abs(vocals)) > 1e-3
     # the old --keep-rate flag is still accepted (a no-op now) and gives the same files
-    assert separate.main([str(run_dir), str(tmp_path / "a.wav"), "--keep-rate",
+    assert separate_cli.main([str(run_dir), str(tmp_path / "a.wav"), "--keep-rate",
                           "--out", str(tmp_path / "k")]) == 0
     np.testing.assert_array_equal(sf.read(tmp_path / "k" / "a_vocals.wav", dtype="float32")[0],
                                   vocals)
@@ -120,7 +121,7 @@ def test_stereo_44k_comes_back_stereo_44k(run_dir, tmp_path):
     sf.write(tmp_path / "mix.wav", stereo, rate, subtype="FLOAT")
     for c, name in enumerate(("L", "R")):
         sf.write(tmp_path / f"{name}.wav", stereo[:, c], rate, subtype="FLOAT")
-    assert separate.main([str(run_dir), str(tmp_path / "mix.wav"), str(tmp_path / "L.wav"),
+    assert separate_cli.main([str(run_dir), str(tmp_path / "mix.wav"), str(tmp_path / "L.wav"),
                           str(tmp_path / "R.wav"), "--out", str(tmp_path / "out")]) == 0
 
     info_in = sf.info(tmp_path / "mix.wav")
@@ -167,7 +168,7 @@ def test_bad_input_exit_2_one_line(run_dir, tmp_path, capsys, content, message):
         sf.write(path, np.array([0.1, np.inf, np.nan, 0.2], np.float32), 8000, subtype="FLOAT")
     elif content == "folder":
         path.mkdir()
-    assert separate.main([str(run_dir), str(path)]) == 2
+    assert separate_cli.main([str(run_dir), str(path)]) == 2
     err = capsys.readouterr().err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and str(path) in lines[0] and message in lines[0], err
@@ -178,15 +179,15 @@ def test_bad_input_exit_2_one_line(run_dir, tmp_path, capsys, content, message):
 def test_bad_run_dir_and_seed_index(run_dir, tmp_path, capsys):
     x = tone(800, 8000, 4)
     sf.write(tmp_path / "a.wav", x, 8000)
-    assert separate.main([str(tmp_path / "norun"), str(tmp_path / "a.wav")]) == 2
+    assert separate_cli.main([str(tmp_path / "norun"), str(tmp_path / "a.wav")]) == 2
     assert "not a training run directory" in capsys.readouterr().err
-    assert separate.main([str(run_dir), str(tmp_path / "a.wav"), "--seed-index", "2"]) == 2
+    assert separate_cli.main([str(run_dir), str(tmp_path / "a.wav"), "--seed-index", "2"]) == 2
     assert "holds 2 seed(s)" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:
-        separate.main([str(run_dir), str(tmp_path / "a.wav"), "--chunk", "0"])
+        separate_cli.main([str(run_dir), str(tmp_path / "a.wav"), "--chunk", "0"])
     assert exc.value.code == 2
     # one bad file among good ones: the good one is still separated, the exit code says 2
-    assert separate.main([str(run_dir), str(tmp_path / "missing.wav"), str(tmp_path / "a.wav")]) == 2
+    assert separate_cli.main([str(run_dir), str(tmp_path / "missing.wav"), str(tmp_path / "a.wav")]) == 2
     assert (tmp_path / "a_vocals.wav").exists()
 
 
@@ -215,24 +216,24 @@ def test_same_stem_clash_writes_nothing(run_dir, tmp_path, capsys):
     d = tmp_path / "D"
     for first, second in [(tmp_path / "tone.flac", tmp_path / "tone.mp3"),
                           (tmp_path / "a" / "song.wav", tmp_path / "b" / "song.wav")]:
-        assert separate.main([str(run_dir), str(first), str(second), "--out", str(d)]) == 2
+        assert separate_cli.main([str(run_dir), str(first), str(second), "--out", str(d)]) == 2
         line = one_error_line(capsys)
         assert str(first) in line and str(second) in line and "--out" in line, line
         assert str(d / f"{first.stem}_vocals.wav") in line, line
         assert not d.exists()  # checked before anything is separated or a folder made
     # an output that would overwrite another input is refused too
     sf.write(tmp_path / "tone_vocals.wav", x, 8000)
-    assert separate.main([str(run_dir), str(tmp_path / "tone.flac"),
+    assert separate_cli.main([str(run_dir), str(tmp_path / "tone.flac"),
                           str(tmp_path / "tone_vocals.wav")]) == 2
     assert "overwrite the input" in one_error_line(capsys)
     np.testing.assert_allclose(sf.read(tmp_path / "tone_vocals.wav", dtype="float32")[0], x,
                                atol=1e-4)
     # no clash: the same stems in their own folders (no --out); mp3 input is separated
-    assert separate.main([str(run_dir), str(tmp_path / "a" / "song.wav"),
+    assert separate_cli.main([str(run_dir), str(tmp_path / "a" / "song.wav"),
                           str(tmp_path / "b" / "song.wav")]) == 0
     assert (tmp_path / "a" / "song_vocals.wav").exists()
     assert (tmp_path / "b" / "song_vocals.wav").exists()
-    assert separate.main([str(run_dir), str(tmp_path / "tone.mp3"), "--out", str(d)]) == 0
+    assert separate_cli.main([str(run_dir), str(tmp_path / "tone.mp3"), "--out", str(d)]) == 0
     vocals, rate = sf.read(d / "tone_vocals.wav", dtype="float32")
     acc, _ = sf.read(d / "tone_accompaniment.wav", dtype="float32")
     mp3 = sf.read(tmp_path / "tone.mp3", dtype="float32")[0]
@@ -245,7 +246,7 @@ def test_outputs_get_umask_permissions(run_dir, tmp_path, mask, mode):
     sf.write(tmp_path / "a.wav", tone(400, 8000, 6), 8000)
     old = os.umask(mask)
     try:
-        assert separate.main([str(run_dir), str(tmp_path / "a.wav")]) == 0
+        assert separate_cli.main([str(run_dir), str(tmp_path / "a.wav")]) == 0
     finally:
         os.umask(old)
     for target in ("vocals", "accompaniment"):
@@ -261,11 +262,11 @@ def test_study_dir_lists_its_trained_models(tmp_path, capsys):
     (study / "mappings").mkdir()
     (study / "mappings" / "config.json").write_text("{}")  # not a trained model: not listed
     sf.write(tmp_path / "a.wav", tone(400, 8000, 7), 8000)
-    assert separate.main([str(study), str(tmp_path / "a.wav")]) == 2
+    assert separate_cli.main([str(study), str(tmp_path / "a.wav")]) == 2
     models_found = ", ".join(str(study / "train" / n) for n in ("dae", "dae_deep", "dae_sf"))
     expected = f"{study} is a study directory; pass one of its trained models: {models_found}"
     assert one_error_line(capsys).endswith(expected)
-    assert separate.main([str(study / "train"), str(tmp_path / "a.wav")]) == 2
+    assert separate_cli.main([str(study / "train"), str(tmp_path / "a.wav")]) == 2
     assert f"pass one of its trained models: {models_found}" in one_error_line(capsys)
     assert not (tmp_path / "a_vocals.wav").exists()
 
@@ -291,9 +292,10 @@ def test_progress_bars_over_files_and_frames(run_dir, tmp_path, capsys, monkeypa
             self.updates.append(n)
             return super().update(n)
 
-    monkeypatch.setattr(separate, "tqdm", Recording)
+    monkeypatch.setattr(separate, "tqdm", Recording)  # the bar over frames
+    monkeypatch.setattr(separate_cli, "tqdm", Recording)  # the bar over files
     args = [str(run_dir), str(tmp_path / "a.wav"), str(tmp_path / "b.wav"), "--chunk", "7"]
-    assert separate.main([*args, "--progress"]) == 0
+    assert separate_cli.main([*args, "--progress"]) == 0
     files, frames_a, frames_b = bars
     assert (files.unit, files.total, files.n) == ("file", 2, 2)
     assert (frames_a.unit, frames_a.total) == ("frame", 101)
@@ -303,7 +305,7 @@ def test_progress_bars_over_files_and_frames(run_dir, tmp_path, capsys, monkeypa
     assert "separate" in err and "2/2" in err and "0/101" in err
     for flags in ([], ["--no-progress"]):  # capsys' stderr is no terminal: no bar by default
         bars.clear()
-        assert separate.main([*args, *flags]) == 0
+        assert separate_cli.main([*args, *flags]) == 0
         assert all(bar.disable for bar in bars) and capsys.readouterr().err == ""
 
 
@@ -319,7 +321,7 @@ def test_folder_separates_every_audio_file_into_its_own_subfolder(run_dir, tmp_p
     (album / "sub").mkdir()
     sf.write(album / "sub" / "deeper.wav", tone(400, 8000, 34), 8000)
 
-    assert separate.main([str(run_dir), str(album), "--out", str(tmp_path / "out")]) == 0
+    assert separate_cli.main([str(run_dir), str(album), "--out", str(tmp_path / "out")]) == 0
     out = tmp_path / "out"
     assert sorted(p.name for p in out.iterdir()) == ["one", "three", "two"]
     for name in inputs:
@@ -332,9 +334,9 @@ def test_folder_separates_every_audio_file_into_its_own_subfolder(run_dir, tmp_p
         np.testing.assert_allclose(vocals + acc, source, atol=1e-6)
     assert f"{album / 'one.wav'}: wrote {out / 'one' / 'vocals.wav'}" in capsys.readouterr().out
     # without --out: the sub-folders go into the input folder itself; a re-run reads only the files
-    assert separate.main([str(run_dir), str(album)]) == 0
+    assert separate_cli.main([str(run_dir), str(album)]) == 0
     assert (album / "two" / "vocals.wav").is_file() and not (album / "sub" / "deeper").exists()
-    assert separate.main([str(run_dir), str(album)]) == 0
+    assert separate_cli.main([str(run_dir), str(album)]) == 0
     assert sorted(p.name for p in album.iterdir()) == sorted(
         [*inputs, "notes.txt", ".hidden.wav", "sub", "one", "two", "three"])
 
@@ -347,7 +349,7 @@ def test_folder_clash_and_folder_without_audio_write_nothing(run_dir, tmp_path, 
     sf.write(empty / "sub" / "song.wav", tone(400, 8000, 40), 8000)
     sf.write(tmp_path / "good.wav", tone(400, 8000, 41), 8000)
     out = tmp_path / "out"
-    assert separate.main([str(run_dir), str(tmp_path / "good.wav"), str(empty),
+    assert separate_cli.main([str(run_dir), str(tmp_path / "good.wav"), str(empty),
                           "--out", str(out)]) == 2
     line = one_error_line(capsys)
     assert f"{empty}: folder holds no audio files" in line
@@ -359,7 +361,7 @@ def test_folder_clash_and_folder_without_audio_write_nothing(run_dir, tmp_path, 
     clash.mkdir()
     sf.write(clash / "song.wav", tone(400, 8000, 42), 8000)
     sf.write(clash / "song.flac", tone(400, 8000, 43), 8000)
-    assert separate.main([str(run_dir), str(clash)]) == 2
+    assert separate_cli.main([str(run_dir), str(clash)]) == 2
     line = one_error_line(capsys)
     assert str(clash / "song" / "vocals.wav") in line and "--out" in line
     assert sorted(p.name for p in clash.iterdir()) == ["song.flac", "song.wav"]
@@ -370,13 +372,13 @@ def test_band_warning_names_the_cutoff_and_the_training_rate(run_dir, tmp_path, 
     assert separate.band_warning("x.wav", 16000, 44100) is None
     sf.write(tmp_path / "hi.wav", tone(4410, 44100, 50), 44100, subtype="FLOAT")
     sf.write(tmp_path / "lo.wav", tone(800, 8000, 51), 8000, subtype="FLOAT")
-    assert separate.main([str(run_dir), str(tmp_path / "hi.wav"), str(tmp_path / "lo.wav")]) == 0
+    assert separate_cli.main([str(run_dir), str(tmp_path / "hi.wav"), str(tmp_path / "lo.wav")]) == 0
     lines = capsys.readouterr().err.strip().splitlines()
     assert lines == [
         f"ncajax-separate: warning: {tmp_path / 'hi.wav'}: everything above 4 kHz in this 44.1 kHz "
         "input lands in the accompaniment: the model was trained at 8 kHz, so it hears only up to 4 kHz"
     ]
-    assert separate.main([str(run_dir), str(tmp_path / "hi.wav"), "--model-rate",
+    assert separate_cli.main([str(run_dir), str(tmp_path / "hi.wav"), "--model-rate",
                           "--out", str(tmp_path / "m")]) == 0
     line = capsys.readouterr().err.strip()
     assert "everything above 4 kHz in this 44.1 kHz input is dropped (--model-rate writes at 8 kHz)" in line
@@ -387,14 +389,14 @@ def test_band_warning_names_the_cutoff_and_the_training_rate(run_dir, tmp_path, 
 def test_silent_input_is_refused(run_dir, tmp_path, capsys, kind):
     x = np.zeros(800, np.float32) if kind == "silent" else np.full(800, 1e-5, np.float32)  # -100 dBFS
     sf.write(tmp_path / "quiet.wav", x, 8000, subtype="FLOAT")
-    assert separate.main([str(run_dir), str(tmp_path / "quiet.wav")]) == 2
+    assert separate_cli.main([str(run_dir), str(tmp_path / "quiet.wav")]) == 2
     line = one_error_line(capsys)
     assert f"{tmp_path / 'quiet.wav'}: is silent" in line and "nothing to separate" in line
     assert not (tmp_path / "quiet_vocals.wav").exists()
     # a quiet but audible file (-60 dBFS) is separated
     sf.write(tmp_path / "soft.wav", np.full(800, 1e-3, np.float32) * np.sign(tone(800, 8000, 52)),
              8000, subtype="FLOAT")
-    assert separate.main([str(run_dir), str(tmp_path / "soft.wav")]) == 0
+    assert separate_cli.main([str(run_dir), str(tmp_path / "soft.wav")]) == 0
 
 
 def test_weights_that_do_not_match_the_model(run_dir, tmp_path, capsys):
@@ -408,7 +410,7 @@ def test_weights_that_do_not_match_the_model(run_dir, tmp_path, capsys):
     cfg["model"]["n_bins"] = N + 4
     (bad_run / "config.json").write_text(json.dumps(cfg))
     sf.write(tmp_path / "a.wav", tone(800, 8000, 60), 8000)
-    assert separate.main([str(bad_run), str(tmp_path / "a.wav")]) == 2
+    assert separate_cli.main([str(bad_run), str(tmp_path / "a.wav")]) == 2
     line = one_error_line(capsys)
     assert str(bad_run / "checkpoints") in line and "different configuration" in line
     assert f"model.n_bins: expected {N + 4}, found {N}" in line and "matching run directory" in line
@@ -420,7 +422,7 @@ def test_ffmpeg_format_without_ffmpeg_is_one_clear_error(run_dir, tmp_path, caps
 
     monkeypatch.setattr(ffmpeg_module, "find_ffmpeg", lambda: None)
     (tmp_path / "song.m4a").write_bytes(b"\x00\x00\x00\x20ftypM4A not read")
-    assert separate.main([str(run_dir), str(tmp_path / "song.m4a")]) == 2
+    assert separate_cli.main([str(run_dir), str(tmp_path / "song.m4a")]) == 2
     line = one_error_line(capsys)
     assert f"{tmp_path / 'song.m4a'}: reading .m4a files needs ffmpeg" in line
     assert "apt-get install ffmpeg" in line and "convert the file to wav or flac" in line
@@ -442,14 +444,14 @@ def test_m4a_and_corrupt_m4a_through_ffmpeg(run_dir, tmp_path, capsys):
     decoded, rate = separate.read_audio(tmp_path / "song.m4a", mono=False)
     assert rate == 44100 and decoded.shape[1] == 2 and abs(len(decoded) - 22050) < 4096
     assert np.corrcoef(decoded[1024:20000, 0], stereo[1024:20000, 0])[0, 1] > 0.5  # the audio, not noise
-    assert separate.main([str(run_dir), str(tmp_path / "song.m4a"), "--no-progress"]) == 0
+    assert separate_cli.main([str(run_dir), str(tmp_path / "song.m4a"), "--no-progress"]) == 0
     vocals, r = sf.read(tmp_path / "song_vocals.wav", dtype="float32", always_2d=True)
     acc = sf.read(tmp_path / "song_accompaniment.wav", dtype="float32", always_2d=True)[0]
     assert r == 44100 and vocals.shape == decoded.shape
     np.testing.assert_allclose(vocals + acc, decoded, atol=1e-6)
     capsys.readouterr()
     (tmp_path / "bad.m4a").write_bytes(b"\x00\x00\x00\x20ftypM4A " + b"garbage" * 50)
-    assert separate.main([str(run_dir), str(tmp_path / "bad.m4a")]) == 2
+    assert separate_cli.main([str(run_dir), str(tmp_path / "bad.m4a")]) == 2
     line = one_error_line(capsys)
     assert f"{tmp_path / 'bad.m4a'}: not a readable audio file" in line and "convert it to wav" in line
     assert not (tmp_path / "bad_vocals.wav").exists()
@@ -466,7 +468,7 @@ def test_stem_mp4_in_a_folder_separates_its_mixture(run_dir, tmp_path, musdb_sam
     folder = tmp_path / "stems"
     folder.mkdir()
     (folder / sample.name).symlink_to(sample)
-    assert separate.main([str(run_dir), str(folder), "--out", str(tmp_path / "out")]) == 0
+    assert separate_cli.main([str(run_dir), str(folder), "--out", str(tmp_path / "out")]) == 0
     vocals, rate = sf.read(tmp_path / "out" / name / "vocals.wav", dtype="float32", always_2d=True)
     acc = sf.read(tmp_path / "out" / name / "accompaniment.wav", dtype="float32", always_2d=True)[0]
     mixture = sources.load_track(sources.TrackRef(name, str(sample), "stem"), 44100).mixture

@@ -12,6 +12,7 @@ import pytest
 import soundfile as sf
 
 from ncajax import config
+from ncajax.cli import _sisec as sisec_cli
 from ncajax.separation import _separate as separate
 from ncajax.separation import _sisec as sisec
 from ncajax.training import _train as train
@@ -260,14 +261,14 @@ def test_command_line_mixture_on_hq_folder_and_foreign_folder(tmp_path, capsys):
         for stem in ("mixture", "vocals", "drums", "bass", "other"):
             sf.write(folder / f"{stem}.wav", 0.1 * rng.standard_normal((2 * RATE, 2)), RATE, subtype="FLOAT")
     out = tmp_path / "mix"
-    assert sisec.main(["evaluate", "mixture", "--root", str(root), "--out", str(out), "--duration", "1.5"]) == 0
+    assert sisec_cli.main(["evaluate", "mixture", "--root", str(root), "--out", str(out), "--duration", "1.5"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["tracks"] == ["one", "two"] and printed["vocals"]["SDR"] is not None
-    assert sisec.main(["aggregate", str(out), "--out", str(tmp_path / "agg.json")]) == 0
+    assert sisec_cli.main(["aggregate", str(out), "--out", str(tmp_path / "agg.json")]) == 0
     assert json.loads((tmp_path / "agg.json").read_text())["runs"]["mixture"]["tracks"] == ["one", "two"]
     capsys.readouterr()
     (out / sisec.SISEC_FILE).write_text(json.dumps({"identity": {"method": "dae/seed0"}}))
-    assert sisec.main(["evaluate", "mixture", "--root", str(root), "--out", str(out)]) == 2
+    assert sisec_cli.main(["evaluate", "mixture", "--root", str(root), "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "different separator" in err and str(out) in err
 

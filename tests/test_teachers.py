@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from ncajax.config import STFTConfig
+from ncajax.nca import LeastSquares
 from ncajax.nca import _stage as mappings
 from ncajax.nca import _structure as analysis
 from ncajax.study import _verdict as verdict
@@ -22,7 +23,7 @@ N = 32
 STFT = STFTConfig(sample_rate=4000, n_fft=62, win_length=62, hop_length=31)  # 32 bins, 64.5 Hz apart
 BAND_HZ = 100.0  # the band part is |i - j| <= 1 bin here
 SETTING = "lstsq"
-CFG = mappings.MappingConfig(settings=(mappings.FitSetting(SETTING, "lstsq"),), n_fit_frames=256,
+CFG = mappings.MappingConfig(settings=(LeastSquares(name=SETTING),), n_fit_frames=256,
                              heldout_frames_per_song=64, linearity_frames=8, linearity_seeds=0)
 
 

@@ -15,6 +15,7 @@ from ncajax.nca import _structure as analysis
 from ncajax.report._results import live_units_section
 from ncajax.separation import _liveness as liveness
 from ncajax.study._results import EvaluationResult, StudyRun, TrainResult
+from ncajax.study._summary import summarise
 
 
 def _model(name, n=17, seed=0):
@@ -82,18 +83,24 @@ def test_live_units_section_and_figures(tmp_path):
     data = StudyRun(run, {m: TrainResult(m, None, None, None) for m in units}, None,
                     EvaluationResult(json.loads((run / "evaluation" / "result.json").read_text()), None),
                     None, None, ())
-    text = "\n".join(live_units_section(data))
+    summary = summarise(data)
+    text = "\n".join(live_units_section(summary))
     # dae_deep: mean of 0.03 and 0.05 dead, worst seed 0.05; octave band 500-1000 Hz half alive
     assert "| `dae_deep` | 0.040 | 0.050 |" in text
     assert "500-1000 Hz (4)" in text and "0.50" in text
-    written = plots.live_units(run, tmp_path / "figs") + plots.sdr_vs_loudness(run, tmp_path / "figs")
+    u = summary.units["dae_deep"]  # the summary's statistics over seeds against NumPy
+    assert u.dead_share_mean == np.mean(units["dae_deep"]["dead_share"])
+    assert u.dead_share_max == np.max(units["dae_deep"]["dead_share"])
+    assert u.homogeneity_mean == {"0.25": np.mean([0.1, 0.2]), "4": np.mean([0.05, 0.07])}
+    assert u.live_share_mean == (1.0, 1.0, 0.5) and u.live_share_min == u.live_share_max == (1.0, 1.0, 0.5)
+    written = plots.live_units(summary, tmp_path / "figs") + plots.sdr_vs_loudness(run, tmp_path / "figs")
     assert sorted(p.name for p in written) == ["live_units.pdf", "live_units.png", "sdr_vs_loudness.pdf",
                                                "sdr_vs_loudness.png"]
 
 
 def test_live_units_section_without_unit_facts():
     data = StudyRun(Path("run"), {}, None, EvaluationResult({"summary": {}}, None), None, None, ())
-    assert "no unit facts" in "\n".join(live_units_section(data))
+    assert "no unit facts" in "\n".join(live_units_section(summarise(data)))
 
 
 def test_separation_section_names_each_models_recorded_recipe():
@@ -107,8 +114,8 @@ def test_separation_section_names_each_models_recorded_recipe():
                  for m, loss in losses.items()}
         return StudyRun(Path("run"), train, None, EvaluationResult({"summary": {}}, None), None, None, ())
 
-    text = "\n".join(separation_section(run_of({"dae": "mse", "dae_deep": "mse", "dae_sf": "l1"})))
+    text = "\n".join(separation_section(summarise(run_of({"dae": "mse", "dae_deep": "mse", "dae_sf": "l1"}))))
     assert "`dae` standardised, loss mse" in text and "`dae_sf` standardised, loss l1" in text
     assert "mask bias start 1" in text and "different losses" in text
-    same = "\n".join(separation_section(run_of({"dae": "l1", "dae_sf": "l1"})))
+    same = "\n".join(separation_section(summarise(run_of({"dae": "l1", "dae_sf": "l1"}))))
     assert "loss l1" in same and "different losses" not in same

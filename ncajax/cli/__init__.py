@@ -10,12 +10,11 @@ error handler every entry point uses (a bad input is one `error:` line and exit 
     run_guarded(main, argv)  the same, returning the exit code
     legacy_flags / flat    old flag spellings rewritten to today's; a parsed config as flat options
 
-Modules (private): `_commands` (subcommands, flags), `_runners` (what each subcommand runs), `_errors`.
+Modules (private): `_commands` (subcommands, flags), `_runners` (what each subcommand runs), `_errors`, `_entry`.
 """
 
-from ..separation._separate import main as separate_main
-from ..separation._sisec import main as sisec_main
 from ._commands import COMMANDS, flat, legacy_flags, main, parse, run
+from ._entry import separate_main, sisec_main
 from ._errors import exit, run_guarded
 
 __all__ = [

@@ -361,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     at = argv.index(name)
     rest = [a for a in argv[:at] if a == cli.DEBUG_FLAG] + argv[at + 1:]
     if name == "separate":
-        from ..separation import _separate as separate
+        from . import _separate as separate
 
         return separate.main(rest, prog=f"{PROG} separate")
     return cli.run_guarded(lambda a: run(name, a), rest)

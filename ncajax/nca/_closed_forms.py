@@ -1,6 +1,6 @@
 """Closed-form mappings: least squares with its automatic ridge, the mean Jacobian, `jacobian_stream`.
 
-`fit_mapping` (ncajax.nca) validates its inputs and dispatches the "lstsq" and "jacobian" methods here.
+`fit_mapping` (ncajax.nca) validates its inputs and dispatches `LeastSquares` and `MeanJacobian` here.
 
 - `lstsq`: C^T = (X^T X + ridge)^-1 X^T Y; by default (ridge=None) the least Tikhonov term that keeps
   float32 stable on the Jacobi-scaled normal equations, grown tenfold on a Cholesky breakdown.
@@ -9,13 +9,15 @@
   (y = x ⊙ m(x)) also its split into the mask part diag(m) and the mask-Jacobian part x ⊙ dm/dx.
 - `jacobian_stream`: fn(J_t) for every frame, chunk by chunk.
 
-The single fits are pure functions of arrays; `ncajax.nca` jits them, vmaps them over K fits and
-caches the compiled programs.
+The single fits are pure functions of arrays, compiled by `jax.jit` with their settings (the least-squares
+mode, the Jacobian function and chunk) as static arguments, so repeated calls with the same shapes and
+settings reuse one compiled program.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -26,8 +28,15 @@ from jax.scipy.linalg import cho_factor, cho_solve
 from jaxtyping import Array, Float
 
 from .. import models
-from . import _programs as programs
-from ._common import HIGHEST, apply_matrix, check_chunk, check_frames, relative_l1, resolve_model
+from ._common import (
+    HIGHEST,
+    apply_matrix,
+    check_chunk,
+    check_frames,
+    over_fits,
+    relative_l1,
+    resolve_model,
+)
 
 
 def lstsq(x: jax.Array, target: jax.Array, ridge: float | None):
@@ -41,7 +50,7 @@ def lstsq(x: jax.Array, target: jax.Array, ridge: float | None):
         and biases an exactly linear teacher by ~ mu / (smallest eigenvalue of D^-1/2 G D^-1/2):
         recovered to ~1e-5 relative L1 in float32. If the Cholesky factor of that matrix breaks
         down (a pivot^2 below mu / 2, or non-finite; rank-deficient X), mu grows tenfold until it
-        does not. The mu used is returned (`fit_mapping` records it in `MappingFit.ridge`).
+        does not. The mu used is returned (`fit_mapping` records it in `LeastSquaresFit.ridge`).
     0: minimum-norm least squares (`jnp.linalg.lstsq`, SVD).
     > 0: ridge relative to the mean bin energy, C^T = (G + ridge tr(G)/N I)^-1 X^T Y (as given; no
         automatic increase), returned as given.
@@ -53,8 +62,7 @@ def lstsq(x: jax.Array, target: jax.Array, ridge: float | None):
     mode = "auto" if ridge is None else ("exact" if ridge == 0 else "ridge")
     # automatic: mu starts at N * eps (see the docstring) and grows only on a breakdown.
     start = x.shape[-1] * float(jnp.finfo(x.dtype).eps) if ridge is None else ridge
-    program = programs.program(_lstsq_single, (0, 0, None), batched=x.ndim == 3, mode=mode)
-    return program(x, target, jnp.asarray(start, x.dtype))
+    return _lstsq_program(x, target, jnp.asarray(start, x.dtype), mode=mode)
 
 
 def mean_jacobian(model, apply, params, x, target, *, p_axis: int | None, chunk_size: int):
@@ -68,7 +76,7 @@ def mean_jacobian(model, apply, params, x, target, *, p_axis: int | None, chunk_
     """
     frame_jac = _FrameJacobian(model, apply, isinstance(model, models.SkipFilterDAE))
     chunk = min(chunk_size, x.shape[-2])
-    program = programs.program(_jacobian_single, frame_jac=frame_jac, chunk=chunk)
+    program = functools.partial(_jacobian_program, frame_jac=frame_jac, chunk=chunk)
     if x.ndim == 2:
         return program(x, target, params)
     fits = []
@@ -90,7 +98,8 @@ def jacobian_stream(
 
     `model`/`params` as in `fit_mapping` (a callable with params=None works). `fn` maps one Jacobian to a
     pytree of arrays (typically scalars); the result stacks them along a leading nb_frames axis. Only
-    chunk_size Jacobians exist at a time. Pass the same `fn` object to reuse the compiled program.
+    chunk_size Jacobians exist at a time. `fn` is a static argument of the compiled program: pass the same
+    `fn` object to reuse it (a new closure each call compiles again).
     """
     apply = resolve_model(model, params)
     x = check_frames(x, model, name="x")
@@ -99,9 +108,29 @@ def jacobian_stream(
             f"jacobian_stream takes one set of frames (nb_frames, nb_bins), got {x.shape}"
         )
     check_chunk(chunk_size)
-    program = programs.program(_stream_single, apply=apply, fn=fn, chunk=chunk_size)
     with jax.default_matmul_precision("highest"):
-        return program(params, jnp.asarray(x))
+        return _stream_program(params, jnp.asarray(x), apply=apply, fn=fn, chunk=chunk_size)
+
+
+# --------------------------------------------------------------------------------------------------
+# Compiled programs (settings static)
+
+
+@functools.partial(jax.jit, static_argnames=("mode",))
+def _lstsq_program(x, target, ridge, *, mode):
+    """One least-squares fit, or K over a leading axis of x and target (`over_fits`)."""
+    one = functools.partial(_lstsq_single, mode=mode)
+    return one(x, target, ridge) if x.ndim == 2 else over_fits(one, (0, 0, None))(x, target, ridge)
+
+
+@functools.partial(jax.jit, static_argnames=("frame_jac", "chunk"))
+def _jacobian_program(x, target, params, *, frame_jac, chunk):
+    return _jacobian_single(x, target, params, frame_jac=frame_jac, chunk=chunk)
+
+
+@functools.partial(jax.jit, static_argnames=("apply", "fn", "chunk"))
+def _stream_program(params, x, *, apply, fn, chunk):
+    return _stream_single(params, x, apply=apply, fn=fn, chunk=chunk)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -205,7 +234,8 @@ class _FrameJacobian:
     """One frame's Jacobian J = dy/dx `(N, N)` and its parts: the `frame_jac` of `_jacobian_single`.
 
     skip_filter (`dae_sf`, y = x ⊙ m(x)): J = diag(m) + x ⊙ dm/dx, parts {"mask": m, "mask_jacobian":
-    x ⊙ dm/dx}; otherwise J = jacfwd of apply and no parts. Hashable, so it keys the compiled program.
+    x ⊙ dm/dx}; otherwise J = jacfwd of apply and no parts. Hashable: a static argument of the compiled
+    program.
     """
 
     model: Any

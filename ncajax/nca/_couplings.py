@@ -1,25 +1,33 @@
 """Mapping functions of frame-wise separators: one N x N matrix C with y ≈ x @ C.T.
 
-`C[i, j]` is the weight of input bin j in output bin i. `fit_mapping` distils a trained separator (a flax
-module from `ncajax.models` with its params, or any JAX callable on `(nb_frames, nb_bins)` frames) into C
-by one of four methods:
+`C[i, j]` is the weight of input bin j in output bin i. `fit_mapping(model, params, x, estimator)` distils
+a trained separator (a flax module from `ncajax.models` with its params, or any JAX callable on
+`(nb_frames, nb_bins)` frames) into C by one of four estimators, frozen option objects that check their
+own options when made (defined in `ncajax._estimators`, public in `ncajax.nca`):
 
-- "nca": the authors' Neural Couplings Algorithm. With the frozen dense layers W_l (out x in), b_l and one
+- `NCA(steps=600, learning_rate=1e-4, init="xavier_normal", bias_axis="input", snapshots=None)`: the
+  authors' Neural Couplings Algorithm. With the frozen dense layers W_l (out x in), b_l and one
   learnable P_l (in x in) per layer, W~_l = relu((W_l + b_l 1^T) P_l^T) ⊙ W_l and C = W~_L ... W~_1.
   The P_l are fitted by full-batch Adam on the L1 error between the target and x C^T. The teacher's
   biases only enter the gates. For the skip-filtering `dae_sf` the product is built from the mask
   network's layers and fitted on the model's output x ⊙ m(x), as the authors did: the x ⊙ m term itself
   has no place in the product.
-- "student": C itself fitted by the same loss, optimiser and loop (the authors' baseline).
-- "lstsq": closed-form least squares, C^T = (X^T X + ridge I)^-1 X^T Y, by default with a ridge at
-  float32 rounding level on the per-bin-scaled normal equations (exact maps are recovered to ~1e-5).
-- "jacobian": the mean over frames of the exact Jacobian dy/dx, plus how far the per-frame Jacobians
-  spread around it (`local_spread`); for `dae_sf` also its split into the mask and mask-Jacobian parts.
+- `Student(steps=600, learning_rate=1e-4, init="xavier_normal", snapshots=None)`: C itself fitted by the
+  same loss, optimiser and loop (the authors' baseline).
+- `LeastSquares(ridge=None)`: closed-form least squares, C^T = (X^T X + ridge I)^-1 X^T Y, by default
+  with a ridge at float32 rounding level on the per-bin-scaled normal equations (exact maps are
+  recovered to ~1e-5).
+- `MeanJacobian(chunk_size=256)`: the mean over frames of the exact Jacobian dy/dx, plus how far the
+  per-frame Jacobians spread around it (`local_spread`); for `dae_sf` also its split into the mask and
+  mask-Jacobian parts.
 
-This module holds `MappingFit`, the NCA product and loss, the two iterative single fits and
-`fit_mapping` (input checks, then one record builder per method family). The closed forms ("lstsq",
-"jacobian", `jacobian_stream`) live in `ncajax.nca`, `predict`/`relative_l1` and the shared input
-checks in `ncajax.nca`; all three public helpers are importable from here too.
+Each estimator family returns its own result type, holding only the fields it has: `IterativeFit` (NCA,
+Student), `LeastSquaresFit`, `JacobianFit`, all `MappingFit`s (matrix, rel_l1_error, method).
+
+This module holds the result types, the NCA product and loss, the two iterative single fits and
+`fit_mapping` (input checks, then one fit per estimator family). The closed forms (`lstsq`,
+`mean_jacobian`, `jacobian_stream`) live in `_closed_forms`, `apply_matrix`/`relative_l1` and the shared
+input checks in `_common`.
 
 An iterative fit can also keep C at chosen step counts (`snapshots`): the Adam scan then runs in
 segments between them, so one fit of the largest count gives every shorter fit's matrix.
@@ -30,18 +38,18 @@ C during the fit (forming it costs N^3 products, and their gradients, every step
 C itself is formed once, after the fit. Both orders give the same numbers to float32 rounding.
 
 The single fit of each method is written once as a pure function and `jax.vmap`-ed for K fits (x with a
-leading K axis, params optionally too). Compiled programs are cached at module level by their static
-settings (`ncajax.nca`), so repeated calls with the same shapes do not retrace. Every program runs at
+leading K axis, params optionally too). The programs are `jax.jit` functions whose fit settings are static
+arguments, so repeated calls with the same shapes and settings do not retrace. Every program runs at
 full float32 matmul precision (`jax.default_matmul_precision("highest")`; GPUs would otherwise use TF32).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
-import operator
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
@@ -51,57 +59,42 @@ import optax
 from jaxtyping import Array, Float
 
 from .. import models
-from ..config import METHODS
+from .._estimators import BIAS_AXES, INITS, NCA, Estimator, LeastSquares, Student
 from . import _closed_forms as closed_forms
 from . import _common as fit_common
-from . import _programs as programs
 from ._closed_forms import jacobian_stream
-from ._common import HIGHEST, apply_matrix, relative_l1
+from ._common import HIGHEST, apply_matrix, over_fits, relative_l1
 
-__all__ = ["BIAS_AXES", "CONVERGENCE_TOL", "CONVERGENCE_WINDOW", "INITS", "METHODS", "MappingFit",
-           "chain_order", "fit_mapping", "jacobian_stream", "nca_loss", "nca_matrix", "apply_matrix", "relative_l1"]
+__all__ = ["BIAS_AXES", "CONVERGENCE_TOL", "CONVERGENCE_WINDOW", "INITS", "IterativeFit", "JacobianFit",
+           "LeastSquaresFit", "MappingFit", "chain_order", "fit_mapping", "jacobian_stream", "nca_loss",
+           "nca_matrix", "apply_matrix", "relative_l1"]
 
-INITS = ("xavier_normal", "uniform", "abs_xavier", "zeros")
-BIAS_AXES = ("output", "input")
 CONVERGENCE_WINDOW = 0.1  # fraction of the steps whose loss must be flat for `converged`
 CONVERGENCE_TOL = 5e-3  # relative change of the mean loss between the two halves of that window
 CHAIN_MARGIN = 0.1  # `chain_order`: the chain order only when it saves >= 10 % of the product's FLOPs
 
 
+def _plain(v):
+    """A JSON-ready value: None/str/bool/int/float as they are, tuples as lists, arrays as (nested) lists."""
+    if v is None or isinstance(v, (str, bool, int, float)):
+        return v
+    if isinstance(v, tuple):
+        return list(v)
+    return np.asarray(v).tolist()
+
+
 @dataclasses.dataclass(frozen=True)
 class MappingFit:
-    """The result of `fit_mapping`; K-fit results carry a leading K axis on every array.
+    """What every `fit_mapping` result has; K-fit results carry a leading K axis on every array.
 
-    matrix: `(nb_bins, nb_bins)` or `(K, nb_bins, nb_bins)`, y ≈ x @ matrix.T.
-    losses: the loss before each of the `steps` updates, `(steps,)` or `(K, steps)`; iterative methods
-        only (None otherwise). The loss is the L1 error summed over bins and frames divided by nb_frames.
+    matrix: `Float[ndarray, "*k nb_bins nb_bins"]`, y ≈ x @ matrix.T.
     rel_l1_error: relative L1 error sum|y - x C^T| / sum|y| on the fitted frames (lower is better);
-        float or `(K,)`.
-    converged: iterative methods only: the mean loss of the first and second half of the last 10 % of
-        steps differ by at most 0.5 % (CONVERGENCE_TOL) relative; bool or `(K,)` (None otherwise).
-    parts: extra matrices by name (jacobian on dae_sf: "mask", "mask_jacobian"); empty dict otherwise.
-    local_spread: jacobian only: sqrt(mean_t ||J_t - Jbar||_F^2) / ||Jbar||_F; float or `(K,)`.
+        float, or `(K,)` for K fits.
+    method: "nca", "student", "lstsq" or "jacobian".
     """
 
     matrix: np.ndarray
-    losses: np.ndarray | None
     rel_l1_error: float | np.ndarray
-    converged: bool | np.ndarray | None
-    parts: dict[str, np.ndarray]
-    local_spread: float | np.ndarray | None
-    method: str
-    steps: int | None
-    learning_rate: float | None
-    seed: int | tuple[int, ...] | None
-    init: str | None
-    bias_axis: str | None = None
-    ridge: float | None = None
-    # iterative fits run with `snapshots` only (None otherwise): the step counts, C after that many Adam
-    # steps `(n_snap, N, N)` or `(K, n_snap, N, N)`, and its relative L1 error on the fit frames
-    # `(n_snap,)` or `(K, n_snap)`; step 0 is C at the initial P (or the initial student matrix)
-    snapshot_steps: tuple[int, ...] | None = None
-    snapshot_matrices: np.ndarray | None = None
-    snapshot_rel_l1: np.ndarray | None = None
 
     @property
     def n_fits(self) -> int | None:
@@ -110,33 +103,71 @@ class MappingFit:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-ready scalars of the fit (per-fit values become lists for K fits)."""
+        return {"method": self.method, "n_bins": int(self.matrix.shape[-1]), "n_fits": self.n_fits,
+                "rel_l1_error": _plain(self.rel_l1_error)}
 
-        def plain(v):
-            if v is None or isinstance(v, (str, bool, int, float)):
-                return v
-            if isinstance(v, tuple):
-                return list(v)
-            return np.asarray(v).tolist()
 
-        final_loss = None if self.losses is None else self.losses[..., -1]
+@dataclasses.dataclass(frozen=True)
+class IterativeFit(MappingFit):
+    """An `NCA` or `Student` fit: `MappingFit` plus the Adam loop's record.
+
+    losses: `Float[ndarray, "*k steps"]`, the loss before each of the `steps` updates (the L1 error summed
+        over bins and frames divided by nb_frames).
+    converged: the mean loss of the first and second half of the last 10 % of steps differ by at most
+        0.5 % (CONVERGENCE_TOL) relative; bool or `(K,)`.
+    method, steps, learning_rate, init: the estimator's; bias_axis: NCA's (None for the student);
+        seed: the init key's seed, an int or one per fit.
+    snapshot_*: with the estimator's `snapshots` only (None otherwise): the step counts, C after that
+        many Adam steps `Float[ndarray, "*k n_snap nb_bins nb_bins"]` and its relative L1 error on the
+        fit frames `(*k, n_snap)`; step 0 is C at the initial P (or the initial student matrix).
+    """
+
+    losses: np.ndarray
+    converged: bool | np.ndarray
+    method: str
+    steps: int
+    learning_rate: float
+    seed: int | tuple[int, ...]
+    init: str
+    bias_axis: str | None = None
+    snapshot_steps: tuple[int, ...] | None = None
+    snapshot_matrices: np.ndarray | None = None
+    snapshot_rel_l1: np.ndarray | None = None
+
+    def to_dict(self) -> dict[str, Any]:
         snapshots = {} if self.snapshot_steps is None else {
-            "snapshot_steps": list(self.snapshot_steps), "snapshot_rel_l1": plain(self.snapshot_rel_l1)}
-        return {
-            "method": self.method,
-            "n_bins": int(self.matrix.shape[-1]),
-            "n_fits": self.n_fits,
-            "steps": self.steps,
-            "learning_rate": self.learning_rate,
-            "seed": plain(self.seed),
-            "init": self.init,
-            "bias_axis": self.bias_axis,
-            "ridge": self.ridge,
-            "rel_l1_error": plain(self.rel_l1_error),
-            "final_loss": plain(final_loss),
-            "converged": plain(self.converged),
-            "local_spread": plain(self.local_spread),
-            **snapshots,
-        }
+            "snapshot_steps": list(self.snapshot_steps), "snapshot_rel_l1": _plain(self.snapshot_rel_l1)}
+        return {**super().to_dict(), "steps": self.steps, "learning_rate": self.learning_rate,
+                "seed": _plain(self.seed), "init": self.init, "bias_axis": self.bias_axis,
+                "final_loss": _plain(self.losses[..., -1]), "converged": _plain(self.converged), **snapshots}
+
+
+@dataclasses.dataclass(frozen=True)
+class LeastSquaresFit(MappingFit):
+    """A `LeastSquares` fit: `MappingFit` plus the ridge, as given or (ridge=None) the automatic mu
+    actually used (a tuple when K fits used different ones)."""
+
+    ridge: float | tuple[float, ...]
+    method: ClassVar[str] = "lstsq"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "ridge": _plain(self.ridge)}
+
+
+@dataclasses.dataclass(frozen=True)
+class JacobianFit(MappingFit):
+    """A `MeanJacobian` fit: `MappingFit` plus
+
+    local_spread: sqrt(mean_t ||J_t - Jbar||_F^2) / ||Jbar||_F; float or `(K,)`.
+    parts: the matrix's parts by name (`dae_sf`: "mask", "mask_jacobian", summing to it); {} otherwise.
+    """
+
+    local_spread: float | np.ndarray
+    parts: dict[str, np.ndarray]
+    method: ClassVar[str] = "jacobian"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "local_spread": _plain(self.local_spread)}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -235,118 +266,94 @@ def fit_mapping(
     model: Any,
     params: Any,
     x: Float[Array, "*k nb_frames nb_bins"],
+    estimator: Estimator = NCA(),
     *,
-    method: str = "nca",
-    steps: int = 600,
-    learning_rate: float = 1e-4,
     seed: int | Sequence[int] = 0,
     target: Float[Array, "*k nb_frames nb_bins"] | None = None,
-    init: str = "xavier_normal",
-    bias_axis: str = "input",
-    ridge: float | None = None,
-    chunk_size: int = 256,
     params_axis: int | None = None,
-    snapshots: Sequence[int] | None = None,
-) -> MappingFit:
+) -> IterativeFit | LeastSquaresFit | JacobianFit:
     """Fit the mapping matrix C (y ≈ x @ C.T) of a separator on magnitude frames x.
 
+        fit = fit_mapping(model, params, x, NCA(steps=3000, learning_rate=1e-3))
+        fit.matrix, fit.losses, fit.rel_l1_error
+
     model/params: a flax module from `ncajax.models.build` and its `model.init(...)` params, or any JAX
-        callable f(x) -> y on `(nb_frames, nb_bins)` arrays with params=None ("nca" needs layer weights,
+        callable f(x) -> y on `(nb_frames, nb_bins)` arrays with params=None (`NCA` needs layer weights,
         so it runs only on modules whose params are a stack of Dense layers).
     x: `(nb_frames, nb_bins)` non-negative frames -> one fit; `(K, nb_frames, nb_bins)` -> K independent
         fits in one vmapped program. params_axis=0: params carry a leading K axis too (K trained seeds);
         None: the same params for all K fits.
+    estimator: the method and its options, checked when the estimator was made:
+        `NCA(...)` (default: the authors' 600 steps at lr 1e-4) | `Student(...)`: Adam, `steps`
+            full-batch steps at `learning_rate` in one `lax.scan` -> `IterativeFit`;
+        `LeastSquares(ridge=None)`: closed form -> `LeastSquaresFit` (details and accuracy:
+            `ncajax.nca.lstsq`);
+        `MeanJacobian(chunk_size=256)`: the mean exact Jacobian, `chunk_size` frames at a time, K fits one
+            after another; memory ~ chunk_size * N^2 floats whatever K (`config.jacobian_chunk_for` sizes
+            a chunk to N) -> `JacobianFit`.
+        The iterative starts (`init`): "xavier_normal" (authors', default): entries ~ N(0, 2 / (fan_in +
+        fan_out)), untruncated as in PyTorch's xavier_normal_ (jax's own xavier_normal truncates); gates
+        whose argument starts negative get no gradient and may stay shut. "uniform": every entry of P_l
+        is 1 / in_features, so each gate starts at the mean of its row of W_l + b_l 1^T (student: every
+        entry of C is 1 / N). "abs_xavier": |xavier_normal|. "zeros": student only. With `snapshots`
+        (e.g. (0, 600, 3000, 10000) with steps=10000) the fit also returns C and its relative L1 error
+        at those step counts (`IterativeFit.snapshot_*`); the Adam scan runs in segments between them,
+        so the snapshot after n steps is the matrix of an ordinary n-step fit with the same seed (to
+        float32 rounding).
+    seed: key of the random init of the iterative estimators (`jax.random.key(seed)`, layer l uses
+        `fold_in(key, l)`). K fits all use it (fit k equals the single fit with that seed) unless it is a
+        sequence of K ints, one a fit.
     target: frames the mapping must reproduce, shaped like x; default: the model's output on x.
-    method: "nca" | "student" (Adam, `steps` full-batch steps at `learning_rate`, in one `lax.scan`),
-        "lstsq" (closed form, see `ridge`) or "jacobian" (mean exact Jacobian, `chunk_size` frames at a
-        time, K fits one after another; memory ~ chunk_size * N^2 floats whatever K, see
-        `config.jacobian_chunk_for` for a chunk sized to N).
-    ridge: "lstsq" only. None (default): the least Tikhonov term mu on the Jacobi-scaled normal equations
-        that keeps float32 stable (N * eps, grown tenfold on a Cholesky breakdown; `MappingFit.ridge`
-        records it, a tuple when K fits differ); 0: minimum-norm least squares (SVD); > 0: a fixed ridge
-        relative to the mean bin energy. Details and accuracy: `ncajax.nca.lstsq`.
-    init: starting point of the iterative methods.
-        "xavier_normal" (authors', default): entries ~ N(0, 2 / (fan_in + fan_out)), untruncated as in
-            PyTorch's xavier_normal_ (jax's own xavier_normal truncates). Gates whose argument starts
-            negative get no gradient and may stay shut.
-        "uniform": every entry of P_l is 1 / in_features, so each gate starts at the mean of its row of
-            W_l + b_l 1^T (student: every entry of C is 1 / N).
-        "abs_xavier": |xavier_normal|, a non-negative random start that keeps more gates open.
-        "zeros": student only (an all-zero P shuts every gate and NCA could not move).
-    seed: key of the random init (`jax.random.key(seed)`, layer l uses `fold_in(key, l)`). K fits all
-        use it (fit k equals the single fit with that seed) unless it is a sequence of K ints, one a fit.
-    bias_axis: "input" (default: the authors' PyTorch `W + b` broadcast, b[j] added to column j; square
-        layers only) or "output" (a named variant: b[i] added to row i, per output unit; any shape).
-    snapshots: "nca"/"student" only: step counts in [0, steps] (e.g. (0, 600, 3000, 10000) with
-        steps=10000) at which the fit also returns C and its relative L1 error on x
-        (`MappingFit.snapshot_*`); 0 is C at the initial P. The Adam scan runs in segments between
-        them, so the snapshot after n steps is the matrix of an ordinary n-step fit with the same seed
-        (to float32 rounding). None (default): one scan, no snapshots.
     """
-    _check_options(method, steps, learning_rate, init, bias_axis, ridge, chunk_size, params_axis)
-    snapshots = _check_snapshots(method, steps, snapshots)
+    if not isinstance(estimator, Estimator):
+        raise ValueError(
+            f"estimator must be one of ncajax.nca's NCA, Student, LeastSquares, MeanJacobian, got "
+            f"{type(estimator).__name__}; e.g. fit_mapping(model, params, x, NCA(steps=600, learning_rate=1e-4))"
+        )
+    if params_axis not in (None, 0):
+        raise ValueError(f"params_axis must be 0 or None, got {params_axis!r}")
     apply = fit_common.resolve_model(model, params)
     x = fit_common.check_fit_frames(x, model, params, params_axis)
     p_axis = params_axis if x.ndim == 3 else None
     with jax.default_matmul_precision("highest"):
         target = fit_common.model_target(apply, params, x, target, p_axis)
-        if method in ("nca", "student"):
-            options = dict(steps=steps, learning_rate=learning_rate, seed=seed, init=init, snapshots=snapshots)
-            fields = _fit_iterative(method, model, params, x, target, p_axis, bias_axis, **options)
-        elif method == "lstsq":
-            fields = _fit_lstsq(x, target, ridge)
-        else:
-            fields = _fit_jacobian(model, apply, params, x, target, p_axis, chunk_size)
-    return MappingFit(**fields)
+        if isinstance(estimator, (NCA, Student)):
+            return _fit_iterative(estimator, model, params, x, target, p_axis, seed)
+        if isinstance(estimator, LeastSquares):
+            return _fit_lstsq(x, target, estimator.ridge)
+        return _fit_jacobian(model, apply, params, x, target, p_axis, estimator.chunk_size)
 
 
 # --------------------------------------------------------------------------------------------------
-# One record builder per method family: the MappingFit fields of its fit(s)
+# One result builder per estimator family
 
 
-def _record(method: str, matrix, rel_err, **fields) -> dict[str, Any]:
-    """MappingFit fields: matrix and error as NumPy; the others None ({} for parts) unless given."""
-    record = dict(losses=None, converged=None, parts={}, local_spread=None, steps=None,
-                  learning_rate=None, seed=None, init=None)
-    record.update(fields)
-    return dict(method=method, matrix=np.asarray(matrix), rel_l1_error=_scalar(rel_err), **record)
-
-
-def _fit_iterative(method, model, params, x, target, p_axis, bias_axis, *, steps, learning_rate,
-                   seed, init, snapshots=None) -> dict[str, Any]:
-    """The "nca" or "student" fit(s): `steps` Adam steps from `init` in one program (with `snapshots`,
+def _fit_iterative(est: NCA | Student, model, params, x, target, p_axis, seed) -> IterativeFit:
+    """The `NCA` or `Student` fit(s): `steps` Adam steps from `init` in one program (with `snapshots`,
     the same steps in segments, C and its fit error kept after each snapshot's step count)."""
-    batched = x.ndim == 3
-    keys, seed_record = _keys(seed, x.shape[0] if batched else None)
-    lr = jnp.asarray(learning_rate, x.dtype)
-    # the option only when asked for: ordinary fits keep their program (and cache key) unchanged
-    snap = {} if snapshots is None else {"snapshots": snapshots}
-    if method == "nca":
-        layers = _nca_layers(model, params, x.shape[-1], bias_axis)
-        program = programs.program(
-            _nca_single, (0, 0, p_axis, 0, None), batched=batched,
-            steps=steps, init=init, bias_axis=bias_axis, **snap,
-        )
-        out = program(x, target, layers, keys, lr)
+    keys, seed_record = _keys(seed, x.shape[0] if x.ndim == 3 else None)
+    lr = jnp.asarray(est.learning_rate, x.dtype)
+    statics = dict(steps=est.steps, init=est.init, snapshots=est.snapshots or ())
+    if isinstance(est, NCA):
+        layers = _nca_layers(model, params, x.shape[-1], est.bias_axis)
+        out = _nca_program(x, target, layers, keys, lr, p_axis=p_axis, bias_axis=est.bias_axis, **statics)
     else:
-        program = programs.program(
-            _student_single, (0, 0, 0, None), batched=batched, steps=steps, init=init, **snap
-        )
-        out = program(x, target, keys, lr)
+        out = _student_program(x, target, keys, lr, **statics)
     matrix, losses, rel_err = out[:3]
-    if snapshots is not None:
-        snap = {"snapshot_steps": snapshots, "snapshot_matrices": np.asarray(out[3]),
+    snap = {}
+    if est.snapshots is not None:
+        snap = {"snapshot_steps": est.snapshots, "snapshot_matrices": np.asarray(out[3]),
                 "snapshot_rel_l1": np.asarray(out[4])}
     losses = np.asarray(losses)
-    return _record(
-        method, matrix, rel_err, losses=losses, converged=_converged(losses), steps=steps,
-        learning_rate=float(learning_rate), seed=seed_record, init=init,
-        bias_axis=bias_axis if method == "nca" else None, **snap,
+    return IterativeFit(
+        matrix=np.asarray(matrix), rel_l1_error=_scalar(rel_err), losses=losses, converged=_converged(losses),
+        method=est.method, steps=est.steps, learning_rate=float(est.learning_rate), seed=seed_record,
+        init=est.init, bias_axis=est.bias_axis if isinstance(est, NCA) else None, **snap,
     )
 
 
-def _fit_lstsq(x, target, ridge) -> dict[str, Any]:
-    """The "lstsq" fit(s); ridge recorded as given, else the mu used (a tuple if fits differ)."""
+def _fit_lstsq(x, target, ridge) -> LeastSquaresFit:
+    """The least-squares fit(s); ridge recorded as given, else the mu used (a tuple if fits differ)."""
     matrix, rel_err, used = closed_forms.lstsq(x, target, ridge)
     used = np.atleast_1d(np.asarray(used, np.float64))
     if ridge is not None:
@@ -355,20 +362,40 @@ def _fit_lstsq(x, target, ridge) -> dict[str, Any]:
         record = float(used[0])
     else:
         record = tuple(float(u) for u in used)
-    return _record("lstsq", matrix, rel_err, ridge=record)
+    return LeastSquaresFit(matrix=np.asarray(matrix), rel_l1_error=_scalar(rel_err), ridge=record)
 
 
-def _fit_jacobian(model, apply, params, x, target, p_axis, chunk_size) -> dict[str, Any]:
-    """The "jacobian" fit(s): the mean Jacobian, its local spread and (dae_sf) its parts."""
+def _fit_jacobian(model, apply, params, x, target, p_axis, chunk_size) -> JacobianFit:
+    """The mean-Jacobian fit(s): the mean Jacobian, its local spread and (dae_sf) its parts."""
     matrix, spread, rel_err, parts = closed_forms.mean_jacobian(
         model, apply, params, x, target, p_axis=p_axis, chunk_size=chunk_size
     )
-    parts = {k: np.asarray(v) for k, v in parts.items()}
-    return _record("jacobian", matrix, rel_err, local_spread=_scalar(spread), parts=parts)
+    return JacobianFit(matrix=np.asarray(matrix), rel_l1_error=_scalar(rel_err), local_spread=_scalar(spread),
+                       parts={k: np.asarray(v) for k, v in parts.items()})
 
 
 # --------------------------------------------------------------------------------------------------
-# Iterative single fits (pure functions of arrays), jitted and vmapped by `ncajax.nca`
+# Compiled programs: one fit, or K fits over a leading axis (`over_fits`); the settings are static
+
+
+@functools.partial(jax.jit, static_argnames=("p_axis", "steps", "init", "bias_axis", "snapshots"))
+def _nca_program(x, target, layers, keys, lr, *, p_axis, steps, init, bias_axis, snapshots):
+    one = functools.partial(_nca_single, steps=steps, init=init, bias_axis=bias_axis, snapshots=snapshots)
+    if x.ndim == 2:
+        return one(x, target, layers, keys, lr)
+    return over_fits(one, (0, 0, p_axis, 0, None))(x, target, layers, keys, lr)
+
+
+@functools.partial(jax.jit, static_argnames=("steps", "init", "snapshots"))
+def _student_program(x, target, keys, lr, *, steps, init, snapshots):
+    one = functools.partial(_student_single, steps=steps, init=init, snapshots=snapshots)
+    if x.ndim == 2:
+        return one(x, target, keys, lr)
+    return over_fits(one, (0, 0, 0, None))(x, target, keys, lr)
+
+
+# --------------------------------------------------------------------------------------------------
+# Iterative single fits (pure functions of arrays), jitted and vmapped above
 
 
 def _l1(x, target, c):
@@ -463,62 +490,16 @@ def _student_single(x, target, key, lr, *, steps, init, snapshots=()):
 # Input checks and bookkeeping
 
 
-def _check_options(method, steps, learning_rate, init, bias_axis, ridge, chunk_size, params_axis):
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
-    if method in ("nca", "student"):
-        if not isinstance(steps, (int, np.integer)) or steps < 1:
-            raise ValueError(f"steps must be a positive integer, got {steps!r}")
-        if not (np.isfinite(learning_rate) and learning_rate > 0):
-            raise ValueError(f"learning_rate must be a positive number, got {learning_rate!r}")
-        if init not in INITS:
-            raise ValueError(f"unknown init {init!r}; choose one of {INITS}")
-        if method == "nca" and init == "zeros":
-            raise ValueError(
-                "init='zeros' shuts every NCA gate (relu(0) = 0) so no gradient flows; "
-                "use 'xavier_normal', 'uniform' or 'abs_xavier'"
-            )
-    if bias_axis not in BIAS_AXES:
-        raise ValueError(f"unknown bias_axis {bias_axis!r}; choose one of {BIAS_AXES}")
-    if ridge is not None and not (
-        isinstance(ridge, (int, float, np.integer, np.floating))
-        and not isinstance(ridge, bool)
-        and np.isfinite(ridge)
-        and ridge >= 0
-    ):
-        raise ValueError(f"ridge must be None (automatic) or a non-negative number, got {ridge!r}")
-    fit_common.check_chunk(chunk_size)
-    if params_axis not in (None, 0):
-        raise ValueError(f"params_axis must be 0 or None, got {params_axis!r}")
-
-
-def _check_snapshots(method, steps, snapshots) -> tuple[int, ...] | None:
-    """The snapshot step counts as a sorted tuple of distinct ints in [0, steps], or None."""
-    if snapshots is None:
-        return None
-    if method not in ("nca", "student"):
-        raise ValueError(f"snapshots are for the iterative methods 'nca' and 'student', not {method!r}")
-    try:
-        values = [operator.index(n) for n in snapshots]
-    except TypeError:
-        raise ValueError(f"snapshots must be a sequence of step counts (integers), got {snapshots!r}") from None
-    if not values or min(values) < 0 or max(values) > steps or len(set(values)) != len(values):
-        raise ValueError(
-            f"snapshots must be distinct step counts in [0, steps={steps}], at least one, got {list(values)}"
-        )
-    return tuple(sorted(int(n) for n in values))
-
-
 def _nca_layers(model, params, n_bins: int, bias_axis: str):
     if not isinstance(model, nn.Module):
         raise ValueError(
-            "method 'nca' needs the model's dense-layer weights, which a bare callable does not expose; "
-            "pass a flax module with its params, or use method 'student', 'lstsq' or 'jacobian'"
+            "NCA needs the model's dense-layer weights, which a bare callable does not expose; "
+            "pass a flax module with its params, or use Student(), LeastSquares() or MeanJacobian()"
         )
     try:
         layers = models.dense_layers(params)
     except ValueError as err:
-        raise ValueError(f"method 'nca' cannot list the model's dense layers: {err}") from err
+        raise ValueError(f"NCA cannot list the model's dense layers: {err}") from err
     prev = n_bins
     for i, (kernel, bias) in enumerate(layers):
         n_in, n_out = kernel.shape[-2:]

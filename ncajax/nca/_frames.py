@@ -37,6 +37,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .. import runs
+from .._estimators import LeastSquares, MeanJacobian, Student
 from ..config import DIAGONAL_BAND_HZ, FIT_FRAMES_PER_BIN, FIT_LEARNING_RATE, FIT_STEPS, METHODS
 from . import _couplings as nca
 from . import _stage as mappings
@@ -59,7 +60,7 @@ FRAMES_ONLY_MESSAGE = (
 )
 NCA_CALLABLE_MESSAGE = (
     "method 'nca' needs the model's dense-layer weights, which a callable does not expose: pass a flax "
-    "module and its params to ncajax.nca.fit_mapping(module, params, x, method='nca') (see "
+    "module and its params to ncajax.nca.fit_mapping(module, params, x, ncajax.nca.NCA()) (see "
     "experiments/map_your_model.py), or use 'lstsq', 'student' or 'jacobian' here"
 )
 
@@ -296,7 +297,7 @@ def map_callable(
     estimate is fn's output on the mixture (jitted), then everything runs as in `map_frames`, which
     gives the same result on the same frames. `heldout` may also be held-out mixture frames (an array or
     per-song list; fn computes their estimate). methods may include "jacobian": the mean over the fit
-    frames of fn's exact Jacobian (`nca.fit_mapping(fn, None, x, method="jacobian")`, `jacobian_chunk`
+    frames of fn's exact Jacobian (`nca.fit_mapping(fn, None, x, nca.MeanJacobian())`, `jacobian_chunk`
     frames at a time, default automatic), judged on the held-out frames like the fits ("nca" still needs
     a flax module's layers and is refused)."""
     if not callable(fn):
@@ -380,16 +381,16 @@ def _frames_only(x):  # pragma: no cover - never called: every frames-only fit i
 def _fit(method, x, y, fn, *, steps, learning_rate, seed, jacobian_chunk) -> tuple[np.ndarray, dict]:
     """One fit of C on the fit frames; returns C and the details recorded with it."""
     if method == "lstsq":
-        fit = nca.fit_mapping(_frames_only, None, x, target=y, method="lstsq")
+        fit = nca.fit_mapping(_frames_only, None, x, LeastSquares(), target=y)
         return fit.matrix, {"ridge": fit.ridge}
     if method == "student":
-        fit = nca.fit_mapping(_frames_only, None, x, target=y, method="student", steps=int(steps),
-                              learning_rate=float(learning_rate), seed=int(seed))
+        student = Student(steps=int(steps), learning_rate=float(learning_rate))
+        fit = nca.fit_mapping(_frames_only, None, x, student, target=y, seed=int(seed))
         return fit.matrix, {"steps": int(steps), "learning_rate": float(learning_rate), "seed": int(seed),
                             "init": fit.init, "converged": bool(fit.converged),
                             "final_loss": float(np.asarray(fit.losses)[-1])}
     chunk = jacobian_chunk or mappings.jacobian_chunk(None, x.shape[-1])
-    fit = nca.fit_mapping(fn, None, x, target=y, method="jacobian", chunk_size=int(chunk))
+    fit = nca.fit_mapping(fn, None, x, MeanJacobian(chunk_size=int(chunk)), target=y)
     return fit.matrix, {"local_spread": float(fit.local_spread),
                         "note": "the mean Jacobian is not a fit; it is judged like one but never gated"}
 

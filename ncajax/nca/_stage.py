@@ -32,6 +32,7 @@ control's snapshots), frames.npz and result.json.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,16 +45,15 @@ from jaxtyping import Array, ArrayLike, Float
 from tqdm.auto import tqdm
 
 from .. import runs
+from .._estimators import NCA, Estimator, MeanJacobian
 from ..config import (
     CONTROL_SETTINGS,
     DIAGONAL_BAND_HZ,
     JACOBIAN_BLOCK_BYTES,
     JACOBIAN_CPU_BLOCK_BYTES,
     VOICE_BAND_HZ,
-    FitSetting,
     MappingConfig,
     STFTConfig,
-    default_settings,
     fit_frames_for,
     jacobian_chunk_for,
     to_dict,
@@ -62,8 +62,8 @@ from ..models import predict
 from . import _couplings as nca
 from . import _structure as analysis
 
-__all__ = ["FitSetting", "MappingConfig", "Separator", "default_settings", "per_bin_gain", "per_bin_gain_l1",
-           "best_per_bin_gain", "check_fit_set", "jacobian_chunk", "run_stage", "select_frames", "linearity"]
+__all__ = ["MappingConfig", "Separator", "per_bin_gain", "per_bin_gain_l1", "best_per_bin_gain", "check_fit_set",
+           "jacobian_chunk", "run_stage", "select_frames", "linearity"]
 
 BASELINES = ("zero", "per_bin_gain")
 
@@ -194,20 +194,19 @@ def select_frames(train_cache, test_cache, cfg: MappingConfig) -> dict:
     }
 
 
-def _fit(sep: Separator, setting: FitSetting, x: np.ndarray, target: np.ndarray, seeds: list[int],
+def _fit(sep: Separator, setting: Estimator, x: np.ndarray, target: np.ndarray, seeds: list[int],
          chunk: int | None = None) -> nca.MappingFit:
     """S fits in one call: x and target `(S, nb_frames, nb_bins)`, fit s on seed s's params (iterative
-    fits vmapped; the mean Jacobian seed by seed, `chunk` frames at a time)."""
-    kwargs = setting.kwargs()
-    if setting.method == "jacobian":
-        kwargs["chunk_size"] = chunk or jacobian_chunk(None, np.shape(x)[-1])
+    fits vmapped; the mean Jacobian seed by seed, `chunk` frames at a time, whatever the setting's own
+    chunk_size: the stage picks it for its machine)."""
+    if isinstance(setting, MeanJacobian):
+        setting = dataclasses.replace(setting, chunk_size=chunk or jacobian_chunk(None, np.shape(x)[-1]))
     if sep.params is None:
         x1 = x if np.ndim(x) == 2 else x[0]  # the stage passes the shared (F, N) fit frames
-        return nca.fit_mapping(sep.model, None, x1, target=target[0], method=setting.method,
-                               seed=seeds[0], **kwargs)
+        return nca.fit_mapping(sep.model, None, x1, setting, target=target[0], seed=seeds[0])
     frames = np.broadcast_to(x, target.shape)
-    return nca.fit_mapping(sep.model, sep.params, np.ascontiguousarray(frames), target=target,
-                           method=setting.method, seed=seeds, params_axis=0, **kwargs)
+    return nca.fit_mapping(sep.model, sep.params, np.ascontiguousarray(frames), setting, target=target,
+                           seed=seeds, params_axis=0)
 
 
 def jacobian_chunk(cfg: MappingConfig | None, n_bins: int) -> int:
@@ -324,13 +323,13 @@ def linearity(sep: Separator, x: np.ndarray, cfg: MappingConfig, s: int = 0, *,
         k = cfg.band_k if cfg.band_k is not None else analysis.DEFAULT_K
     chunk = jacobian_chunk(cfg, np.shape(x)[-1])
     params = sep.seed_params(s)
-    per_frame = nca.jacobian_stream(sep.model, params, x, fn=_cached_fn(energy, k), chunk_size=chunk)
+    per_frame = nca.jacobian_stream(sep.model, params, x, fn=_frame_metrics_fn(energy, k), chunk_size=chunk)
     live = np.asarray(per_frame.pop("frobenius_norm")) > 0
     f = sep.apply(s)
     y = np.asarray(jax.jit(f)(x))
     # frame-wise f: the JVP of the batch with tangent x is J(x_t) x_t for every frame t
     jx = np.asarray(jax.jit(lambda v: jax.jvp(f, (v,), (v,))[1])(x))
-    mean_fit = nca.fit_mapping(sep.model, params, x, method="jacobian", chunk_size=chunk)
+    mean_fit = nca.fit_mapping(sep.model, params, x, MeanJacobian(chunk_size=chunk))
     values = {name: np.asarray(v)[live] for name, v in per_frame.items()}
     return {
         "frame_metric_quantiles": {
@@ -347,22 +346,24 @@ def linearity(sep: Separator, x: np.ndarray, cfg: MappingConfig, s: int = 0, *,
     }
 
 
-_FN_CACHE: dict = {}
+def _frame_metrics_fn(energy, k: int):
+    """The per-frame metric function of (energy, k), one function object per value of them (so
+    `nca.jacobian_stream`, whose `fn` is a static argument, reuses its compiled program)."""
+    energy = np.asarray(energy)
+    return _frame_metrics_for(energy.tobytes(), energy.dtype.str, energy.shape, k)
 
 
-def _cached_fn(energy, k):
-    """One per-frame metric function per (energy, k), so nca.jacobian_stream reuses its program."""
-    key = (np.asarray(energy).tobytes(), k)
-    if key not in _FN_CACHE:
+@functools.cache
+def _frame_metrics_for(energy_bytes: bytes, dtype: str, shape: tuple, k: int):
+    energy = jnp.asarray(np.frombuffer(energy_bytes, dtype).reshape(shape))
 
-        def frame_metrics(j):
-            full = analysis.structure_metrics(j, input_energy=energy, k=k)
-            out = {name: full[name] for name in _FRAME_METRICS}
-            out["frobenius_norm"] = jnp.linalg.norm(j)
-            return out
+    def frame_metrics(j):
+        full = analysis.structure_metrics(j, input_energy=energy, k=k)
+        out = {name: full[name] for name in _FRAME_METRICS}
+        out["frobenius_norm"] = jnp.linalg.norm(j)
+        return out
 
-        _FN_CACHE[key] = frame_metrics
-    return _FN_CACHE[key]
+    return frame_metrics
 
 
 def run_stage(
@@ -483,7 +484,7 @@ def _jobs(separators: dict[str, Separator], cfg: MappingConfig):
         for b in BASELINES:
             yield name, b, "baseline"
         for s in cfg.settings:
-            yield name, s.name, "not_applicable" if s.method == "nca" and sep.params is None else "pooled"
+            yield name, s.name, "not_applicable" if isinstance(s, NCA) and sep.params is None else "pooled"
         if sep.params is not None:
             for s in _control_settings(cfg):
                 yield name, s.name, "control"
@@ -495,12 +496,12 @@ def control_name(setting: str, steps: int) -> str:
     return f"{setting}@{steps}"
 
 
-def _control_settings(cfg: MappingConfig) -> list[FitSetting]:
+def _control_settings(cfg: MappingConfig) -> list[NCA]:
     """The settings of the under-convergence control: the NCA settings named in CONTROL_SETTINGS
     (none when cfg.control_steps is empty)."""
     if not cfg.control_steps:
         return []
-    return [s for s in cfg.settings if s.name in CONTROL_SETTINGS and s.method == "nca"]
+    return [s for s in cfg.settings if s.name in CONTROL_SETTINGS and isinstance(s, NCA)]
 
 
 def _job_done(job: tuple[str, str, str], done_keys: set, cfg: MappingConfig) -> bool:
@@ -530,7 +531,7 @@ def _baseline(name: str, x: np.ndarray, target: np.ndarray, held: _Held, path: P
 def _pooled(sep, setting, x, target, held: _Held, stft, cfg, path, freqs) -> dict:
     s_count = target.shape[0]
     seeds = [cfg.seed + s for s in range(s_count)]  # its own initialisation key for every fit
-    if setting.method == "jacobian":
+    if isinstance(setting, MeanJacobian):
         n = min(cfg.jacobian_frames, len(x))
         fit = _fit(sep, setting, x[:n], target[:, :n], seeds, jacobian_chunk(cfg, x.shape[-1]))
     else:
@@ -538,20 +539,22 @@ def _pooled(sep, setting, x, target, held: _Held, stft, cfg, path, freqs) -> dic
     matrix = np.asarray(fit.matrix).reshape(s_count, *np.shape(fit.matrix)[-2:])
     raw, clipped = held.errors(lambda t, xt: np.asarray(nca.apply_matrix(matrix, xt)))
     arrays = {"matrix": matrix.astype(np.float32)}
-    if fit.losses is not None:
-        arrays["losses"] = np.asarray(fit.losses, np.float32).reshape(s_count, -1)
-    parts = {name: np.asarray(p).reshape(s_count, *np.shape(p)[-2:]) for name, p in fit.parts.items()}
+    losses = getattr(fit, "losses", None)  # iterative fits only
+    if losses is not None:
+        arrays["losses"] = np.asarray(losses, np.float32).reshape(s_count, -1)
+    parts = {name: np.asarray(p).reshape(s_count, *np.shape(p)[-2:])
+             for name, p in getattr(fit, "parts", {}).items()}
     arrays.update({f"part_{name}": p.astype(np.float32) for name, p in parts.items()})
     np.savez(path, **arrays)
     record = {
-        "method": setting.method, "settings": dataclasses.asdict(setting),
+        "method": setting.method, "settings": setting.setting_dict(),
         "fit_seeds": seeds if setting.method in ("nca", "student") else None,
         "rel_l1_fit": _as_seeds(fit.rel_l1_error, s_count),
         "rel_l1_heldout": raw.tolist(),
         "rel_l1_heldout_clipped": clipped.tolist(),
-        "converged": _as_seeds(fit.converged, s_count),
-        "final_loss": _as_seeds(None if fit.losses is None else np.asarray(fit.losses)[..., -1], s_count),
-        "local_spread": _as_seeds(fit.local_spread, s_count),
+        "converged": _as_seeds(getattr(fit, "converged", None), s_count),
+        "final_loss": _as_seeds(None if losses is None else np.asarray(losses)[..., -1], s_count),
+        "local_spread": _as_seeds(getattr(fit, "local_spread", None), s_count),
         "metrics": {**held.structure(matrix, stft, cfg.near_band_bins(stft)),
                     **held.restricted(matrix, stft, freqs)},
         "functional": held.functional(matrix, freqs),
@@ -562,11 +565,11 @@ def _pooled(sep, setting, x, target, held: _Held, stft, cfg, path, freqs) -> dic
     return record
 
 
-def _control(sep, setting: FitSetting, x, target, held: _Held, stft, cfg, path: Path, freqs) -> dict[str, dict]:
+def _control(sep, setting: NCA, x, target, held: _Held, stft, cfg, path: Path, freqs) -> dict[str, dict]:
     """The under-convergence control of one NCA setting: per seed one fit of max(cfg.control_steps) Adam
     steps (same frames, target, learning rate and initialisation keys as the pooled fit), C kept after
     each step count of cfg.control_steps (0: P frozen at its initialisation; the snapshot at the
-    setting's own step count is its pooled matrix, see `nca.fit_mapping(snapshots=...)`).
+    setting's own step count is its pooled matrix, see `NCA(snapshots=...)`).
 
     Returns {`control_name(setting, n)`: record} with the tables of a pooled record (held-out errors,
     structure and functional diagonality per seed and song) and the fit error on the fit frames; writes
@@ -579,10 +582,9 @@ def _control(sep, setting: FitSetting, x, target, held: _Held, stft, cfg, path: 
     params = jax.tree_util.tree_map(lambda a: a[:s_count], sep.params)
     seeds = [cfg.seed + s for s in range(s_count)]
     steps = tuple(cfg.control_steps)
-    kwargs = {**setting.kwargs(), "steps": steps[-1]}
+    estimator = dataclasses.replace(setting, steps=steps[-1], snapshots=steps)
     frames = np.ascontiguousarray(np.broadcast_to(x, target.shape))
-    fit = nca.fit_mapping(sep.model, params, frames, target=target, method="nca", seed=seeds,
-                          params_axis=0, snapshots=steps, **kwargs)
+    fit = nca.fit_mapping(sep.model, params, frames, estimator, target=target, seed=seeds, params_axis=0)
     n_bins = np.shape(fit.matrix)[-1]
     snaps = np.asarray(fit.snapshot_matrices).reshape(s_count, len(steps), n_bins, n_bins)
     fit_err = np.asarray(fit.snapshot_rel_l1, np.float64).reshape(s_count, len(steps))
@@ -596,7 +598,7 @@ def _control(sep, setting: FitSetting, x, target, held: _Held, stft, cfg, path: 
         raw, clipped = held.errors(lambda t, xt, c=matrix: np.asarray(nca.apply_matrix(c, xt)))
         converged = nca._converged(losses[:, :n]) if n > 0 else None
         out[control_name(setting.name, n)] = {
-            "method": "nca", "settings": dataclasses.asdict(setting),
+            "method": "nca", "settings": setting.setting_dict(),
             "control": {"setting": setting.name, "steps": int(n), "fit_steps": int(steps[-1]),
                         "learning_rate": float(setting.learning_rate)},
             "fit_seeds": seeds,

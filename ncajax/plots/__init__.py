@@ -1,12 +1,12 @@
 """Figures of the study, drawn from the saved results of a study run directory alone.
 
-Nothing here trains, fits or runs a model, and nothing computes an interval: the figures of the
-mapping stage (structure metrics, verdict intervals, held-out error, keep shares, linearity, the
-under-convergence control) render the run's `ncajax.study.RunSummary` (give them the summary or
-a run directory, which is then read by `ncajax.study.load_study` and summarised); the others read
-the saved arrays of `<run>/train/<model>/`, `<run>/mappings/` and `<run>/evaluation/` (see
-`experiments/reproduce.py`), the spectrogram figure the excerpt the evaluation stage saved
-(`evaluation/spectrograms.npz`).
+Nothing here trains, fits or runs a model, and nothing computes an interval or a mean ± CI over
+seeds: the figures with such numbers (structure metrics, verdict intervals, held-out error, keep
+shares, linearity, the under-convergence control, separation quality, live units) render the run's
+`ncajax.study.RunSummary` (give them the summary or a run directory, which is then read by
+`ncajax.study.load_study` and summarised); the others read the saved arrays of
+`<run>/train/<model>/`, `<run>/mappings/` and `<run>/evaluation/` (see `experiments/reproduce.py`),
+the spectrogram figure the excerpt the evaluation stage saved (`evaluation/spectrograms.npz`).
 
 Every figure is saved as `<name>.png` and `<name>.pdf` by its function, which returns the written
 paths, or `[]` when its inputs do not exist. `make_all` draws every figure it can. Figures use the
@@ -99,6 +99,8 @@ def make_all(run_dir: str | Path, out_dir: str | Path) -> list[Path]:
     written += structure_metrics(summary, out_dir)
     written += loss_curves(run_dir, out_dir)
     written += linearity(summary, out_dir)
-    for figure in (separation_quality, spectrograms, live_units, sdr_vs_loudness):
-        written += figure(run_dir, out_dir)
+    written += separation_quality(summary, out_dir)
+    written += spectrograms(run_dir, out_dir)
+    written += live_units(summary, out_dir)
+    written += sdr_vs_loudness(run_dir, out_dir)
     return written

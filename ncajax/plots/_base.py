@@ -29,6 +29,8 @@ from ..study._results import load_mapping_stage
 from ..study._summary import RunSummary, TableSummary, summarise_run
 
 MODEL_COLOURS = {"dae": "#1f77b4", "dae_deep": "#ff7f0e", "dae_sf": "#2ca02c"}
+Source = str | Path | RunSummary
+"""What a figure of the summary renders: a run directory (summarised on the fly) or its `RunSummary`."""
 REFERENCE_COLOURS = {"mixture": "#7f7f7f", "oracle_irm": "#000000"}
 TINY = 1e-12
 """Added to |C| before the logarithm, so exact zeros map to -240 dB instead of -inf."""

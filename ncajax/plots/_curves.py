@@ -1,25 +1,25 @@
-"""Training and fit loss curves, and the separation quality of the evaluation stage."""
+"""Training and fit loss curves, and the separation quality of the evaluation stage (rendered from the
+run's summary, `ncajax.study`: its means and CIs over seeds are computed there, not here)."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
 
 from .. import runs
-from ..nca import _structure as analysis
 from . import _base as base
 from ._base import (
     MODEL_COLOURS,
     REFERENCE_COLOURS,
+    Source,
     order_models,
     order_settings,
     read_npz,
     setting_label,
+    summary_of,
 )
 
 # --------------------------------------------------------------------------------------------------
@@ -115,66 +115,50 @@ def loss_curves(run_dir: str | Path, out_dir: str | Path) -> list[Path]:
 OFF_SCALE_DB = 60.0
 """Separation scores beyond ±this (dB) are written as text instead of stretching the axis."""
 QUALITY_PANELS = (
-    (("mag_sdr",), "magnitude SDR (dB), mean over tracks"),
-    (("vocals", "SDR"), "vocals SDR (dB), median over tracks"),
-    (("vocals", "SIR"), "vocals SIR (dB)"),
-    (("vocals", "SAR"), "vocals SAR (dB)"),
+    ("mag_sdr", "magnitude SDR (dB), mean over tracks"),
+    ("vocals.SDR", "vocals SDR (dB), median over tracks"),
+    ("vocals.SIR", "vocals SIR (dB)"),
+    ("vocals.SAR", "vocals SAR (dB)"),
 )
+"""(score of `ncajax.study`'s `SeparationSummary`, panel title)."""
 
 
-def _dig(d: Any, keys: Sequence[str]) -> float | None:
-    for k in keys:
-        if not isinstance(d, Mapping) or k not in d:
-            return None
-        d = d[k]
-    return None if d is None else float(d)
-
-
-def separation_quality(run_dir: str | Path, out_dir: str | Path) -> list[Path]:
+def separation_quality(source: Source, out_dir: str | Path) -> list[Path]:
     """Figure `separation_quality`: magnitude SDR and museval vocals SDR/SIR/SAR per model (dots:
-    seeds; error bar: mean and 95 % CI over seeds) between the mixture and the oracle IRM."""
-    path = Path(run_dir) / "evaluation" / "result.json"
-    if not path.exists():
+    seeds; error bar: mean and 95 % CI over seeds, the summary's `SeedStat`) between the mixture and
+    the oracle IRM. `source`: a run directory or its `RunSummary`."""
+    summary = summary_of(source)
+    if summary.study.evaluation is None:
         return []
-    summary = runs.read_json(path).get("summary", {})
-    groups: dict[str, list[str]] = {}
-    for name in summary:
-        groups.setdefault(name.split("/")[0], []).append(name)
-    order = ["mixture"] + order_models(g for g in groups if g not in REFERENCE_COLOURS) + ["oracle_irm"]
-    order = [g for g in order if g in groups]
-    panels = [
-        (k, t) for k, t in QUALITY_PANELS if any(_dig(summary[p], k) is not None for p in summary)
-    ]
+    scores = summary.separation.scores
+    order = ["mixture"] + order_models(g for g in scores if g not in REFERENCE_COLOURS) + ["oracle_irm"]
+    order = [g for g in order if g in scores]
+    panels = [(k, t) for k, t in QUALITY_PANELS if any(k in s for s in scores.values())]
     if not order or not panels:
         return []
     fig = Figure(figsize=(3.4 * len(panels) + 0.5, 3.8), layout="constrained")
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     colours = {**MODEL_COLOURS, **REFERENCE_COLOURS}
-    for ax, (keys, title) in zip(axes, panels, strict=True):
-        values = {}
-        for group in order:
-            vals = np.asarray(
-                [v for p in groups[group] if (v := _dig(summary[p], keys)) is not None]
-            )
-            values[group] = vals[np.isfinite(vals)]
+    for ax, (key, title) in zip(axes, panels, strict=True):
+        stats = {group: scores[group].get(key) for group in order}
+        values = {group: np.asarray(s.values if s is not None else (), np.float64) for group, s in stats.items()}
         # The mixture as its own estimate has no artefacts: its SAR is ~100+ dB, which would flatten
         # every other point. Values beyond OFF_SCALE_DB are written as text at the panel's edge.
         shown = np.concatenate([v[np.abs(v) < OFF_SCALE_DB] for v in values.values()] + [[0.0]])
         pad = 0.08 * max(float(np.ptp(shown)), 1.0)
         ylim = (float(shown.min()) - pad, float(shown.max()) + pad)
         for g, group in enumerate(order):
-            vals = values[group]
-            if not vals.size:
+            vals, s = values[group], stats[group]
+            if s is None:
                 continue
-            s = analysis.summarise(vals)
-            if abs(s["mean"]) >= OFF_SCALE_DB:
-                edge = ylim[1] if s["mean"] > 0 else ylim[0]
+            if abs(s.mean) >= OFF_SCALE_DB:
+                edge = ylim[1] if s.mean > 0 else ylim[0]
                 ax.annotate(
-                    f"{s['mean']:.0f} dB\n(off scale)",
+                    f"{s.mean:.0f} dB\n(off scale)",
                     (g, edge),
                     ha="center",
-                    va="top" if s["mean"] > 0 else "bottom",
-                    xytext=(0, -6 if s["mean"] > 0 else 6),
+                    va="top" if s.mean > 0 else "bottom",
+                    xytext=(0, -6 if s.mean > 0 else 6),
                     textcoords="offset points",
                     fontsize=8,
                     color=colours.get(group, "k"),
@@ -182,8 +166,8 @@ def separation_quality(run_dir: str | Path, out_dir: str | Path) -> list[Path]:
                 continue
             ax.errorbar(
                 [g],
-                [s["mean"]],
-                yerr=[[s["mean"] - s["lo"]], [s["hi"] - s["mean"]]],
+                [s.mean],
+                yerr=[[s.mean - s.lo], [s.hi - s.mean]],
                 fmt="s" if group in REFERENCE_COLOURS else "o",
                 color=colours.get(group, "k"),
                 capsize=4,

@@ -18,14 +18,13 @@ from . import _base as base
 from ._base import (
     MODEL_COLOURS,
     PART_KEYS,
+    Source,
     errorbar_groups,
     order_models,
     order_settings,
     setting_label,
     summary_of,
 )
-
-Source = str | Path | RunSummary
 
 STRUCTURE_PANELS = (
     ("weighted_diagonal_energy_ratio", None, "diagonal energy ratio\n(input-energy weighted)"),
@@ -156,10 +155,10 @@ def heldout_error(source: Source, out_dir: str | Path) -> list[Path]:
         series = {m: {s: summary.table(m, s, key) for s in settings} for m in models}
         errorbar_groups(ax, settings, series, MODEL_COLOURS)
         for m in models:
-            gain = summary.study.mappings.record(m, "per_bin_gain", "baseline")
-            if gain and gain.get(key):
-                ax.axhline(float(np.mean(gain[key])), color=MODEL_COLOURS.get(m, "k"), ls="--", lw=0.9,
-                           label=f"per-bin gain ({m})")
+            gain = summary.table(m, "per_bin_gain", key, kind="baseline")  # mean over seeds x songs
+            if gain is not None:
+                ax.axhline(gain.cell_mean if gain.finite else float("nan"), color=MODEL_COLOURS.get(m, "k"),
+                           ls="--", lw=0.9, label=f"per-bin gain ({m})")
         ax.axhline(1.0, color="0.4", ls=":", lw=1.0, label="zero predictor")
         ax.set_xticklabels([setting_label(s) for s in settings], rotation=35, ha="right", fontsize=8)
         ax.set_ylabel("relative L1 error on unseen songs (lower is better)", fontsize=8)
@@ -207,9 +206,9 @@ def linearity(source: Source, out_dir: str | Path) -> list[Path]:
                 data.append(vals)
                 pos.append(i)
                 cols.append(MODEL_COLOURS.get(m, "0.5"))
-            mean_jac = stage.record(m, JACOBIAN)
-            if mean_jac and name in (mean_jac.get("metrics") or {}):
-                ys = np.asarray(mean_jac["metrics"][name], np.float64).mean(axis=1)
+            mean_jac = summary.table(m, JACOBIAN, f"metrics.{name}")
+            if mean_jac is not None:
+                ys = np.asarray(mean_jac.per_seed, np.float64)  # the seeds' means over songs (finite rows)
                 ax.plot(
                     np.full(len(ys), i),
                     ys,

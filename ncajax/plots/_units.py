@@ -1,6 +1,8 @@
 """The separators' output units and level robustness, from the evaluation stage's result: the live share
-of output units per octave band (`live_units`, with the homogeneity errors) and the per-song separation
-gain against the song's loudness (`sdr_vs_loudness`)."""
+of output units per octave band (`live_units`, with the homogeneity errors; its statistics over seeds
+are the run summary's, `ncajax.study`) and the per-song separation gain against the song's loudness
+(`sdr_vs_loudness`, a per-song mean over seeds and a least-squares line, drawn from the saved
+per-track scores)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from matplotlib.figure import Figure
 
 from .. import runs
 from . import _base as base
-from ._base import MODEL_COLOURS, order_models
+from ._base import MODEL_COLOURS, Source, order_models, summary_of
 
 
 def _evaluation(run_dir: Path) -> dict | None:
@@ -19,26 +21,29 @@ def _evaluation(run_dir: Path) -> dict | None:
     return runs.read_json(path) if path.exists() else None
 
 
-def live_units(run_dir: str | Path, out_dir: str | Path) -> list[Path]:
+def live_units(source: Source, out_dir: str | Path) -> list[Path]:
     """Figure `live_units`: left, the share of output units alive on the held-out songs per octave band
     (x: band centre, Hz, log), one line per model (mean over seeds, band of min-max over seeds); right,
-    the homogeneity error per model at alpha = 1/4 and 4 (dots: seeds)."""
-    ev = _evaluation(Path(run_dir))
-    units = (ev or {}).get("units")
-    if not units:
+    the homogeneity error per model at alpha = 1/4 and 4 (bars: mean over seeds; dots: seeds). The
+    statistics over seeds are the summary's (`ncajax.study`'s `UnitsSummary`). `source`: a run directory
+    or its `RunSummary`."""
+    summary = summary_of(source)
+    summaries = summary.units
+    if not summaries:
         return []
-    models = order_models(units)
+    units = summary.study.evaluation.units
+    models = order_models(summaries)
     fig = Figure(figsize=(10.5, 3.8), layout="constrained")
     ax, hx = fig.subplots(1, 2, width_ratios=[2.2, 1.0])
     for m in models:
-        per_seed = units[m]["live_by_octave"]
-        bands = [b for b in per_seed[0] if b["hi_hz"] > 0]
-        centre = np.asarray([np.sqrt(b["lo_hz"] * b["hi_hz"]) for b in bands])
-        share = np.asarray([[b["live_share"] for b in seed if b["hi_hz"] > 0] for seed in per_seed])
+        u = summaries[m]
+        keep = [k for k, b in enumerate(u.bands) if b["hi_hz"] > 0]
+        centre = np.asarray([np.sqrt(u.bands[k]["lo_hz"] * u.bands[k]["hi_hz"]) for k in keep])
         colour = MODEL_COLOURS.get(m, "k")
-        dead = np.mean(units[m]["dead_share"])
-        ax.plot(centre, share.mean(axis=0), "o-", color=colour, label=f"{m} (dead {dead:.1%})")
-        ax.fill_between(centre, share.min(axis=0), share.max(axis=0), color=colour, alpha=0.15)
+        ax.plot(centre, [u.live_share_mean[k] for k in keep], "o-", color=colour,
+                label=f"{m} (dead {u.dead_share_mean:.1%})")
+        ax.fill_between(centre, [u.live_share_min[k] for k in keep], [u.live_share_max[k] for k in keep],
+                        color=colour, alpha=0.15)
     ax.set_xscale("log")
     ax.set_ylim(-0.03, 1.03)
     ax.axhline(0.95, color="0.5", ls=":", lw=1.0, label="95 % live (target)")
@@ -53,7 +58,7 @@ def live_units(run_dir: str | Path, out_dir: str | Path) -> list[Path]:
         for i, m in enumerate(models):
             vals = np.asarray(units[m]["homogeneity"][a], np.float64)
             xpos = i + (k - (len(alphas) - 1) / 2) * width
-            hx.bar(xpos, vals.mean(), width * 0.9, color=MODEL_COLOURS.get(m, "k"),
+            hx.bar(xpos, summaries[m].homogeneity_mean[a], width * 0.9, color=MODEL_COLOURS.get(m, "k"),
                    alpha=0.45 if k == 0 else 0.85, label=f"α = {float(a):g}" if i == 0 else None)
             hx.plot(np.full(vals.shape, xpos), vals, "k.", ms=3)
     hx.set_xticks(range(len(models)), models)

@@ -25,7 +25,8 @@ import json
 import os
 from pathlib import Path
 
-from ..config import MODEL_NAMES
+from ..config import MODEL_NAMES, preset
+from ..training._train import load_trained
 
 __all__ = ["NAMES", "PRETRAINED_DIR", "PROVENANCE_FILE", "check", "load", "provenance", "resolve", "run_dir"]
 
@@ -90,8 +91,6 @@ def load(name: str, *, root: str | os.PathLike | None = None, verify: bool = Tru
 
 def load_run(folder: str | os.PathLike, name: str):
     """`train.load_trained(folder)`, refusing a run that is not model `name` at the shipped size."""
-    from ..config import preset
-    from ..training._train import load_trained
 
     return load_trained(Path(folder), expect={"name": name, "n_bins": preset("fast").n_bins})
 

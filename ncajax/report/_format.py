@@ -1,5 +1,6 @@
 """What the REPORT.md writers share: the report's fixed texts and labels, the number formats
-(intervals, mean ± CI over seeds, Markdown tables) and the models and fit settings of a loaded run.
+(the summary's intervals and means ± CI over seeds, Markdown tables) and the models and fit settings of
+a loaded run. Nothing here computes a statistic: the numbers come from `ncajax.study`'s summary.
 
 `rel. L1` throughout is the relative L1 error Σ|y - ŷ| / Σ|y| of a linear map against the model's
 output: lower is better, 0 is exact, 1 is what predicting silence scores.
@@ -9,16 +10,10 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
 from ..config import NCA_AUTHORS, PRIMARY_ESTIMATOR
-from ..nca._structure import summarise
 from ..study._results import MappingStage, StudyRun
-from ..study._summary import TableSummary
+from ..study._summary import SeedStat, TableSummary
 
-# Local spread sqrt(mean ||J_t - Jbar||^2) / ||Jbar|| above this: the per-frame Jacobians differ
-# from their mean by more than half its size, so no single matrix stands for the model.
-POOR_SPREAD = 0.5
 # Figure groups of `ncajax.plots`, in report order: (file-name prefix, caption). A file belongs to a
 # group when its stem is the prefix or starts with prefix + "_" (e.g. mapping_matrices_nca_authors).
 FIGURES = (
@@ -90,25 +85,12 @@ def iv_cell(table: TableSummary | None, digits: int = 3) -> str:
     return fmt_iv(table.interval, digits) if table.finite else "non-finite"
 
 
-def finite(values) -> list[float]:
-    return [float(v) for v in (values or []) if v is not None and math.isfinite(float(v))]
-
-
-def seed_stat(values) -> dict | None:
-    """Mean and Student-t 95 % CI over seeds of the finite values, or None when there are none."""
-    vals = finite(values)
-    if not vals:
-        return None
-    s = summarise(np.asarray(vals))
-    return {"mean": s["mean"], "lo": s["lo"], "hi": s["hi"], "n": s["n"]}
-
-
-def fmt_pm(stat: dict | None, digits: int = 3) -> str:
-    """'mean ± half-width' of a Student-t 95 % CI over seeds (just the mean for one seed)."""
+def fmt_pm(stat: SeedStat | None, digits: int = 3) -> str:
+    """'mean ± half-width' of a summary's Student-t 95 % CI over seeds (just the mean for one seed)."""
     if stat is None:
         return "—"
-    half = (stat["hi"] - stat["lo"]) / 2
-    return fmt(stat["mean"], digits) if stat["n"] < 2 else f"{stat['mean']:.{digits}f} ± {half:.{digits}f}"
+    half = (stat.hi - stat.lo) / 2
+    return fmt(stat.mean, digits) if stat.n < 2 else f"{stat.mean:.{digits}f} ± {half:.{digits}f}"
 
 
 def md_table(header: list[str], rows: list[list[str]]) -> list[str]:

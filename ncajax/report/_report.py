@@ -1,11 +1,12 @@
 """REPORT.md of a study run, rendered from its typed results and their one summary.
 
 The run is read by `ncajax.study.load_study` (train, mapping, evaluation and recipe-control stages,
-typed) and summarised once by `ncajax.study._summary.summarise` (the verdict of `ncajax.study` and every
-seed x song interval, `ncajax.stats`); this module holds the public entry points. The Markdown sections
-render that summary: `ncajax.report` (the run, the verdict, the mapping errors and structure,
-the figures) and `ncajax.report` (separation, linearity, dead units), with the shared formats
-in `ncajax.report`. No section computes an interval.
+typed) and summarised once by `ncajax.study.summarise_run` (the verdict, every seed x song interval
+and every mean ± CI over seeds); this module holds the public entry points. The Markdown sections
+render that summary: `_sections` (the run, the verdict, the mapping errors and structure, the
+figures), `_results` (separation, linearity, live and dead units, the recipe control) and
+`_resolution` (the ladder of runs), with the shared formats in `_format`. No section computes an
+interval or a statistic over seeds.
 """
 
 from __future__ import annotations
@@ -74,8 +75,8 @@ def render(summary: RunSummary, *, timings: dict | None = None, figures_link: st
         sections.append(resolution_section(resolution))
     sections += [errors_section(summary), functional_section(summary), convergence_control_section(summary),
                  structure_section(summary),
-                 separation_section(run) + [""] + real_music_section(run), linearity_section(run),
-                 live_units_section(run), recipe_control_section(run), dead_units_section(run),
+                 separation_section(summary) + [""] + real_music_section(summary), linearity_section(summary),
+                 live_units_section(summary), recipe_control_section(summary), dead_units_section(summary),
                  figures_section(run, figures_link)]
     text = "\n".join("\n".join(s).rstrip() + "\n" for s in sections).rstrip() + "\n"
     return re.sub(r"\n{3,}", "\n\n", text)

@@ -2,7 +2,8 @@
 finished study run directory, compared on what the issue "separators worth studying" asks: dead output
 units, separation quality, the primary metric's DAE − dae_sf intervals and the verdict.
 
-`summarise(rungs)` reads the runs (nothing is recomputed) and returns a JSON-ready summary;
+`summarise(rungs)` reads each run with `ncajax.study.load_study` and takes its numbers from the run's
+summary (`ncajax.study.summarise_run`: nothing is computed here) into a JSON-ready dict;
 `section(summary)` renders it as the report's "Resolution" section.
 """
 
@@ -10,51 +11,51 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from ..config import PRIMARY_ESTIMATOR, PRIMARY_METRIC
-from ..runs import read_json
+from ..study._summary import RunSummary, summarise_run
 from ._format import fmt_iv, md_table
 
 __all__ = ["summarise", "section"]
 
 
-def _read(path: Path):
-    return read_json(path) if path.exists() else None
+def rung(summary: RunSummary) -> dict:
+    """The facts of one rung from its run's summary: preset and STFT, per trained model (sorted) the
+    seeds, the dead output share (mean and worst seed), the mean training-stage test improvement and
+    vocals SDR over seeds, the primary estimator's intervals and branches, the verdict and wall time."""
+    study = summary.study
+    models = sorted(m for m, t in study.train.items() if t.result is not None)
+    if not models:
+        raise FileNotFoundError(f"{study.run_dir} has no finished training run: run the study there to the end first")
+    first = study.train[models[0]].config or {}
+    stft = first["stft"]
+    sep = summary.separation
+    per_model = {}
+    for m in models:
+        units = summary.units.get(m)
+        improvement, sdr = sep.test_improvement.get(m), sep.score(m, "vocals.SDR")
+        per_model[m] = {
+            "n_seeds": len(study.train[m].get("test_mag_sdr_db") or []),
+            "dead_share": units.dead_share_mean if units is not None else None,
+            "dead_share_max": units.dead_share_max if units is not None else None,
+            "test_improvement_db": improvement.mean if improvement is not None else None,
+            "vocals_sdr": sdr.mean if sdr is not None else None,
+        }
+    primary = (summary.conclusion.get("settings") or {}).get(PRIMARY_ESTIMATOR) or {}
+    ev = study.evaluation.summary if study.evaluation is not None else {}
+    mix = (ev.get("mixture") or {}).get("vocals") or {}
+    return {
+        "run_dir": str(study.run_dir), "preset": first["data"].get("preset"), "sample_rate": stft["sample_rate"],
+        "n_bins": stft["n_fft"] // 2 + 1, "models": per_model, "mixture_vocals_sdr": mix.get("SDR"),
+        "primary_intervals": primary.get("intervals"), "primary_counts": primary.get("counts"),
+        "branches": primary.get("branches"), "verdict": (summary.conclusion.get("overall") or {}).get("verdict"),
+        "wall_s": (study.timings or {}).get("total"),
+    }
 
 
 def _rung(run_dir: Path) -> dict:
-    concl = _read(run_dir / "conclusion.json")
-    if concl is None:
+    if not (run_dir / "conclusion.json").exists():  # written at the end of the study: a finished run
         raise FileNotFoundError(f"{run_dir} has no conclusion.json: run the study there to the end first")
-    ev = _read(run_dir / "evaluation" / "result.json") or {}
-    timings = _read(run_dir / "timings.json") or {}
-    models = sorted(p.name for p in (run_dir / "train").iterdir() if (p / "result.json").exists())
-    first = read_json(run_dir / "train" / models[0] / "config.json")
-    stft = first["stft"]
-    per_model = {}
-    for m in models:
-        res = read_json(run_dir / "train" / m / "result.json")
-        units = (ev.get("units") or {}).get(m) or {}
-        seeds = [k for k in (ev.get("summary") or {}) if k.startswith(f"{m}/seed")]
-        sdr = [((ev["summary"][k].get("vocals") or {}).get("SDR")) for k in seeds]
-        sdr = [v for v in sdr if v is not None]
-        per_model[m] = {
-            "n_seeds": len(res.get("test_mag_sdr_db") or []),
-            "dead_share": float(np.mean(units["dead_share"])) if units.get("dead_share") else None,
-            "dead_share_max": float(np.max(units["dead_share"])) if units.get("dead_share") else None,
-            "test_improvement_db": float(np.mean(res["test_improvement_db"])) if res.get("test_improvement_db") else None,
-            "vocals_sdr": float(np.mean(sdr)) if sdr else None,
-        }
-    primary = (concl.get("settings") or {}).get(PRIMARY_ESTIMATOR) or {}
-    mix = ((ev.get("summary") or {}).get("mixture") or {}).get("vocals") or {}
-    return {
-        "run_dir": str(run_dir), "preset": first["data"].get("preset"), "sample_rate": stft["sample_rate"],
-        "n_bins": stft["n_fft"] // 2 + 1, "models": per_model, "mixture_vocals_sdr": mix.get("SDR"),
-        "primary_intervals": primary.get("intervals"), "primary_counts": primary.get("counts"),
-        "branches": primary.get("branches"), "verdict": (concl.get("overall") or {}).get("verdict"),
-        "wall_s": timings.get("total"),
-    }
+    return rung(summarise_run(run_dir))
 
 
 def summarise(rungs: dict[str, str | Path]) -> dict:

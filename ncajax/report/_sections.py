@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
-
 from ..config import DIAGONAL_BAND_HZ, KEEP_SUFFICES, PRIMARY_ESTIMATOR, STFTConfig, band_bins
 from ..runs import git_commit
 from ..study import _verdict as verdict
 from ..study._results import StudyRun
-from ..study._summary import RunSummary
+from ..study._summary import FUNCTIONAL_ERRORS, RunSummary, TableSummary
 from ._format import (
     FIGURES,
     METRIC_LABELS,
@@ -24,7 +22,6 @@ from ._format import (
     fmt_pm,
     iv_cell,
     md_table,
-    seed_stat,
 )
 
 INTERVAL_METHODS = (
@@ -179,9 +176,9 @@ def conclusion_section(summary: RunSummary) -> list[str]:
     return lines
 
 
-def _error_row(name: str, model: str, rec, info: dict | None) -> list[str]:
-    info = info or {}
-    return [f"`{name}`", f"`{model}`", fmt_pm(seed_stat(rec.get("rel_l1_fit"))),
+def _error_row(name: str, model: str, summary: RunSummary, key) -> list[str]:
+    info = summary.informative.get(key) or {}
+    return [f"`{name}`", f"`{model}`", fmt_pm(summary.fit_error.get(key)),
             fmt_iv(info.get("heldout")), fmt_iv(info.get("heldout_clipped")), fmt_iv(info.get("vs_gain")),
             "—" if not info else ("yes" if info.get("informative") else "no")]
 
@@ -198,12 +195,12 @@ def errors_section(summary: RunSummary) -> list[str]:
             rec = m.record(model, b, "baseline")
             if rec is not None:
                 info = summary.informative[rec.key]
-                rows.append([f"*{b}* (baseline)", f"`{model}`", fmt_pm(seed_stat(rec.get("rel_l1_fit"))),
+                rows.append([f"*{b}* (baseline)", f"`{model}`", fmt_pm(summary.fit_error.get(rec.key)),
                              fmt_iv(info.get("heldout")), fmt_iv(info.get("heldout_clipped")), "—", "—"])
         for name in m.setting_names():
             rec = m.record(model, name)
             if rec is not None:
-                rows.append(_error_row(name, model, rec, summary.informative[rec.key]))
+                rows.append(_error_row(name, model, summary, rec.key))
     lines += md_table(["estimator", "model", "rel. L1 fitted frames", "rel. L1 held-out songs",
                      "held-out, clipped at 0", "held-out − per-bin gain", "informative"], rows)
     lines += ["", "Relative L1 error of x ↦ Cx against the model's output (lower is better): on the "
@@ -217,9 +214,9 @@ def errors_section(summary: RunSummary) -> list[str]:
     return lines
 
 
-def _mean_cell(table) -> str:
-    arr = np.asarray(table if table is not None else [], dtype=float)
-    return "—" if arr.size == 0 or not np.all(np.isfinite(arr)) else fmt(float(arr.mean()))
+def _mean_cell(table: TableSummary | None) -> str:
+    """The mean over every seed × song cell of a summarised table; "—" when a cell is not finite."""
+    return "—" if table is None or not table.finite or table.cell_mean is None else fmt(table.cell_mean)
 
 
 def functional_section(summary: RunSummary) -> list[str]:
@@ -237,8 +234,8 @@ def functional_section(summary: RunSummary) -> list[str]:
             fn = r.get("functional") if r is not None else None
             if not fn:
                 continue
-            rows.append([f"`{name}`", f"`{model}`", *(_mean_cell(fn.get(k)) for k in
-                         ("err_full", "err_diag", "err_band", "err_zero")),
+            rows.append([f"`{name}`", f"`{model}`", *(_mean_cell(summary.table(model, name, f"functional.{k}"))
+                                                      for k in FUNCTIONAL_ERRORS),
                          iv_cell(summary.table(model, name, "functional.keep_diag")),
                          iv_cell(summary.table(model, name, "functional.keep_band")),
                          BRANCH_TEXT.get(branches.get(model), "—")])

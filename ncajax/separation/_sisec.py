@@ -54,7 +54,10 @@ import numpy as np
 import soundfile as sf
 from jaxtyping import ArrayLike, Float
 
+from ..data import _sources as sources
 from ..data._sources import STEMS, is_silent
+from ..training import _train as train
+from . import _separate as separate
 from ._bss import METRICS, TARGETS, import_museval
 
 __all__ = ["StereoTrack", "Separator", "nsdr", "load_stereo_track", "stereo_tracks", "model_separator",
@@ -137,7 +140,6 @@ def load_stereo_track(
     `name` to the track's name. Raises FileNotFoundError / ValueError naming the file for a missing
     file, stems whose rates or channel counts differ, an empty excerpt or NaN/Inf samples.
     """
-    from ..data import _sources as sources
 
     path = Path(path)
     if start < 0 or (duration is not None and duration <= 0):
@@ -207,7 +209,6 @@ def _read_hq_folder(folder: Path, start: float, duration: float | None) -> tuple
 def _read_stem_streams_stereo(ref) -> tuple[dict, int]:
     """Every stream of a MUSDB18 stem file, all channels, at its rate (as `ncajax.data` reads the
     mono ones, same excerpt rule)."""
-    from ..data import _sources as sources
 
     musdb = sources._import_musdb()
     try:
@@ -346,8 +347,6 @@ def model_separator(run: Any, *, seed_index: int = 0, chunk: int = 4096) -> _Nam
     Identity: the model's name, its run directory (when given), the sha256 of its config.json content
     and the seed index.
     """
-    from ..training import _train as train
-    from . import _separate as separate
 
     run_dir = None
     trained = run
@@ -638,62 +637,3 @@ def aggregate_runs(runs: Sequence[str | os.PathLike] | Mapping[str, str | os.Pat
     return {"runs": per_run, "across_runs": across,
             "aggregation": "per run: median over 1 s frames, then over tracks (museval EvalStore); "
                            "across runs: statistics of the runs' aggregates"}
-
-
-# ------------------------------------------------------------------------------------------ command line
-
-PROG = "ncajax-sisec"
-
-
-def _parser():
-    import argparse
-
-    p = argparse.ArgumentParser(
-        prog=PROG,
-        description="SiSEC 2018-comparable scores (stereo, the tracks' own rate, museval BSS Eval v4 "
-                    "per-track JSON, nSDR) of a trained ncajax run on MUSDB18 / MUSDB18-HQ tracks, or "
-                    "the aggregate of result folders.")
-    sub = p.add_subparsers(dest="command", required=True)
-    ev = sub.add_parser("evaluate", help="score one trained model (or the mixture) on tracks")
-    ev.add_argument("run_dir", help="training run directory (e.g. runs/x/train/dae_sf), or 'mixture' "
-                                    "for SiSEC's MIX reference")
-    ev.add_argument("--root", required=True, type=Path, help="MUSDB18 or MUSDB18-HQ root (holds test/)")
-    ev.add_argument("--subset", default="test", help="subset folder (default test)")
-    ev.add_argument("--track", action="append", default=None, help="only this track (repeatable)")
-    ev.add_argument("--seed-index", type=int, default=0, help="which seed of the run (default 0)")
-    ev.add_argument("--start", type=float, default=0.0, help="excerpt start, s (default 0)")
-    ev.add_argument("--duration", type=float, default=None, help="excerpt length, s (default: whole)")
-    ev.add_argument("--chunk", type=int, default=4096, help="STFT frames per model call")
-    ev.add_argument("--out", required=True, type=Path, help="results folder (one per model and seed)")
-    ag = sub.add_parser("aggregate", help="aggregate result folders (across tracks and runs)")
-    ag.add_argument("folders", nargs="+", type=Path)
-    ag.add_argument("--out", type=Path, default=None, help="write the aggregate JSON here")
-    return p
-
-
-def _main(argv: list[str]) -> int:
-    args = _parser().parse_args(argv)
-    if args.command == "evaluate":
-        tracks = stereo_tracks(args.root, args.subset, names=args.track, start=args.start,
-                               duration=args.duration)
-        separator = (mixture_baseline() if args.run_dir == "mixture" else
-                     model_separator(args.run_dir, seed_index=args.seed_index, chunk=args.chunk))
-        result = evaluate_sisec(separator, tracks, args.out, progress=None)
-    else:
-        result = aggregate_runs(args.folders)
-        if args.out is not None:
-            _write_atomic(args.out, json.dumps(result, indent=2, allow_nan=True) + "\n")
-    print(json.dumps(result, indent=2, allow_nan=True))
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`ncajax-sisec evaluate RUN_DIR --root MUSDB --out DIR` / `... aggregate DIR...`;
-    bad input is one `error:` line on stderr and exit code 2 (`ncajax.cli`)."""
-    from ..cli import _errors as cli
-
-    return cli.run_guarded(_main, argv, prog=PROG)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -7,7 +7,10 @@ directory with their one loader, the one summary step and the verdict rules.
     prepare_data / train_all / fit_all / evaluate_all
                                     one stage each, as library calls
     load_study(run_dir) -> StudyRun the one loader of a run directory's stage results
-    summarise_run / write_summary   the one summary step: every interval and the verdict, computed once
+    summarise_run / write_summary   the one summary step: every interval, every mean ± CI over seeds
+                                    and the verdict, computed once (RunSummary and the small
+                                    dataclasses it holds: TableSummary, SeedStat, SeparationSummary,
+                                    LinearitySummary, DeadUnitsSummary, UnitsSummary, ControlRow)
     conclusion / across_corpora     the verdict rules
 
 Modules (private): `_options`, `_pipeline`, `_study`, `_results`, `_summary`, `_verdict`.
@@ -33,26 +36,43 @@ from ._results import (
     per_model,
 )
 from ._study import StudyOptions, run_corpora, run_study
-from ._summary import RunSummary, TableSummary, summarise_run, write_summary
+from ._summary import (
+    ControlRow,
+    DeadUnitsSummary,
+    LinearitySummary,
+    RunSummary,
+    SeedStat,
+    SeparationSummary,
+    TableSummary,
+    UnitsSummary,
+    summarise_run,
+    write_summary,
+)
 from ._verdict import across_corpora, conclusion, convergence_control, model_branch
 
 __all__ = [
+    "ControlRow",
     "Data",
+    "DeadUnitsSummary",
     "DataOptions",
     "EvaluateOptions",
     "EvaluationResult",
     "FigureOptions",
     "FitOptions",
+    "LinearitySummary",
     "MappingRecord",
     "MappingStage",
     "RecipeControl",
     "RunSummary",
+    "SeedStat",
+    "SeparationSummary",
     "StudyConfig",
     "StudyOptions",
     "StudyRun",
     "TableSummary",
     "TrainOptions",
     "TrainResult",
+    "UnitsSummary",
     "across_corpora",
     "conclusion",
     "convergence_control",
