@@ -45,12 +45,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from ncajax import (  # noqa: E402
-    pretrained,
-    runs,
-    separation,  # noqa: E402
-    study,  # noqa: E402
-)
+from ncajax import pretrained, runs, separation, study  # noqa: E402
 from ncajax.config import MODEL_NAMES, TrainConfig, to_dict  # noqa: E402
 from ncajax.data import all_tracks, load_track  # noqa: E402
 from ncajax.models import predict  # noqa: E402

@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 from scipy.ndimage import convolve1d
 
-from ncajax import nca, runs, study
+from ncajax import nca, plots, runs, study
 from ncajax.config import CorpusConfig
 
 
@@ -128,7 +128,7 @@ def map_saved(mixture_file: Path, estimate_file: Path, out: Path, args, stft, he
                                seed=args.seed)
     result.save(out)
     if not args.no_figures:
-        nca.plot_frame_mapping(result, out, zoom_hz=1000.0)
+        plots.plot_frame_mapping(result, out, zoom_hz=1000.0)
     print(f"\n{out.name}:\n{result.table()}")
     summary = {m: {"heldout_error": r.heldout_error, "fit_error": r.fit_error,
                    "keep_diag": r.functional["keep_diag"], "keep_band": r.functional["keep_band"]}

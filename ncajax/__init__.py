@@ -8,11 +8,11 @@ package (each package's `__init__` lists them; modules with a leading underscore
     ncajax.nca          a separator's mapping matrix: `fit_mapping(model, params, x, ...)` (NCA, student,
                         least squares, mean Jacobian), `apply_matrix`, `structure_metrics`, `map_frames`
     ncajax.separation   separating audio (`separate_file`) and its quality (`evaluate_tracks`, SiSEC)
-    ncajax.study        the one study config, the stages chained, typed results (`load_study`), the
-                        one summary step and the verdict
+    ncajax.results      a run read back (`load_study`, typed), the one summary step, the verdict rules
     ncajax.report       REPORT.md rendered from a run's summary
-    ncajax.plots        the figures, from saved results only
-    ncajax.cli          the `ncajax` command and its subcommands, `ncajax-separate`
+    ncajax.plots        the figures, from saved results and the summary
+    ncajax.study        the one study config and the stages chained (`run_study`)
+    ncajax.cli          the `ncajax` command and its subcommands, `ncajax-separate`, `ncajax-sisec`
     ncajax.pretrained   the shipped trained models
 
 and the modules every stage shares: `config` (frozen stage configs, STFT presets), `models` (the
@@ -34,6 +34,7 @@ __all__ = [
     "plots",
     "pretrained",
     "report",
+    "results",
     "runs",
     "separation",
     "stats",

@@ -13,7 +13,7 @@ import pytest
 
 import ncajax
 
-STAGE_PACKAGES = ("data", "training", "nca", "separation", "study", "report", "plots", "cli")
+STAGE_PACKAGES = ("data", "training", "nca", "separation", "results", "report", "plots", "study", "cli")
 
 
 def _public_modules():

@@ -23,9 +23,9 @@ import reproduce  # noqa: E402
 
 from ncajax.data import _sources as sources
 from ncajax.nca import _stage as mappings
+from ncajax.results import _verdict as verdict  # noqa: E402
 from ncajax.study import _pipeline as pipeline
 from ncajax.study import _study as study
-from ncajax.study import _verdict as verdict  # noqa: E402
 
 # 160 fit frames: at least the fast preset's N = 129 bins (fewer would be an underdetermined fit, refused)
 TINY = ["--seeds", "2", "--epochs", "1", "--fit-steps", "20", "--fit-frames", "160", "--heldout-frames", "32",

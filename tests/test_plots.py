@@ -20,8 +20,8 @@ from ncajax.config import PRIMARY_ESTIMATOR, MappingConfig, STFTConfig, to_dict
 from ncajax.nca import NCA, LeastSquares, MeanJacobian, Student
 from ncajax.nca._structure import bin_frequencies
 from ncajax.plots import _base as plots_base
-from ncajax.study import _verdict as verdict
-from ncajax.study._summary import summarise_run
+from ncajax.results import _verdict as verdict
+from ncajax.results._summary import summarise_run
 
 N_FFT, SR = 16, 8000
 N = N_FFT // 2 + 1  # 9 bins

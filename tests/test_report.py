@@ -29,8 +29,8 @@ from ncajax.config import (
     to_dict,
 )
 from ncajax.report import _report as report
+from ncajax.results import _verdict as verdict
 from ncajax.stats import seed_song_bootstrap
-from ncajax.study import _verdict as verdict
 
 MODELS = ("dae", "dae_deep", "dae_sf")
 S, T = 3, 4  # seeds per model, held-out test songs

@@ -1,4 +1,4 @@
-"""The typed stage results (`ncajax.study.load_study`) and the one summary step (`ncajax.study`)."""
+"""The typed stage results (`ncajax.results.load_study`) and the one summary step (`ncajax.study`)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from ncajax.stats import seed_song_bootstrap
-from ncajax.study._results import (
+from ncajax.results._records import (
     EvaluationResult,
     MappingRecord,
     MappingStage,
@@ -19,7 +18,14 @@ from ncajax.study._results import (
     load_study,
     per_model,
 )
-from ncajax.study._summary import SUMMARY_FILE, seed_stat, summarise, summarise_table, write_summary
+from ncajax.results._summary import (
+    SUMMARY_FILE,
+    seed_stat,
+    summarise,
+    summarise_table,
+    write_summary,
+)
+from ncajax.stats import seed_song_bootstrap
 
 
 def _stage(run, records, *, finished=True):

@@ -17,7 +17,7 @@ from ncajax.config import STFTConfig
 from ncajax.nca import LeastSquares
 from ncajax.nca import _stage as mappings
 from ncajax.nca import _structure as analysis
-from ncajax.study import _verdict as verdict
+from ncajax.results import _verdict as verdict
 
 N = 32
 STFT = STFTConfig(sample_rate=4000, n_fft=62, win_length=62, hop_length=31)  # 32 bins, 64.5 Hz apart

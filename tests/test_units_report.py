@@ -13,9 +13,9 @@ from ncajax import models, plots
 from ncajax.config import ModelConfig
 from ncajax.nca import _structure as analysis
 from ncajax.report._results import live_units_section
+from ncajax.results._records import EvaluationResult, StudyRun, TrainResult
+from ncajax.results._summary import summarise
 from ncajax.separation import _liveness as liveness
-from ncajax.study._results import EvaluationResult, StudyRun, TrainResult
-from ncajax.study._summary import summarise
 
 
 def _model(name, n=17, seed=0):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ncajax.config import PRIMARY_ESTIMATOR, PRIMARY_METRIC
-from ncajax.study import _verdict as verdict
+from ncajax.results import _verdict as verdict
 
 S, T = 10, 6
 MODELS = ("dae", "dae_deep", "dae_sf")

@@ -13,7 +13,14 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .. import plots, pretrained, runs
+from ..nca import _frames as frames
+from ..report import _report as report
+from ..report import _resolution as resolution
+from ..study import _pipeline as pipeline
+from ..study import _study as study
 from ..study._options import TrainOptions
+from ..training import _train as train
 from ._commands import RUN_DIR, STUDY_FILE, recorded_train_config
 
 if TYPE_CHECKING:
@@ -33,8 +40,6 @@ def _check_recorded_dataset(cmd: Fit | Evaluate) -> int | None:
 
 
 def run_reproduce(cmd: Reproduce) -> int:
-    from ..study import _study as study
-
     config = cmd.study()
     opts = config.options()  # every option checked before any data are made
     out = Path(cmd.out or (RUN_DIR if config.data.corpus_seed == 0 else f"runs/corpus{config.data.corpus_seed}"))
@@ -48,8 +53,6 @@ def run_reproduce(cmd: Reproduce) -> int:
         print(json.dumps(study.run_study(out, opts, log=log), indent=1))
         report_dir = out
     if config.figures.figures_dir:
-        from ..report import _report as report
-
         dest = Path(config.figures.figures_dir)
         report.copy_outputs(report_dir, dest)
         # the numbers behind the report travel with it, so what the README quotes is committed
@@ -61,8 +64,6 @@ def run_reproduce(cmd: Reproduce) -> int:
 
 
 def run_train(cmd: Train) -> None:
-    from ..study import _pipeline as pipeline
-
     train_cfg = cmd.train.train_config()  # checked before the data are prepared
     cmd.data.check()
     data = pipeline.data_from_options(cmd.data)
@@ -72,8 +73,6 @@ def run_train(cmd: Train) -> None:
 
 
 def run_fit(cmd: Fit) -> None:
-    from ..study import _pipeline as pipeline
-
     cmd.data.check()
     cmd.fit.check(cmd.data.preset)  # every size against the preset's N before any work
     seeds = _check_recorded_dataset(cmd) or TrainOptions.seeds
@@ -84,8 +83,6 @@ def run_fit(cmd: Fit) -> None:
 
 
 def run_evaluate(cmd: Evaluate) -> None:
-    from ..study import _pipeline as pipeline
-
     cmd.data.check()
     _check_recorded_dataset(cmd)
     data = pipeline.data_from_options(cmd.data)
@@ -97,8 +94,6 @@ def run_evaluate(cmd: Evaluate) -> None:
 
 
 def run_figures(cmd: Figures) -> int:
-    from .. import plots
-
     written = plots.make_all(cmd.run_dir, cmd.out)
     for p in written:
         print(p)
@@ -109,10 +104,6 @@ def run_figures(cmd: Figures) -> int:
 
 
 def run_report(cmd: Report) -> int:
-    from .. import runs
-    from ..report import _report as report
-    from ..report import _resolution as resolution
-
     summary = None
     if cmd.rung:
         rungs = {}
@@ -156,7 +147,6 @@ def _heldout(values):
 
 def run_map(cmd: Map) -> dict:
     """Load, map, then write (nothing is written when any check fails); returns mapping.json's content."""
-    from ..nca import _frames as frames
 
     options = dict(heldout=_heldout(cmd.heldout_songs), heldout_fraction=cmd.heldout_fraction,
                    methods=list(cmd.methods), student_steps=cmd.fit_steps, learning_rate=cmd.fit_lr,
@@ -174,7 +164,7 @@ def run_map(cmd: Map) -> dict:
     out = Path(cmd.out)
     written = result.save(out)
     if not cmd.no_figures:
-        written += frames.plot_frame_mapping(result, out)
+        written += plots.plot_frame_mapping(result, out)
     print(result.table())
     print("wrote " + ", ".join(str(p) for p in written))
     return result.to_dict()
@@ -182,9 +172,6 @@ def run_map(cmd: Map) -> dict:
 
 def _map_model(cmd: Map, options: dict):
     """`frames.map_callable` of a trained run's model (seed `--seed-index`) on the mixture frames."""
-    from .. import pretrained
-    from ..nca import _frames as frames
-    from ..training import _train as train
 
     frames.check_methods(cmd.methods, frames.CALLABLE_METHODS)
     if cmd.estimate is not None:

@@ -44,7 +44,6 @@ from ._frames import (
     load_frames,
     map_callable,
     map_frames,
-    plot_frame_mapping,
 )
 from ._stage import (
     Separator,
@@ -100,7 +99,6 @@ __all__ = [
     "nca_matrix",
     "per_bin_gain",
     "per_bin_gain_l1",
-    "plot_frame_mapping",
     "relative_l1",
     "restricted_structure",
     "run_stage",

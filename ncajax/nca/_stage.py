@@ -4,7 +4,7 @@ Protocol (`config.MappingConfig`): each matrix C is fitted on `n_fit_frames` fra
 `config.fit_frames_for(N)`: 4 N rounded up, fast 1024, mid 2304, paper 8448) pooled over the
 songs of the *training* split, and judged on `heldout_frames_per_song` frames of each *test* song,
 songs that neither the separator nor the fit has seen. Every number is kept per trained seed and per
-test song, which is what the seed x song bootstrap of `ncajax.study` resamples. Every model (all its
+test song, which is what the seed x song bootstrap of `ncajax.results` resamples. Every model (all its
 seeds at once, one vmapped program per iterative setting, each fit with its own initialisation key; the
 mean Jacobian seed by seed, `jacobian_chunk` frames at a time) gets:
 

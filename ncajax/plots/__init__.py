@@ -3,8 +3,8 @@
 Nothing here trains, fits or runs a model, and nothing computes an interval or a mean ± CI over
 seeds: the figures with such numbers (structure metrics, verdict intervals, held-out error, keep
 shares, linearity, the under-convergence control, separation quality, live units) render the run's
-`ncajax.study.RunSummary` (give them the summary or a run directory, which is then read by
-`ncajax.study.load_study` and summarised); the others read the saved arrays of
+`ncajax.results.RunSummary` (give them the summary or a run directory, which is then read by
+`ncajax.results.load_study` and summarised); the others read the saved arrays of
 `<run>/train/<model>/`, `<run>/mappings/` and `<run>/evaluation/` (see `experiments/reproduce.py`),
 the spectrogram figure the excerpt the evaluation stage saved (`evaluation/spectrograms.npz`).
 
@@ -38,6 +38,7 @@ from ._base import (
     summary_of,
 )
 from ._curves import loss_curves, separation_quality
+from ._frames import plot_frame_mapping
 from ._matrices import MatrixView, draw_matrix_grid, estimator_matrices, mapping_matrices
 from ._results import (
     convergence_control,
@@ -78,12 +79,13 @@ __all__ = [
     "live_units",
     "sdr_vs_loudness",
     "make_all",
+    "plot_frame_mapping",
 ]
 
 
 def make_all(run_dir: str | Path, out_dir: str | Path) -> list[Path]:
     """Every figure whose inputs exist under `run_dir`, written to `out_dir` (PNG and PDF each);
-    returns the written paths. The run is read and summarised once (`ncajax.study.summarise_run`);
+    returns the written paths. The run is read and summarised once (`ncajax.results.summarise_run`);
     the figures of the mapping stage render that summary."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():

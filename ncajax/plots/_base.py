@@ -1,5 +1,5 @@
 """What every figure module shares: colours, setting labels, dB colour scales, saving, the run summary
-a figure renders (`ncajax.study`) and the saved arrays of a study run directory."""
+a figure renders (`ncajax.results`) and the saved arrays of a study run directory."""
 
 from __future__ import annotations
 
@@ -25,8 +25,8 @@ from ..config import (
     STUDENT_CONVERGED,
 )
 from ..nca import _structure as analysis
-from ..study._results import load_mapping_stage
-from ..study._summary import RunSummary, TableSummary, summarise_run
+from ..results._records import load_mapping_stage
+from ..results._summary import RunSummary, TableSummary, summarise_run
 
 MODEL_COLOURS = {"dae": "#1f77b4", "dae_deep": "#ff7f0e", "dae_sf": "#2ca02c"}
 Source = str | Path | RunSummary
@@ -128,7 +128,7 @@ def save_figure(fig: Figure, out_dir: str | Path, name: str) -> list[Path]:
 
 def summary_of(source: str | Path | RunSummary) -> RunSummary:
     """The run summary a figure renders: `source` itself, or the summary of the run directory it names
-    (`ncajax.study.summarise_run`; `make_all` summarises once and passes it to every figure)."""
+    (`ncajax.results.summarise_run`; `make_all` summarises once and passes it to every figure)."""
     return source if isinstance(source, RunSummary) else summarise_run(source)
 
 
@@ -138,7 +138,7 @@ def run_dir_of(source: str | Path | RunSummary) -> Path:
 
 
 def load_mapping_records(mappings_dir: str | Path) -> list[dict]:
-    """The records of the mapping stage as saved (dicts), read by `ncajax.study._results.load_mapping_stage`
+    """The records of the mapping stage as saved (dicts), read by `ncajax.results._records.load_mapping_stage`
     (result.json, else metrics.jsonl of a stage still running; a resumed stage's last record of a key
     wins). A directory without a mapping stage -> []."""
     stage = load_mapping_stage(mappings_dir, [])

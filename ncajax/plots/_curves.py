@@ -1,5 +1,5 @@
 """Training and fit loss curves, and the separation quality of the evaluation stage (rendered from the
-run's summary, `ncajax.study`: its means and CIs over seeds are computed there, not here)."""
+run's summary, `ncajax.results`: its means and CIs over seeds are computed there, not here)."""
 
 from __future__ import annotations
 
@@ -120,7 +120,7 @@ QUALITY_PANELS = (
     ("vocals.SIR", "vocals SIR (dB)"),
     ("vocals.SAR", "vocals SAR (dB)"),
 )
-"""(score of `ncajax.study`'s `SeparationSummary`, panel title)."""
+"""(score of `ncajax.results`'s `SeparationSummary`, panel title)."""
 
 
 def separation_quality(source: Source, out_dir: str | Path) -> list[Path]:

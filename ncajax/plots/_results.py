@@ -1,7 +1,7 @@
 """Figures of the mapping stage's numbers: structure metrics, the verdict's intervals, the held-out
 error against the baselines, and how linear each model is (per-frame Jacobians).
 
-Every figure renders a run's `ncajax.study.RunSummary` (a run directory is summarised first): the
+Every figure renders a run's `ncajax.results.RunSummary` (a run directory is summarised first): the
 intervals are the summary's, none is computed here."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from ..config import JACOBIAN
-from ..study import _verdict as verdict
-from ..study._summary import RunSummary
+from ..results import _verdict as verdict
+from ..results._summary import RunSummary
 from . import _base as base
 from ._base import (
     MODEL_COLOURS,

@@ -1,6 +1,6 @@
 """The separators' output units and level robustness, from the evaluation stage's result: the live share
 of output units per octave band (`live_units`, with the homogeneity errors; its statistics over seeds
-are the run summary's, `ncajax.study`) and the per-song separation gain against the song's loudness
+are the run summary's, `ncajax.results`) and the per-song separation gain against the song's loudness
 (`sdr_vs_loudness`, a per-song mean over seeds and a least-squares line, drawn from the saved
 per-track scores)."""
 
@@ -25,7 +25,7 @@ def live_units(source: Source, out_dir: str | Path) -> list[Path]:
     """Figure `live_units`: left, the share of output units alive on the held-out songs per octave band
     (x: band centre, Hz, log), one line per model (mean over seeds, band of min-max over seeds); right,
     the homogeneity error per model at alpha = 1/4 and 4 (bars: mean over seeds; dots: seeds). The
-    statistics over seeds are the summary's (`ncajax.study`'s `UnitsSummary`). `source`: a run directory
+    statistics over seeds are the summary's (`ncajax.results`'s `UnitsSummary`). `source`: a run directory
     or its `RunSummary`."""
     summary = summary_of(source)
     summaries = summary.units

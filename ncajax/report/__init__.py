@@ -1,4 +1,4 @@
-"""REPORT.md from a study run's saved results: it renders the run's summary (`ncajax.study`), computes
+"""REPORT.md from a study run's saved results: it renders the run's summary (`ncajax.results`), computes
 nothing of its own.
 
     write_report(run_dir)    render and write REPORT.md (and copy the figures next to it)

@@ -1,6 +1,6 @@
 """What the REPORT.md writers share: the report's fixed texts and labels, the number formats
 (the summary's intervals and means ± CI over seeds, Markdown tables) and the models and fit settings of
-a loaded run. Nothing here computes a statistic: the numbers come from `ncajax.study`'s summary.
+a loaded run. Nothing here computes a statistic: the numbers come from `ncajax.results`'s summary.
 
 `rel. L1` throughout is the relative L1 error Σ|y - ŷ| / Σ|y| of a linear map against the model's
 output: lower is better, 0 is exact, 1 is what predicting silence scores.
@@ -11,8 +11,8 @@ from __future__ import annotations
 import math
 
 from ..config import NCA_AUTHORS, PRIMARY_ESTIMATOR
-from ..study._results import MappingStage, StudyRun
-from ..study._summary import SeedStat, TableSummary
+from ..results._records import MappingStage, StudyRun
+from ..results._summary import SeedStat, TableSummary
 
 # Figure groups of `ncajax.plots`, in report order: (file-name prefix, caption). A file belongs to a
 # group when its stem is the prefix or starts with prefix + "_" (e.g. mapping_matrices_nca_authors).

@@ -1,7 +1,7 @@
 """REPORT.md of a study run, rendered from its typed results and their one summary.
 
-The run is read by `ncajax.study.load_study` (train, mapping, evaluation and recipe-control stages,
-typed) and summarised once by `ncajax.study.summarise_run` (the verdict, every seed x song interval
+The run is read by `ncajax.results.load_study` (train, mapping, evaluation and recipe-control stages,
+typed) and summarised once by `ncajax.results.summarise_run` (the verdict, every seed x song interval
 and every mean ± CI over seeds); this module holds the public entry points. The Markdown sections
 render that summary: `_sections` (the run, the verdict, the mapping errors and structure, the
 figures), `_results` (separation, linearity, live and dead units, the recipe control) and
@@ -16,7 +16,7 @@ import re
 import shutil
 from pathlib import Path
 
-from ..study._summary import RunSummary, summarise_run, write_summary
+from ..results._summary import RunSummary, summarise_run, write_summary
 from ._resolution import section as resolution_section
 from ._results import (
     dead_units_section,
@@ -42,7 +42,7 @@ __all__ = ["build_report", "write_report", "conclusion", "copy_outputs", "corpor
 
 
 def conclusion(run_dir: str | Path) -> dict:
-    """The verdict of the run in `run_dir` as a dict (see `ncajax.study.conclusion`)."""
+    """The verdict of the run in `run_dir` as a dict (see `ncajax.results.conclusion`)."""
     return summarise_run(run_dir).conclusion
 
 
@@ -85,7 +85,7 @@ def render(summary: RunSummary, *, timings: dict | None = None, figures_link: st
 def write_report(run_dir: str | Path, path: str | Path, *, timings: dict | None = None,
                  corpora: dict | None = None, resolution: dict | None = None) -> Path:
     """Write `build_report(run_dir)` to `path`, the verdict to `<run>/conclusion.json` and the summary
-    behind the report to `<run>/summary.json` (`ncajax.study`)."""
+    behind the report to `<run>/summary.json` (`ncajax.results`)."""
     run_dir, path = Path(run_dir), Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     link = Path(os.path.relpath(run_dir.resolve() / "figures", path.parent.resolve())).as_posix()

@@ -2,8 +2,8 @@
 finished study run directory, compared on what the issue "separators worth studying" asks: dead output
 units, separation quality, the primary metric's DAE − dae_sf intervals and the verdict.
 
-`summarise(rungs)` reads each run with `ncajax.study.load_study` and takes its numbers from the run's
-summary (`ncajax.study.summarise_run`: nothing is computed here) into a JSON-ready dict;
+`summarise(rungs)` reads each run with `ncajax.results.load_study` and takes its numbers from the run's
+summary (`ncajax.results.summarise_run`: nothing is computed here) into a JSON-ready dict;
 `section(summary)` renders it as the report's "Resolution" section.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..config import PRIMARY_ESTIMATOR, PRIMARY_METRIC
-from ..study._summary import RunSummary, summarise_run
+from ..results._summary import RunSummary, summarise_run
 from ._format import fmt_iv, md_table
 
 __all__ = ["summarise", "section"]

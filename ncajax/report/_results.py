@@ -1,13 +1,13 @@
 """The REPORT.md sections on the models themselves: separation quality (test tracks and real music),
 whether one matrix is a fair summary of a model (per-frame Jacobians), live and dead units and the
-recipe control. Each renders the run's summary (`ncajax.study`): the means ± CI over seeds are its
+recipe control. Each renders the run's summary (`ncajax.results`): the means ± CI over seeds are its
 `SeedStat`s, nothing is computed here."""
 
 from __future__ import annotations
 
 from ..config import PRIMARY_ESTIMATOR
-from ..study._results import StudyRun
-from ..study._summary import POOR_SPREAD, ControlRow, RunSummary
+from ..results._records import StudyRun
+from ..results._summary import POOR_SPREAD, ControlRow, RunSummary
 from ._format import METRIC_LABELS, fmt, fmt_pm, join_code, md_table
 
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 import time
 
 from ..config import DIAGONAL_BAND_HZ, KEEP_SUFFICES, PRIMARY_ESTIMATOR, STFTConfig, band_bins
+from ..results import _verdict as verdict
+from ..results._records import StudyRun
+from ..results._summary import FUNCTIONAL_ERRORS, RunSummary, TableSummary
 from ..runs import git_commit
-from ..study import _verdict as verdict
-from ..study._results import StudyRun
-from ..study._summary import FUNCTIONAL_ERRORS, RunSummary, TableSummary
 from ._format import (
     FIGURES,
     METRIC_LABELS,
@@ -131,7 +131,7 @@ def conclusion_section(summary: RunSummary) -> list[str]:
         return lines + ["_No mapping stage results: no verdict._"]
     lines += [verdict_sentence(concl), ""]
     lines += [
-        f"Rules, fixed in `ncajax/verdict.py` before the numbers: the primary estimator is `{PRIMARY_ESTIMATOR}` "
+        f"Rules, fixed in `ncajax/results/_verdict.py` before the numbers: the primary estimator is `{PRIMARY_ESTIMATOR}` "
         "(the authors' NCA computation, run to convergence) and the primary metric is the diagonal keep, "
         "the share of the mapping's advantage over predicting silence on unseen songs that its diagonal "
         "diag(C) alone keeps, (err_zero − err_diag) / (err_zero − err_full); it replaced the weighted "

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from .. import runs
 from ..config import PRIMARY_ESTIMATOR, CorpusConfig, MappingConfig, TrainConfig, train_recipe
+from ..results import _verdict as verdict
 from . import _pipeline as pipeline
-from . import _verdict as verdict
 from ._options import DataOptions, FitOptions, StudyConfig, TrainOptions
 
 

@@ -1,9 +1,9 @@
 """The one summary step of a study run: the verdict, every seed x song interval and every mean ± CI
 over seeds that the report and the figures show, computed once from the typed results
-(`ncajax.study`) and written to `<run>/summary.json`.
+(`ncajax.results`) and written to `<run>/summary.json`.
 
 `summarise(study) -> RunSummary` holds
-- `conclusion`: the verdict (`ncajax.study.conclusion`; also written as `<run>/conclusion.json`),
+- `conclusion`: the verdict (`ncajax.results.conclusion`; also written as `<run>/conclusion.json`),
   with every estimator's held-out-error intervals, directions, branches and the under-convergence
   control;
 - `informative`: per mapping record (pooled fits and the zero / per-bin-gain baselines) the held-out
@@ -41,7 +41,7 @@ from ..nca._structure import summarise as t_interval
 from ..runs import write_json
 from ..stats import seed_song_bootstrap
 from . import _verdict as verdict
-from ._results import (
+from ._records import (
     MappingRecord,
     MappingStage,
     RecordKey,

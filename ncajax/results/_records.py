@@ -10,7 +10,7 @@ stage; `load_study(run_dir)` reads all of them into a frozen `StudyRun`:
 - `control/{train,mappings}` (the recipe control) -> `RecipeControl`
 - `timings.json` -> `StudyRun.timings`
 
-Nothing here computes an interval: that is `ncajax.study` (the one summary step the report and the
+Nothing here computes an interval: that is `ncajax.results` (the one summary step the report and the
 figures render). A stage that has not run leaves a note in `StudyRun.notes` (the report prints them); a
 missing run directory raises FileNotFoundError and a corrupt JSON file a ValueError naming the file and
 the fix.
@@ -103,7 +103,7 @@ class MappingRecord:
 
     The saved per-seed x per-song tables (`rel_l1_heldout`, `metrics[...]`, `functional[...]`, ...) are
     read as `(n_seeds, n_songs)` float64 by `table`, `metric`, `functional_table` and `part_metric`; the
-    verdict rules (`ncajax.study`) read a record through `get`, as they read the stage's plain dicts.
+    verdict rules (`ncajax.results`) read a record through `get`, as they read the stage's plain dicts.
     """
 
     model: str
