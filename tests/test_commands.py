@@ -304,3 +304,15 @@ def test_map_a_trained_model(tmp_path):
                                rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="--n-fft 64 differs from the model's STFT"):
         commands.run("map", ["--model-dir", str(run), "--mixture", str(tmp_path / "mix.npy"), "--n-fft", "64"])
+
+
+def test_the_real_track_default_is_the_shared_folder_beside_the_repository():
+    """`--real-test` defaults to ../shared/data/musdb18-sample next to the repository (wherever the module
+    defining it sits in the package tree), and an existing sample there is scored by default."""
+    from ncajax.study import EvaluateOptions
+
+    repo = Path(__file__).resolve().parents[1]
+    expected = repo.parent / "shared" / "data" / "musdb18-sample"
+    assert options.REAL_TEST == expected
+    if any(expected.glob("*/*.stem.mp4")):
+        assert EvaluateOptions().real_root() == str(expected)

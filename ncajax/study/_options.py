@@ -54,8 +54,8 @@ ModelName = Literal["dae", "dae_deep", "dae_sf"]
 assert set(ModelName.__args__) == set(MODEL_NAMES)  # noqa: S101 - kept in step with config.MODEL_NAMES
 
 # The real MUSDB18 track scored beside the test songs by default, when it is there (the shared sample
-# folder beside the repository).
-REAL_TEST = Path(__file__).resolve().parents[2] / "shared" / "data" / "musdb18-sample"
+# folder beside the repository: ncajax/study/_options.py -> the repository's parent folder).
+REAL_TEST = Path(__file__).resolve().parents[3] / "shared" / "data" / "musdb18-sample"
 # The fields of `TrainConfig` a named training recipe sets (`config.TRAIN_RECIPES`).
 RECIPE_FIELDS = ("recipe", "loss", "augment_gain_db", "augment_remix", "augment_stem_gain_db", "mask_bias")
 
