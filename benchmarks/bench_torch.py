@@ -5,7 +5,7 @@ Cases (each at every N of --n):
   ncajax: `ncajax.training.Trainer(...).step` (jitted, donated, one seed vmapped: what `train_model` runs).
   torch: the same network as `torch.nn.Linear` + ReLU layers (dae_sf: x * mask(x)), `loss.backward()`,
   `opt.step()`.
-- `nca`: the NCA fit of each model on --frames frames (`fit_mapping(method="nca")`, the authors'
+- `nca`: the NCA fit of each model on --frames frames (`fit_mapping(..., NCA(...))`, the authors'
   Xavier-normal P, bias added per input column). torch, from the paper's description: per dense layer
   W~_l = relu((W_l + b_l) P_l^T) * W_l (PyTorch's `W + b` broadcast), C = W~_L ... W~_1, L1 loss
   sum|y - x C^T| / nb_frames, Adam (lr 1e-4) over the P_l.
