@@ -1,9 +1,10 @@
 """The packages import each other only downstream, so the tree draws the data flow:
 
-    data -> training -> nca -> separation -> results -> report, plots -> study -> cli
+    data -> training -> pretrained -> nca -> separation -> results -> report, plots -> study -> cli
 
-(`config`, `models`, `runs`, `checkpoints`, `stats` are shared by every stage; `pretrained` sits beside
-training). Checked on the import statements of the source, function-level imports included.
+(`config`, `_estimators`, `models`, `runs`, `checkpoints`, `stats` are shared by every stage;
+`pretrained` sits beside training). Checked on the relative import statements of the source (the package uses no absolute
+imports of itself), function-level imports included.
 """
 
 import ast
@@ -55,3 +56,14 @@ def test_the_shared_modules_import_no_stage():
     edges = _package_imports()
     bad = sorted({(a, b, f) for a, b, f in edges if a in SHARED and b in ORDER})
     assert not bad, bad
+
+
+def test_the_package_imports_itself_only_relatively():
+    """So the relative imports read above are all of them."""
+    absolute = []
+    for path in ROOT.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else (
+                [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            absolute += [(str(path), n) for n in names if n == "ncajax" or n.startswith("ncajax.")]
+    assert not absolute, absolute
