@@ -30,15 +30,20 @@ A replicate's mean of `a[seeds][:, songs]` is `cs @ a @ ct / (S T)` with `cs`, `
 draw counts of seeds and songs, so B replicates are two small matrix products, not B copies.
 
 `interval_coverage` measures each method's coverage on synthetic seed x song tables with a known mean.
+`seed_interval` is the plain mean and Student-t interval over seeds of one value per seed (the
+report's mean ± CI columns).
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import scipy.stats
 from jaxtyping import ArrayLike, Float
 
 __all__ = [
+    "seed_interval",
     "CONFIDENCE",
     "DEFAULT_METHOD",
     "METHODS",
@@ -400,3 +405,40 @@ def sign(interval: dict) -> int:
     if interval["hi"] < 0:
         return -1
     return 0
+
+
+def seed_interval(
+    values: ArrayLike, *, axis: int = 0, confidence: float = 0.95
+) -> dict[str, np.ndarray | float | int]:
+    """Mean, sample std (ddof=1) and a two-sided Student-t confidence interval over `axis` (seeds).
+
+    Returns {"mean", "std", "lo", "hi", "n"}: lo/hi = mean ∓ t_{(1+confidence)/2, n-1} · std / √n.
+    With n = 1 there is no spread estimate: std = 0.0 and lo = hi = mean. Python floats for 1-D
+    input, arrays of the remaining axes otherwise.
+    """
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    v = np.asarray(values, dtype=np.float64)
+    if v.ndim == 0:
+        raise ValueError("values must have at least one axis (the seeds), got a scalar")
+    n = v.shape[axis]
+    if n == 0:
+        raise ValueError(f"no values along axis {axis} (shape {v.shape}): nothing to summarise")
+    mean = v.mean(axis=axis)
+    if n == 1:
+        std = np.zeros_like(mean)
+        half = np.zeros_like(mean)
+    else:
+        std = v.std(axis=axis, ddof=1)
+        half = scipy.stats.t.ppf((1.0 + confidence) / 2.0, df=n - 1) * std / math.sqrt(n)
+
+    def out(a):
+        return float(a) if np.ndim(a) == 0 else a
+
+    return {
+        "mean": out(mean),
+        "std": out(std),
+        "lo": out(mean - half),
+        "hi": out(mean + half),
+        "n": n,
+    }

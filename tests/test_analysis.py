@@ -13,6 +13,7 @@ import pytest
 
 from ncajax import models
 from ncajax.nca import _structure as an
+from ncajax.stats import seed_interval
 
 N = 7
 
@@ -310,8 +311,8 @@ def test_dead_units_bad_input():
 # statistics over seeds and frames
 
 
-def test_summarise_t_interval():
-    s = an.summarise([1.0, 2.0, 3.0, 4.0])
+def test_seed_interval_t():
+    s = seed_interval([1.0, 2.0, 3.0, 4.0])
     std = math.sqrt(sum((v - 2.5) ** 2 for v in (1, 2, 3, 4)) / 3)
     t975_df3 = 3.182446305284263  # tabulated Student-t quantile
     half = t975_df3 * std / math.sqrt(4)
@@ -320,19 +321,19 @@ def test_summarise_t_interval():
     close(s["std"], std)
     close(s["lo"], 2.5 - half)
     close(s["hi"], 2.5 + half)
-    s90 = an.summarise([1.0, 2.0, 3.0, 4.0], confidence=0.9)
+    s90 = seed_interval([1.0, 2.0, 3.0, 4.0], confidence=0.9)
     close(s90["hi"] - s90["mean"], 2.353363434801823 * std / 2)  # t_{0.95, 3}
 
 
-def test_summarise_single_seed_and_axis():
-    s = an.summarise([3.5])
+def test_seed_interval_single_seed_and_axis():
+    s = seed_interval([3.5])
     assert s == {"mean": 3.5, "std": 0.0, "lo": 3.5, "hi": 3.5, "n": 1}
     v = np.array([[1.0, 10.0], [3.0, 10.0]])  # seeds on axis 0
-    s = an.summarise(v)
+    s = seed_interval(v)
     close(s["mean"], [2.0, 10.0])
     # std = sqrt(2), n = 2: half-width = t_{0.975, 1} * sqrt(2) / sqrt(2)
     close(s["hi"] - s["lo"], [2 * 12.706204736174707, 0.0])
-    s1 = an.summarise(v.T, axis=1)
+    s1 = seed_interval(v.T, axis=1)
     close(s1["lo"], s["lo"])
 
 
@@ -365,7 +366,7 @@ def test_errors_name_the_problem():
     with pytest.raises(ValueError, match="same shape"):
         an.relative_l1(np.ones(3), np.ones(4))
     with pytest.raises(ValueError, match="confidence"):
-        an.summarise([1.0, 2.0], confidence=1.5)
+        seed_interval([1.0, 2.0], confidence=1.5)
     with pytest.raises(ValueError, match="qs"):
         an.quantiles(np.ones(4), (0.5, 1.5))
 

@@ -62,7 +62,6 @@ from ._structure import (
     relative_l1,
     restricted_structure,
     structure_metrics,
-    summarise,
 )
 
 __all__ = [
@@ -104,5 +103,4 @@ __all__ = [
     "run_stage",
     "select_frames",
     "structure_metrics",
-    "summarise",
 ]

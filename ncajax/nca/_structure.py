@@ -6,19 +6,16 @@ jax.numpy function of one matrix: jit it, or `jax.vmap` it over a `(K, nb_bins, 
 (`structure_metrics` does the vmap for you). No metric emits NaN: a zero denominator (all-zero matrix,
 all-zero row, silent input) gives 0.0, as documented per function.
 
-`summarise` (Student-t intervals over seeds) is plain NumPy/SciPy and not meant to be jitted.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from numbers import Integral, Real
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import scipy.stats
 from jaxtyping import Array, ArrayLike, Float
 
 from ..models import dense_layers
@@ -36,7 +33,6 @@ __all__ = [
     "mean_input_energy",
     "relative_l1",
     "dead_unit_share",
-    "summarise",
     "quantiles",
     "band_mask",
     "voice_band",
@@ -351,43 +347,6 @@ def dead_unit_share(
 
 # ---------------------------------------------------------------------------------------------------
 # statistics over seeds and frames (NumPy; not jitted)
-
-
-def summarise(
-    values: ArrayLike, *, axis: int = 0, confidence: float = 0.95
-) -> dict[str, np.ndarray | float | int]:
-    """Mean, sample std (ddof=1) and a two-sided Student-t confidence interval over `axis` (seeds).
-
-    Returns {"mean", "std", "lo", "hi", "n"}: lo/hi = mean ∓ t_{(1+confidence)/2, n-1} · std / √n.
-    With n = 1 there is no spread estimate: std = 0.0 and lo = hi = mean. Python floats for 1-D
-    input, arrays of the remaining axes otherwise.
-    """
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    v = np.asarray(values, dtype=np.float64)
-    if v.ndim == 0:
-        raise ValueError("values must have at least one axis (the seeds), got a scalar")
-    n = v.shape[axis]
-    if n == 0:
-        raise ValueError(f"no values along axis {axis} (shape {v.shape}): nothing to summarise")
-    mean = v.mean(axis=axis)
-    if n == 1:
-        std = np.zeros_like(mean)
-        half = np.zeros_like(mean)
-    else:
-        std = v.std(axis=axis, ddof=1)
-        half = scipy.stats.t.ppf((1.0 + confidence) / 2.0, df=n - 1) * std / math.sqrt(n)
-
-    def out(a):
-        return float(a) if np.ndim(a) == 0 else a
-
-    return {
-        "mean": out(mean),
-        "std": out(std),
-        "lo": out(mean - half),
-        "hi": out(mean + half),
-        "n": n,
-    }
 
 
 def quantiles(

@@ -37,9 +37,8 @@ from typing import Any
 import numpy as np
 
 from ..config import PRIMARY_ESTIMATOR, PRIMARY_METRIC
-from ..nca._structure import summarise as t_interval
 from ..runs import write_json
-from ..stats import seed_song_bootstrap
+from ..stats import seed_interval, seed_song_bootstrap
 from . import _verdict as verdict
 from ._records import (
     MappingRecord,
@@ -117,7 +116,7 @@ def summarise_table(value: Any) -> TableSummary | None:
 
 @dataclass(frozen=True)
 class SeedStat:
-    """Mean and two-sided Student-t 95 % CI over seeds (`ncajax.nca.summarise`) of the finite values
+    """Mean and two-sided Student-t 95 % CI over seeds (`ncajax.stats.seed_interval`) of the finite values
     of a per-seed list; `values` are those values, `n` their number (lo = hi = mean for one seed)."""
 
     mean: float
@@ -140,7 +139,7 @@ def seed_stat(values: Any) -> SeedStat | None:
     vals = [float(v) for v in (values or []) if v is not None and math.isfinite(float(v))]
     if not vals:
         return None
-    s = t_interval(np.asarray(vals))
+    s = seed_interval(np.asarray(vals))
     return SeedStat(s["mean"], s["lo"], s["hi"], s["n"], tuple(vals))
 
 
