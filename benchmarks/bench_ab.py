@@ -1,8 +1,8 @@
 """In-process A/B of this round's two code changes, interleaved (A B A B ...) so both see the same load.
 
-- train: `Trainer.step` for one seed (a size-1 `jax.vmap` of the single-seed step) against the candidate
-  of 2026-12-07 (the seed axis dropped around the plain single-seed step, reshapes only; tried in
-  `ncajax.training` and reverted: no gain shown under load), same state and batch.
+- train: `Trainer.step` for one seed on the stacked state (a size-1 `jax.vmap` of the single-seed step,
+  the layout of `Trainer.init`) against the unstacked working layout (`Trainer.unstack`: the plain
+  single-seed program, what `train_model` runs for one seed on one device), same state and batch.
 - nca: one NCA Adam step (value_and_grad of `nca.nca_loss` + optax.adam, jitted, F = 512) with the
   matrix chain in "product" order (C formed every step, as before) against "chain" order (the default
   for F < N), same P.
@@ -54,27 +54,20 @@ def main(argv=None):
     print("|---|---|---|---|---|---|")
     rng = np.random.default_rng(0)
     for n in args.n:
-        for name, batch in (("dae", 64), ("dae", 256), ("dae_deep", 256)):
+        for name, batch in ((m, b) for b in (64, 256) for m in ("dae", "dae_deep", "dae_sf")):
             model = models.build(name, n)
             cfg = TrainConfig(batch_size=batch, n_seeds=1, loss="mse", recipe="raw", augment_gain_db=0.0)
             tr = training.Trainer(model, cfg)
             x = rng.random((1, batch, n), np.float32)
             data = (jnp.asarray(x), jnp.asarray(0.5 * x))
-            single = training.make_train_step(model, tr.tx, cfg.loss, cfg.patience)
-
-            def dropped(*args, single=single):
-                new, metrics = single(*jax.tree.map(lambda v: v[0], args))
-                return jax.tree.map(lambda v: v[None], (new, metrics))
-
-            new = jax.jit(dropped, donate_argnums=0)
-            sa, sb = [tr.init()], [tr.init()]
+            sa, sb = [tr.init()], [tr.unstack(tr.init())]
 
             def a(sa=sa, data=data, tr=tr):
                 sa[0], _ = tr.step(sa[0], data)
                 return sa[0]
 
-            def b(sb=sb, new=new, data=data, tr=tr):
-                sb[0], _ = new(sb[0], data, tr.seed_array)
+            def b(sb=sb, data=data, tr=tr):
+                sb[0], _ = tr.step(sb[0], data)
                 return sb[0]
 
             t = race({"before": a, "after": b}, args.reps)

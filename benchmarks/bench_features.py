@@ -116,7 +116,7 @@ def bench_cache(path: Path, batch: int, n_steps: int, repeats: int, seeds: int) 
             pass
 
     trainer = training.Trainer(models.build("dae", n_bins), TrainConfig(batch_size=batch, n_seeds=seeds))
-    holder = [trainer.init()]
+    holder = [trainer.unstack(trainer.init())]
     x0 = jnp.asarray(np.stack([cache.batch(0, batch, s)[0] for s in range(seeds)]))
 
     def train_fixed():

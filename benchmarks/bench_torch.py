@@ -2,7 +2,8 @@
 
 Cases (each at every N of --n):
 - `train`: one training step of dae / dae_deep / dae_sf (MSE, Adam lr 1e-3) at every batch of --batch.
-  ncajax: `ncajax.training.Trainer(...).step` (jitted, donated, one seed vmapped: what `train_model` runs).
+  ncajax: `ncajax.training.Trainer(...).step` (jitted, donated, one seed in the unstacked working layout:
+  what `train_model` runs).
   torch: the same network as `torch.nn.Linear` + ReLU layers (dae_sf: x * mask(x)), `loss.backward()`,
   `opt.step()`.
 - `nca`: the NCA fit of each model on --frames frames (`fit_mapping(..., NCA(...))`, the authors'
@@ -204,7 +205,7 @@ def worker_ncajax(spec: dict) -> dict:
         state = state.replace(params=seeded, best_params=jax.tree.map(jnp.copy, seeded),
                               opt_state=jax.vmap(trainer.tx.init)(seeded))
         batch = (jnp.asarray(data["x"])[None], jnp.asarray(data["y"])[None])
-        holder = [state]
+        holder = [trainer.unstack(state)]  # what train_model steps on (one seed: no seed axis)
 
         def step():
             holder[0], metrics = trainer.step(holder[0], batch)

@@ -28,7 +28,7 @@ def bench_one(name: str, n_bins: int, batch: int, seeds: int, repeats: int, plat
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.random((seeds, batch, n_bins), np.float32))
     y = jnp.asarray(0.5 * np.asarray(x))
-    holder = [trainer.init()]
+    holder = [trainer.unstack(trainer.init())]  # what train_model steps on (one seed: no seed axis)
     xla = flops.xla_flops(trainer.step, holder[0], (x, y))
 
     def step():

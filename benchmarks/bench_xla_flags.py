@@ -63,7 +63,7 @@ def worker(spec: dict) -> dict:
         tr = training.Trainer(model, cfg)
         x = rng.random((1, batch, n), np.float32)
         data = (jnp.asarray(x), jnp.asarray(0.5 * x))
-        st = [tr.init()]
+        st = [tr.unstack(tr.init())]
         first = []
 
         def step(tr=tr, st=st, data=data, first=first):

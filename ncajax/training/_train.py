@@ -237,10 +237,14 @@ class _Loop:
         returns the mean training loss per seed."""
         losses = []
         steps = range(self.epoch * self.spe, (self.epoch + 1) * self.spe)
-        for batch in Prefetch(functools.partial(self.trainer.make_batch, train_cache), steps, 4):
-            self.state, metrics = self.trainer.step(self.state, self.trainer.place_batch(batch))
-            losses.append(metrics["loss"])
-            bar.update(1)
+        work = self.trainer.unstack(self.state)  # the step's fastest layout (one seed: no seed axis)
+        try:
+            for batch in Prefetch(functools.partial(self.trainer.make_batch, train_cache), steps, 4):
+                work, metrics = self.trainer.step(work, self.trainer.place_batch(batch))
+                losses.append(metrics["loss"])
+                bar.update(1)
+        finally:
+            self.state = self.trainer.stack(work)
         train_loss = np.mean(np.stack([np.asarray(v) for v in losses]), axis=0)
         if not np.all(np.isfinite(train_loss)):
             raise FloatingPointError(
