@@ -29,7 +29,7 @@ def bench_one(name: str, n_bins: int, batch: int, seeds: int, repeats: int, plat
     x = jnp.asarray(rng.random((seeds, batch, n_bins), np.float32))
     y = jnp.asarray(0.5 * np.asarray(x))
     holder = [trainer.unstack(trainer.init())]  # what train_model steps on (one seed: no seed axis)
-    xla = flops.xla_flops(trainer.step, holder[0], (x, y))
+    xla = flops.xla_flops(jax.jit(trainer.step), holder[0], (x, y))  # Trainer.step is a method
 
     def step():
         holder[0], metrics = trainer.step(holder[0], (x, y))

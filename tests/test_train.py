@@ -154,6 +154,8 @@ def test_one_seed_steps_without_the_seed_axis_like_the_vmapped_step():
     two = trainer.Trainer(model, tcfg(n_seeds=2, batch_size=8))
     both = two.init()
     assert two.unstack(both) is both and two.stack(both) is both
+    with pytest.raises(ValueError, match="no seed axis.*2 seed"):
+        two.step(tr.unstack(tr.init()), (jnp.zeros((2, 8, N)), jnp.zeros((2, 8, N))))
 
 
 def test_nan_guard_stops_with_clear_message(tmp_path):

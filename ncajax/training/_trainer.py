@@ -264,7 +264,13 @@ class Trainer:
         metrics `{"loss": (S,)}`. `state` is donated. It is stacked over seeds (as `init` gives it) or, with
         one seed on one device, the faster unstacked working layout of `unstack`; the step returns the
         layout it was given."""
-        if self._single and state.step.ndim == 0:
+        if state.step.ndim == 0:
+            if not self._single:
+                raise ValueError(
+                    f"state has no seed axis, but this Trainer steps {len(self.seeds)} seed(s)"
+                    f"{'' if self.mesh is None else ' over a device mesh'}: pass the stacked state of "
+                    "Trainer.init() (only one seed on one device has the unstacked layout)"
+                )
             return self._plain_step(state, batch, self._seed0)
         return self._step(state, batch, self.seed_array)
 
