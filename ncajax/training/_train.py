@@ -243,8 +243,9 @@ class _Loop:
                 work, metrics = self.trainer.step(work, self.trainer.place_batch(batch))
                 losses.append(metrics["loss"])
                 bar.update(1)
-        finally:
-            self.state = self.trainer.stack(work)
+        finally:  # keep a usable state if interrupted (unless the interrupt caught `work` donated)
+            if not jax.tree.leaves(work)[0].is_deleted():
+                self.state = self.trainer.stack(work)
         train_loss = np.mean(np.stack([np.asarray(v) for v in losses]), axis=0)
         if not np.all(np.isfinite(train_loss)):
             raise FloatingPointError(

@@ -9,7 +9,7 @@ resume, results) is `ncajax.training`.
 
 One seed on one device steps without the seed axis: `Trainer.unstack` drops the size-1 axis (once per
 epoch), `Trainer.step` then runs the plain single-seed step, and `Trainer.stack` puts the axis back for
-validation, early stopping and checkpoints. XLA:CPU runs that program 1.04-1.35x faster than the size-1
+validation, early stopping and checkpoints. XLA:CPU runs that program 1.06-1.41x faster than the size-1
 `vmap` (dae / dae_deep / dae_sf, N = 513 and 1025, batch 64 and 256; benchmarks/RESULTS.md); its numbers
 equal the vmapped step's to float32 rounding (not bit for bit: the two programs fuse differently).
 
