@@ -26,7 +26,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -177,11 +176,11 @@ def main(argv=None) -> int:
     ap.add_argument("--target-s", type=float, default=0.5)
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    if args.worker is not None:
-        print("RESULT " + json.dumps(worker(json.loads(args.worker))), flush=True)
-        return 0
     sys.path.insert(0, str(HERE))
-    from common import cpu_model
+    import common
+
+    if args.worker is not None:
+        return common.worker_main(worker, args.worker)
 
     variants = [("xla", None), ("openblas", None)] + ([("mkl", args.mkl)] if args.mkl else [])
     try:
@@ -190,19 +189,15 @@ def main(argv=None) -> int:
         variants.append(("torch", None))
     except ImportError:
         print("# torch not installed: no PyTorch reference (pip install -e '.[bench]')")
-    print(f"# bench_cpu_levers: {cpu_model()}, {os.cpu_count()} cores, load {os.getloadavg()}, "
+    print(f"# bench_cpu_levers: {common.cpu_model()}, {os.cpu_count()} cores, load {os.getloadavg()}, "
           f"command: {' '.join(sys.argv)}", flush=True)
     results: dict = {}
     for rep in range(args.repeats):
         for name, lib in variants:
             spec = {"variant": name, "lib": lib, "n": args.n, "batch": args.batch, "target_s": args.target_s}
-            env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), str(HERE)]))
-            proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], env=env,
-                                  capture_output=True, text=True, cwd=str(REPO))
-            res = next((json.loads(line[7:]) for line in proc.stdout.splitlines() if line.startswith("RESULT ")),
-                       None)
+            res, err = common.run_worker(__file__, spec)
             if res is None:
-                print(f"# {name} failed: {proc.stderr[-800:]}", flush=True)
+                print(f"# {name} failed: {err}", flush=True)
                 continue
             results.setdefault(name, []).append(res)
             print(f"# rep {rep + 1} {name}: load {os.getloadavg()[0]:.2f}", flush=True)

@@ -14,10 +14,8 @@ flags (if any) do not mix in: each worker runs exactly the XLA_FLAGS of its sett
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -96,23 +94,20 @@ def main(argv=None) -> int:
     ap.add_argument("--target-s", type=float, default=0.7)
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    sys.path.insert(0, str(HERE))
+    import common
+
     if args.worker is not None:
-        print("RESULT " + json.dumps(worker(json.loads(args.worker))), flush=True)
-        return 0
+        return common.worker_main(worker, args.worker)
     print(f"# bench_xla_flags: load {os.getloadavg()}, command: {' '.join(sys.argv)}", flush=True)
     results: dict = {}
     for rep in range(args.repeats):
         for n in args.n:
             for flags in args.flags:
-                env = dict(os.environ, XLA_FLAGS=flags, NCAJAX_XLA_FLAGS="0",
-                           PYTHONPATH=os.pathsep.join([str(REPO), str(HERE)]))
                 spec = {"n": n, "target_s": args.target_s}
-                proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], env=env,
-                                      capture_output=True, text=True, cwd=str(REPO))
-                res = next((json.loads(line[7:]) for line in proc.stdout.splitlines()
-                            if line.startswith("RESULT ")), None)
+                res, err = common.run_worker(__file__, spec, {"XLA_FLAGS": flags, "NCAJAX_XLA_FLAGS": "0"})
                 if res is None:
-                    print(f"# {flags!r} failed: {proc.stderr[-800:]}", flush=True)
+                    print(f"# {flags!r} failed: {err}", flush=True)
                     continue
                 res["load"] = os.getloadavg()[0]
                 results.setdefault((n, flags), []).append(res)

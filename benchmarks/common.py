@@ -106,6 +106,29 @@ def spread(xs: Sequence[float]) -> float:
     return float((max(xs) - min(xs)) / m) if m > 0 else float("nan")
 
 
+# ----------------------------------------------------------------------------------- worker processes
+
+WORKER_TAG = "RESULT "  # the line a worker process prints its JSON result on
+
+
+def worker_main(worker: Callable[[dict], dict], spec_json: str) -> int:
+    """The `--worker SPEC` side: run `worker(spec)` and print its result on one tagged line."""
+    print(WORKER_TAG + json.dumps(worker(json.loads(spec_json))), flush=True)
+    return 0
+
+
+def run_worker(script: str, spec: dict, env: dict[str, str] | None = None) -> tuple[dict | None, str]:
+    """Run `python script --worker SPEC` in a fresh process (from the repository, with REPO and
+    benchmarks/ on PYTHONPATH, `env` on top of this process's environment); returns (its result or None,
+    the tail of its stderr)."""
+    full = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "benchmarks")]), **(env or {}))
+    proc = subprocess.run([sys.executable, script, "--worker", json.dumps(spec)], env=full,
+                          capture_output=True, text=True, cwd=str(REPO))
+    res = next((json.loads(line[len(WORKER_TAG):]) for line in proc.stdout.splitlines()
+                if line.startswith(WORKER_TAG)), None)
+    return res, proc.stderr[-800:]
+
+
 # ----------------------------------------------------------------------------------- matmul yardstick
 
 
